@@ -1,0 +1,181 @@
+"""The ``paperboy`` command: parse arguments, build the objects, run one stage or the cycle.
+
+Exit codes: 0 ok, 1 runtime failure (a send failed, a file could not be
+read), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__, store
+from .cycle import App, build_index
+from .log import event, setup
+from .outbox import next_digest
+from .render import list_id
+from .rules import RuleError
+from .scheduler import Service
+from .settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+
+log = logging.getLogger("paperboy")
+
+OK, FAILURE, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="paperboy",
+        description="Research-paper digests in; personal email digests and RSS/Atom feeds out.",
+    )
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                   help=f"the YAML configuration (default: {DEFAULT_CONFIG})")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.add_argument("--version", action="version", version=f"paperboy {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the service: poll the inbox, deliver on schedule")
+    run.add_argument("--once", action="store_true",
+                     help="one full cycle (ingest, match, deliver, feeds), then exit")
+
+    ingest = sub.add_parser("ingest", help="ingest the named digest files now, and match them")
+    ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
+    sub.add_parser("check", help="validate the configuration, the rules and the templates")
+
+    preview = sub.add_parser("preview", help="render a subscriber's next digest without sending it")
+    preview.add_argument("email", metavar="EMAIL")
+    preview.add_argument("--format", choices=("text", "html", "eml"), default="text",
+                         help="text part, HTML part, or the whole message (default: text)")
+    preview.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+
+    status = sub.add_parser("status", help="papers, files and deliveries in the store")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup(verbose=args.verbose, quiet=args.quiet)
+    try:
+        settings = load_settings(args.config)
+        return COMMANDS[args.command](args, settings)
+    except ConfigError as exc:
+        print(f"paperboy: configuration error:\n{exc}", file=sys.stderr)
+        return USAGE
+    except UsageError as exc:
+        print(f"paperboy: {exc}", file=sys.stderr)
+        return USAGE
+    except KeyboardInterrupt:
+        return FAILURE
+    except Exception as exc:
+        event(log, "failed", level=logging.ERROR, reason=f"{type(exc).__name__}: {exc}")
+        log.debug("traceback", exc_info=True)
+        return FAILURE
+
+
+def _app(settings: Settings, **kwargs: object) -> App:
+    try:
+        build_index(settings)
+    except RuleError as exc:
+        raise ConfigError(str(exc)) from exc
+    return App(settings, **kwargs)  # type: ignore[arg-type]
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.once:
+        Service(args.config, settings, lambda s, stop: _app(s, stop=stop)).run()
+        return OK
+    app = _app(settings)
+    report = app.cycle()
+    new = sum(f.new_papers for f in report.files)
+    event(log, "cycle.done", files=len(report.files), new_papers=new, deliveries=report.queued,
+          emails=report.delivery.emails, failed=len(report.delivery.failed), feed_files=report.feed_files)
+    return OK if report.ok else FAILURE
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
+    app = _app(settings)
+    app.prepare_store()
+    reports = app.ingest(args.files)
+    app.match()
+    for r in reports:
+        detail = r.error or f"{r.entries} entries, {r.new_papers} new, {len(r.problems)} problems"
+        print(f"{r.path}: {r.status}: {detail}")
+    return FAILURE if any(r.status == "rejected" for r in reports) else OK
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    app = _app(settings)
+    app.renderer.check()
+    keywords = sum(len(s.keywords) + len(s.exclude) for s in settings.subscribers)
+    email = settings.email
+    where = (f"smtp {email.smtp.host}:{email.smtp.port or 'default port'}"
+             if email.transport == "smtp" else f"maildir {email.maildir}")
+    print(f"{args.config}: OK: {len(settings.subscribers)} subscribers, {keywords} rule terms, "
+          f"delivery by {where}, inbox {settings.inbox}, templates {app.renderer.templates}")
+    return OK
+
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    if not any(s.email.lower() == args.email.lower() for s in settings.subscribers):
+        raise UsageError(f"{args.email} is not a subscriber in {args.config}")
+    app = _app(settings)
+    app.prepare_store()
+    app.match()
+    with store.reading(app.engine) as session:
+        sub = store.subscriber_by_email(session=session, email=args.email)
+        assert sub is not None
+        found = next_digest(session, sub, settings=settings, at=app.clock())
+    if found is None:
+        print(f"nothing pending for {args.email}: no email would be sent", file=sys.stderr)
+        return OK
+    msg = app.renderer.message(found[0], sender=settings.email.from_, list_id=list_id(settings.email.from_))
+    if args.format == "eml":
+        data = msg.as_bytes()
+    else:
+        part = msg.get_body(("plain",) if args.format == "text" else ("html",))
+        assert part is not None
+        data = str(part.get_content()).encode()
+    if args.output:
+        args.output.write_bytes(data)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+    return OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    engine = store.make_engine(settings.database)
+    store.create_schema(engine)
+    with store.reading(engine) as session:
+        counts = store.counts(session=session)
+    if args.json:
+        print(json.dumps(counts, sort_keys=True))
+    else:
+        d = counts["deliveries"]
+        print(f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}), files {counts['files']}, "
+              f"subscribers {counts['subscribers']}, deliveries pending {d['pending']} "
+              f"sent {d['sent']} failed {d['failed']}, last ingest {counts['last_ingest'] or 'never'}")
+    return OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "ingest": cmd_ingest,
+    "check": cmd_check,
+    "preview": cmd_preview,
+    "status": cmd_status,
+}

@@ -1,0 +1,167 @@
+"""One run of the pipeline: ingest -> match -> deliver -> feeds.
+
+:class:`App` holds what the stages share (settings, engine, renderer,
+transport, clock); ``cli.py`` builds it, tests build it with their own
+clock and transport. Each stage is a method that can run alone (``paperboy
+ingest`` runs only the first); :meth:`App.cycle` runs them in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import Engine
+from tqdm import tqdm
+
+from . import feeds, store
+from .ingest import FileReport, ingest_file, scan_inbox
+from .log import event
+from .mailer import MaildirTransport, SmtpTransport, Transport
+from .outbox import DeliveryReport, deliver, match_new, prepare
+from .render import Renderer, templates_path
+from .rules import Index, RuleSet
+from .settings import Settings
+
+log = logging.getLogger("paperboy.cycle")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build_index(settings: Settings) -> Index:
+    return Index(
+        [RuleSet.build(s.email.lower(), s.keywords, s.exclude) for s in settings.subscribers]
+    )
+
+
+def build_transport(settings: Settings) -> Transport:
+    if settings.email.transport == "smtp":
+        return SmtpTransport(settings.email.smtp, sender=settings.email.from_)
+    return MaildirTransport(settings.email.maildir)
+
+
+@dataclass(slots=True)
+class CycleReport:
+    files: list[FileReport] = field(default_factory=list)
+    waiting: list[Path] = field(default_factory=list)
+    matched_papers: int = 0
+    queued: int = 0
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
+    feed_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.delivery.failed
+
+
+class App:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        transport: Transport | None = None,
+        clock: Clock = utcnow,
+        stop: threading.Event | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine or store.make_engine(settings.database)
+        self.transport = transport or build_transport(settings)
+        self.renderer = Renderer(templates_path(settings.templates_dir))
+        self.index = build_index(settings)
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def prepare_store(self) -> None:
+        """Create the tables and make the subscribers table follow the configuration."""
+        store.create_schema(self.engine)
+        with store.transaction(self.engine) as session:
+            store.sync_subscribers(
+                session=session,
+                people=[(s.email, s.name) for s in self.settings.subscribers],
+                at=self.clock(),
+            )
+
+    # ------------------------------------------------------------ stages
+
+    def ingest(self, paths: Sequence[Path]) -> list[FileReport]:
+        reports = []
+        bar = tqdm(paths, desc="ingest", unit="file", disable=not self.progress or len(paths) < 2)
+        for path in bar:
+            if self.stop.is_set():
+                event(log, "ingest.stopped", left=len(paths) - len(reports))
+                break
+            bar.set_postfix_str(path.name, refresh=False)
+            reports.append(ingest_file(self.engine, path, at=self.clock()))
+        return reports
+
+    def poll_inbox(self) -> tuple[list[FileReport], list[Path]]:
+        ready, waiting = scan_inbox(self.settings.inbox, settle=self.settings.inbox_settle, now=time.time())
+        for path in waiting:
+            event(log, "inbox.settling", path=path, hint=f"changed in the last {self.settings.inbox_settle:g}s; taken at a later poll")
+        return self.ingest(ready), waiting
+
+    def match(self) -> tuple[int, int]:
+        papers, queued = match_new(self.engine, self.index, at=self.clock())
+        if papers:
+            event(log, "match.done", papers=papers, deliveries=queued)
+        return papers, queued
+
+    def deliver(self) -> DeliveryReport:
+        at = self.clock()
+        outgoing = prepare(self.engine, self.renderer, self.settings, at=at)
+        workers = self.settings.email.smtp.concurrency if self.settings.email.transport == "smtp" else 1
+        report = deliver(self.engine, self.transport, outgoing, workers=workers, at=at)
+        if outgoing:
+            event(log, "deliver.done", emails=report.emails, papers=report.papers,
+                  failed=len(report.failed), not_tried=report.not_tried)
+        return report
+
+    def write_feeds(self) -> int:
+        cfg = self.settings.feeds
+        written = 0
+        with store.reading(self.engine) as session:
+            everything = [
+                feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at)
+                for p in store.latest_papers(session=session, limit=cfg.max_entries)
+            ]
+            jobs = [(feeds.FeedSpec("all", cfg.title, "Every paper paperboy has seen"), everything)]
+            for sub in store.active_subscribers(session=session).values():
+                assert sub.id is not None
+                items = [
+                    feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
+                    for d, p in store.subscriber_papers(session=session, subscriber_id=sub.id, limit=cfg.max_entries)
+                ]
+                name = f"{cfg.title}: papers for {sub.name or 'you'}"
+                jobs.append((feeds.FeedSpec(f"u/{sub.token}", name, "Papers matching your keywords"), items))
+        for spec, items in jobs:
+            files = feeds.render(spec, items, base_url=cfg.base_url, link_template=self.settings.email.paper_link)
+            written += len(feeds.write(spec, files, cfg.dir))
+        event(log, "feeds.written", files=written, dir=cfg.dir, entries=len(everything))
+        return written
+
+    # ------------------------------------------------------------ the whole run
+
+    def cycle(self, *, send: bool = True) -> CycleReport:
+        report = CycleReport()
+        self.prepare_store()
+        report.files, report.waiting = self.poll_inbox()
+        if self.stop.is_set():
+            return report
+        report.matched_papers, report.queued = self.match()
+        if send and not self.stop.is_set():
+            report.delivery = self.deliver()
+        report.feed_files = self.write_feeds()
+        return report

@@ -1,0 +1,229 @@
+"""Parse a digest file (a text dump of the Hugging Face "Daily Papers" page).
+
+Pure: bytes in, entries and problems out; no database, no clock (the file's
+modification time is passed in to place the date line in a year).
+
+The format, as seen in real files: page boilerplate (``new``, ``Subscribe``,
+``by AK and the research community``...), an optional date line (``Mar 14``),
+then entries, each a title line followed by its abstract line, with blank
+lines between. The parser promises:
+
+- a damaged file never loses its good entries, and never raises anything but
+  :class:`DigestError` (for a file with nothing to read: empty or binary);
+- every problem is reported as a :class:`Problem` naming the file and line;
+- a title with no abstract (a cut-off download) is reported and not returned,
+  so that the completed file brings the paper whole later;
+- memory stays bounded by the longest line (capped at ``MAX_LINE`` bytes),
+  whatever the size of the file: entries are yielded as they are read.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import BinaryIO
+
+MAX_LINE = 1 << 20  # a line longer than this is no title nor abstract
+TITLE_MAX = 300  # the longest real titles are ~150 characters
+
+BOILERPLATE = frozenset(
+    {
+        "new",
+        "get trending papers in your email inbox!",
+        "subscribe",
+        "daily papers",
+        "by ak and the research community",
+        "byak and the research community",
+    }
+)
+_MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_abbr) if name}
+_DATE_LINE = re.compile(r"^([A-Za-z]{3})[a-z]*\.?\s+(\d{1,2})$")
+_SENTENCE_END = (".", "!", "?", ".)", '."')
+
+
+class DigestError(Exception):
+    """A file that holds nothing to ingest (empty, binary). Names the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    title: str
+    abstract: str
+    line: int  # line of the title, 1-based
+    date: date | None  # the digest's date line, placed in a year
+
+
+@dataclass(slots=True)
+class Digest:
+    """What a parse found. ``entries`` is filled as :func:`parse` is iterated."""
+
+    name: str
+    date: date | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+def year_for(month: int, day: int, *, mtime: datetime) -> date | None:
+    """The latest ``month``/``day`` not after ``mtime`` plus one day.
+
+    The day of grace covers a digest written just before midnight in a zone
+    ahead of the machine's. Feb 29 goes back to the latest leap year.
+    """
+    limit = (mtime + timedelta(days=1)).date()
+    for year in range(limit.year, limit.year - 9, -1):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue  # Feb 29 in a common year, or Apr 31
+        if candidate <= limit:
+            return candidate
+    return None
+
+
+def _looks_like_abstract(text: str) -> bool:
+    return len(text) > TITLE_MAX or (len(text) > 120 and text.endswith(_SENTENCE_END))
+
+
+def _read_lines(stream: BinaryIO, digest: Digest) -> Iterator[tuple[int, str, bool]]:
+    """Yield (line number, cleaned text, blank line before it) for non-blank lines."""
+    blank_before = True
+    number = 0
+    while True:
+        raw = stream.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            digest.problems.append(
+                Problem(digest.name, number, f"line longer than {MAX_LINE} bytes; skipped")
+            )
+            while raw and not raw.endswith(b"\n"):  # drain the rest of the line
+                raw = stream.readline(MAX_LINE + 1)
+            continue
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = raw.decode("cp1252", errors="replace")
+            digest.problems.append(
+                Problem(
+                    digest.name,
+                    number,
+                    f"bytes that are not UTF-8 at column {exc.start + 1}; "
+                    "read as Windows-1252, check the text",
+                )
+            )
+        text = " ".join(text.split())  # CR, tabs, trailing and repeated spaces
+        if not text:
+            blank_before = True
+            continue
+        yield number, text, blank_before
+        blank_before = False
+
+
+def _sniff(stream: BinaryIO, name: str) -> None:
+    head = stream.read(8192)
+    stream.seek(0)
+    if not head.strip(b" \t\r\n\xef\xbb\xbf"):
+        raise DigestError(f"{name}: the file is empty; nothing to ingest")
+    if b"\x00" in head:
+        raise DigestError(f"{name}: this is a binary file, not a digest; nothing ingested")
+
+
+def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entry]:
+    """Yield the good entries of the digest in ``stream``; record problems in ``digest``.
+
+    Raises :class:`DigestError` before yielding anything when the file has
+    nothing to read. ``mtime`` is the file's modification time (aware).
+    """
+    _sniff(stream, digest.name)
+    name = digest.name
+    title: tuple[int, str] | None = None  # a title waiting for its abstract
+    open_entry: _OpenEntry | None = None  # an entry whose abstract may continue
+    in_header = True
+
+    for number, text, blank_before in _read_lines(stream, digest):
+        if in_header and text.lower() in BOILERPLATE:
+            continue
+        in_header = False
+        date_match = _DATE_LINE.match(text)
+        if date_match and date_match.group(1).lower() in _MONTHS:
+            month = _MONTHS[date_match.group(1).lower()]
+            placed = year_for(month, int(date_match.group(2)), mtime=mtime)
+            if placed is None:
+                digest.problems.append(Problem(name, number, f"date line {text!r} is no date"))
+            else:
+                digest.date = placed
+            continue
+
+        if open_entry is not None:
+            if not blank_before:  # a hard-wrapped abstract: this line continues it
+                open_entry.parts.append(text)
+                continue
+            yield open_entry.close()
+            open_entry = None
+
+        if title is None:
+            if _looks_like_abstract(text):
+                digest.problems.append(
+                    Problem(name, number, "an abstract with no title before it; skipped")
+                )
+            else:
+                title = (number, text)
+            continue
+
+        # A title is waiting. A short line that does not end a sentence is
+        # the next title, so the waiting one lost its abstract.
+        if _looks_like_abstract(text) or not blank_before or text.endswith(_SENTENCE_END):
+            open_entry = _OpenEntry(title[0], title[1], [text], digest.date)
+            title = None
+            continue
+        digest.problems.append(
+            Problem(name, title[0], f"title {title[1][:80]!r} has no abstract; not stored")
+        )
+        title = (number, text)
+
+    if open_entry is not None:
+        yield open_entry.close()
+    if title is not None:
+        digest.problems.append(
+            Problem(
+                name,
+                title[0],
+                f"title {title[1][:80]!r} has no abstract (cut-off download?); not stored",
+            )
+        )
+
+
+@dataclass(slots=True)
+class _OpenEntry:
+    line: int
+    title: str
+    parts: list[str]
+    date: date | None
+
+    def close(self) -> Entry:
+        return Entry(self.title, " ".join(self.parts), self.line, self.date)
+
+
+def parse_bytes(data: bytes, *, name: str, mtime: datetime) -> tuple[Digest, list[Entry]]:
+    """Parse a whole digest held in memory (tests, small files)."""
+    import io
+
+    digest = Digest(name)
+    entries = list(parse(io.BytesIO(data), digest, mtime=mtime))
+    return digest, entries
+

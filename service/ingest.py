@@ -1,0 +1,164 @@
+"""The inbox and ingestion: which digest files are ready, and taking one into the store.
+
+A file in the inbox is taken once it has not changed for ``inbox_settle``
+seconds (a download still being written is left for a later poll, and the
+log says so). ``*.part``, ``*.tmp`` and dot-files are never taken.
+
+A file is ingested once: its SHA-256 is recorded, and a file whose content
+is known is skipped at the cost of reading it once. A file whose content
+changed is ingested again; papers already known are not stored twice. One
+transaction per file: a file is stored whole or not at all. If the file
+changes while it is read, the transaction is rolled back and the file is
+left for the next poll.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import Engine
+
+from . import store
+from .digest import Digest, DigestError, Problem, parse
+from .log import event
+from .text import paper_key
+
+log = logging.getLogger("paperboy.ingest")
+
+BATCH = 1000  # papers per INSERT
+IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp")
+
+
+@dataclass(slots=True)
+class FileReport:
+    path: Path
+    status: str  # "ingested", "known", "rejected", "changed"
+    entries: int = 0
+    new_papers: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    error: str | None = None
+
+
+def scan_inbox(inbox: Path, *, settle: float, now: float) -> tuple[list[Path], list[Path]]:
+    """The inbox's files as (ready, still settling), oldest first."""
+    if not inbox.is_dir():
+        raise FileNotFoundError(f"inbox {inbox} is not a folder; create it or fix 'inbox' in the config")
+    found = []
+    for path in inbox.iterdir():
+        if path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+            continue
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # moved away while we looked
+        if path.is_file():
+            found.append((st.st_mtime, path.name, path, now - st.st_mtime >= settle))
+    found.sort()
+    return [p for *_, p, ok in found if ok], [p for *_, p, ok in found if not ok]
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _HashingReader:
+    """Reads lines from a binary file and hashes every byte it hands out."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)  # only for sniffing; followed by seek(0)
+
+    def seek(self, pos: int) -> int:
+        if pos != 0:
+            raise ValueError("only rewinding is supported")
+        self.sha = hashlib.sha256()
+        return self.raw.seek(0)
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.raw.readline(limit)
+        self.sha.update(line)
+        return line
+
+
+def _batches(entries: Iterator[store.NewPaper]) -> Iterator[list[store.NewPaper]]:
+    batch: list[store.NewPaper] = []
+    for entry in entries:
+        batch.append(entry)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _FileChanged(Exception):
+    pass
+
+
+def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
+    """Take one digest file into the store. Never raises for what the file holds."""
+    sha = file_hash(path)
+    with store.reading(engine) as session:
+        if store.file_known(session=session, sha256=sha):
+            event(log, "ingest.known", level=logging.DEBUG, path=path)
+            return FileReport(path, "known")
+    st = path.stat()
+    mtime = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+    digest = Digest(str(path))
+    report = FileReport(path, "ingested", problems=digest.problems)
+    try:
+        with store.transaction(engine) as session, path.open("rb") as raw:
+            reader = _HashingReader(raw)
+            try:
+                entries = parse(reader, digest, mtime=mtime)  # type: ignore[arg-type]
+                papers = (
+                    store.NewPaper(paper_key(e.title), e.title, e.abstract, e.date, path.name, e.line)
+                    for e in entries
+                )
+                for batch in _batches(papers):
+                    report.entries += len(batch)
+                    report.new_papers += store.add_papers(session=session, papers=batch, at=at)
+            except DigestError as exc:
+                report.status, report.error = "rejected", str(exc)
+            else:
+                if reader.sha.hexdigest() != sha:
+                    raise _FileChanged
+            store.record_file(
+                session=session,
+                record=store.IngestedFile(
+                    sha256=sha,
+                    path=str(path),
+                    size=st.st_size,
+                    ingested_at=at,
+                    entries=report.entries,
+                    new_papers=report.new_papers,
+                    problems=len(digest.problems),
+                    error=report.error,
+                ),
+            )
+    except _FileChanged:
+        event(log, "ingest.changed", level=logging.WARNING, path=path,
+              hint="the file changed while it was read; it is taken at the next poll")
+        return FileReport(path, "changed")
+    for problem in digest.problems:
+        event(log, "digest.problem", level=logging.WARNING, file=problem.file, line=problem.line,
+              problem=problem.message)
+    if report.error:
+        event(log, "ingest.rejected", level=logging.WARNING, path=path, reason=report.error)
+    else:
+        event(log, "ingest.file", path=path, entries=report.entries, new=report.new_papers,
+              problems=len(digest.problems), date=digest.date or "-")
+    return report

@@ -1,0 +1,145 @@
+"""Transports: how a finished message leaves paperboy.
+
+One small protocol, two implementations, chosen in ``cli.py`` from the
+configuration and passed down:
+
+- :class:`SmtpTransport` (aiosmtplib): STARTTLS when the server offers it
+  unless ``starttls`` demands (true) or forbids (false) it; implicit TLS with
+  ``tls: true``; login when a username is set; a timeout on every step. Each
+  worker holds one connection and reuses it for all its messages.
+- :class:`MaildirTransport`: each message becomes a file in a Maildir
+  (``tmp/`` then ``new/``, so a reader never sees half a message). No server
+  needed: the default, and what the demo uses.
+
+A connection's ``send`` raises :class:`SendError` with ``temporary`` telling
+whether trying again later may help (4xx, network) or not (5xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from email.message import EmailMessage
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from .settings import Smtp
+
+
+class SendError(Exception):
+    def __init__(self, message: str, *, temporary: bool, network: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+        self.network = network  # the connection is gone: stop using this worker
+
+
+class Connection(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+class Transport(Protocol):
+    def connect(self) -> AbstractAsyncContextManager[Connection]: ...
+
+
+class MaildirTransport:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        yield _MaildirConnection(mailbox.Maildir(self.path, create=True))
+
+
+class _MaildirConnection:
+    def __init__(self, box: mailbox.Maildir) -> None:
+        self.box = box
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            self.box.add(message)
+        except OSError as exc:
+            raise SendError(
+                f"cannot write to the maildir: {exc}", temporary=True, network=True
+            ) from exc
+
+
+class SmtpTransport:
+    def __init__(self, config: Smtp, *, sender: str) -> None:
+        self.config = config
+        self.envelope_from = parseaddr(sender)[1]
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        c = self.config
+        client = aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            use_tls=c.tls,
+            start_tls=c.starttls,
+            validate_certs=c.validate_certs,
+            username=c.username,
+            password=c.password,
+            timeout=c.timeout,
+        )
+        connection = _SmtpConnection(client, self.envelope_from)
+        try:
+            yield connection
+        finally:
+            await connection.close()
+
+
+_NETWORK_ERRORS = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class _SmtpConnection:
+    """One SMTP session, opened on first use and again after a disconnect."""
+
+    def __init__(self, client: aiosmtplib.SMTP, envelope_from: str) -> None:
+        self.client = client
+        self.envelope_from = envelope_from
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            if not self.client.is_connected:
+                await self.client.connect()
+            await self.client.send_message(message, sender=self.envelope_from)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            reasons = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            raise SendError(f"refused: {reasons}", temporary=all(400 <= c < 500 for c in codes)) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            raise SendError(f"{exc.code} {exc.message}", temporary=400 <= exc.code < 500) from exc
+        except _NETWORK_ERRORS as exc:
+            await self.close()
+            raise SendError(
+                f"network: {exc or type(exc).__name__}", temporary=True, network=True
+            ) from exc
+        except aiosmtplib.SMTPException as exc:
+            await self.close()
+            raise SendError(str(exc), temporary=True) from exc
+
+    async def _reset(self) -> None:
+        if self.client.is_connected:
+            try:
+                await self.client.rset()
+            except aiosmtplib.SMTPException:
+                await self.close()
+
+    async def close(self) -> None:
+        if self.client.is_connected:
+            try:
+                await self.client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                self.client.close()

@@ -1,0 +1,156 @@
+"""Turn matched papers into what people read: the digest email and its pieces.
+
+Templates live in ``templates/`` (``subject.txt.j2``, ``email.txt.j2``,
+``email.html.j2``); ``templates_dir`` in the configuration points at an
+operator's own copies. HTML is autoescaped and every template runs with
+``StrictUndefined``, so a missing variable fails loudly instead of sending a
+blank. The clock and the identity of each message come from the caller, so
+the same inputs always render the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, parseaddr
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import jinja2
+from markupsafe import Markup, escape
+
+from .rules import highlight_spans
+
+_URL = re.compile(r"https?://[^\s<>\"']+")
+_URL_TRAILING = ".,;:!?)]}'\""
+
+
+def templates_path(override: Path | None = None) -> Path:
+    """The templates folder: the override, the checkout's, or the installed copy."""
+    if override is not None:
+        return override
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "templates", here / "templates"):
+        if (candidate / "email.html.j2").is_file():
+            return candidate
+    raise FileNotFoundError(f"no templates found beside {here}; reinstall paperboy")
+
+
+def one_line(text: str) -> str:
+    """Header-safe: CR, LF and runs of white space become one space."""
+    return " ".join(text.split())
+
+
+def paper_link(template: str, *, title: str, key: str) -> str:
+    return template.format(title=quote_plus(title), key=quote(key, safe=""))
+
+
+def markup(text: str, terms: Sequence[str]) -> Markup:
+    """``text`` as HTML: matched terms in ``<mark>``, URLs linked, the rest escaped."""
+    pieces: list[tuple[int, int, str]] = []
+    for m in _URL.finditer(text):
+        url = m.group(0).rstrip(_URL_TRAILING)
+        pieces.append((m.start(), m.start() + len(url), "a"))
+    for start, end in highlight_spans(text, terms):
+        if not any(s < end and start < e for s, e, _ in pieces):  # a link wins over a mark
+            pieces.append((start, end, "mark"))
+    out, pos = [], 0
+    for start, end, kind in sorted(pieces):
+        out.append(escape(text[pos:start]))
+        inner = escape(text[start:end])
+        if kind == "a":
+            out.append(Markup('<a href="{}">{}</a>').format(text[start:end], inner))
+        else:
+            out.append(Markup("<mark>{}</mark>").format(inner))
+        pos = end
+    out.append(escape(text[pos:]))
+    return Markup("").join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class PaperView:
+    title: str
+    abstract: str
+    link: str
+    terms: tuple[str, ...]
+    score: int
+    title_html: Markup
+    abstract_html: Markup
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """One subscriber's next email, before it becomes a message."""
+
+    to_email: str
+    to_name: str | None
+    papers: list[PaperView]  # best first, at most max_papers
+    more: int  # matched papers left out of the email (they are in the feed)
+    feed_url: str
+    unsubscribe: list[str]  # List-Unsubscribe URLs, the one to show people first
+    message_id: str
+    date: datetime
+
+
+class Renderer:
+    def __init__(self, templates: Path) -> None:
+        loader = jinja2.FileSystemLoader(str(templates))
+        self.templates = templates
+        self.html = jinja2.Environment(
+            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+        )
+        self.text = jinja2.Environment(
+            loader=loader, autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+        )
+
+    def check(self) -> None:
+        """Load every template, so a broken one stops start-up, not a delivery."""
+        for name in ("subject.txt.j2", "email.txt.j2"):
+            self.text.get_template(name)
+        self.html.get_template("email.html.j2")
+
+    def message(self, digest: Digest, *, sender: str, list_id: str) -> EmailMessage:
+        context = {"digest": digest, "papers": digest.papers, "more": digest.more}
+        subject = one_line(self.text.get_template("subject.txt.j2").render(context))
+        msg = EmailMessage()
+        msg["Subject"] = subject
+        msg["From"] = one_line(sender)
+        msg["To"] = formataddr((one_line(digest.to_name or ""), digest.to_email))
+        msg["Date"] = format_datetime(digest.date)
+        msg["Message-ID"] = digest.message_id
+        msg["List-Id"] = list_id
+        if digest.unsubscribe:
+            msg["List-Unsubscribe"] = ", ".join(f"<{url}>" for url in digest.unsubscribe)
+            if any(url.startswith("https://") for url in digest.unsubscribe):
+                msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
+        msg["Auto-Submitted"] = "auto-generated"
+        msg["Precedence"] = "list"
+        msg.set_content(self.text.get_template("email.txt.j2").render(context), cte="quoted-printable")
+        msg.add_alternative(
+            self.html.get_template("email.html.j2").render(context), subtype="html", cte="quoted-printable"
+        )
+        return msg
+
+
+def sender_domain(sender: str) -> str:
+    return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+
+
+def list_id(sender: str) -> str:
+    """``List-Id: paperboy <paperboy.example.org>`` (RFC 2919), from the sender's domain."""
+    return f"paperboy <paperboy.{sender_domain(sender)}>"
+
+
+def message_id(*, sender: str, token: str, delivery_ids: Sequence[int]) -> str:
+    """The same digest (same subscriber, same deliveries) always has the same Message-ID.
+
+    A retried send therefore carries the id of the first try, and a receiving
+    server or client that saw it already can drop the copy.
+    """
+    digest = hashlib.sha256(f"{token}:{','.join(map(str, sorted(delivery_ids)))}".encode()).hexdigest()
+    return f"<{digest[:32]}@{sender_domain(sender)}>"
+

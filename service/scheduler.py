@@ -1,0 +1,145 @@
+"""``paperboy run``: the pipeline on an APScheduler schedule.
+
+Two jobs: ``poll`` (every ``schedule.poll``: ingest, match, feeds) and
+``deliver`` (on the ``schedule.deliver`` cron line, in ``timezone``: send
+the digests, then feeds). Both run on a single worker thread, each with
+``max_instances=1`` and ``coalesce=True``, so they never overlap and a run
+missed while the machine slept happens once when it wakes (within
+``MISFIRE_GRACE`` seconds).
+
+Before every job the configuration file is looked at; when it changed it is
+loaded again. An invalid edit is logged with its reasons and the last good
+configuration keeps running. SIGTERM and SIGINT let the current step finish
+(ingestion stops between files), then the process exits with 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from tzlocal import get_localzone_name
+
+from .cycle import App
+from .log import event
+from .settings import Settings, load_settings
+
+log = logging.getLogger("paperboy.scheduler")
+
+MISFIRE_GRACE = 6 * 3600
+
+
+class Service:
+    """The long-running process: a scheduler around :class:`App`."""
+
+    def __init__(self, config: Path, settings: Settings, make_app: Callable[[Settings, threading.Event], App]) -> None:
+        self.config = config
+        self.make_app = make_app
+        self.stop = threading.Event()
+        self.app = make_app(settings, self.stop)
+        self._stamp = self._config_stamp()
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": MISFIRE_GRACE},
+            timezone=self.zone,
+        )
+
+    @property
+    def zone(self) -> str:
+        return self.app.settings.timezone or get_localzone_name() or "UTC"
+
+    def _config_stamp(self) -> tuple[float, int] | None:
+        try:
+            st = self.config.stat()
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
+    def reload_if_changed(self) -> bool:
+        stamp = self._config_stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            settings = load_settings(self.config)
+            app = self.make_app(settings, self.stop)
+            app.renderer.check()
+        except Exception as exc:  # keep running on the last good configuration
+            event(log, "config.rejected", level=logging.ERROR, path=self.config,
+                  reason=str(exc), keeping="last good configuration")
+            return False
+        old = self.app.settings
+        self.app = app
+        event(log, "config.reloaded", path=self.config, subscribers=len(settings.subscribers))
+        if (settings.schedule, settings.timezone) != (old.schedule, old.timezone):
+            self._schedule_jobs()
+        return True
+
+    def _schedule_jobs(self) -> None:
+        sched = self.app.settings.schedule
+        self.scheduler.add_job(
+            self._job, IntervalTrigger(seconds=max(1.0, sched.poll)), args=["poll"],
+            id="poll", name="poll the inbox", replace_existing=True,
+        )
+        self.scheduler.add_job(
+            self._job, CronTrigger.from_crontab(sched.deliver, timezone=self.zone), args=["deliver"],
+            id="deliver", name="deliver digests", replace_existing=True,
+        )
+
+    def _job(self, kind: str) -> None:
+        if self.stop.is_set():
+            return
+        self.reload_if_changed()
+        app = self.app
+        try:
+            if kind == "poll":
+                app.prepare_store()
+                app.poll_inbox()
+                app.match()
+                app.write_feeds()
+            elif kind == "deliver":
+                app.prepare_store()
+                app.poll_inbox()
+                app.match()
+                app.deliver()
+                app.write_feeds()
+        except Exception as exc:  # a failed run is logged and tried again next time
+            event(log, f"{kind}.failed", level=logging.ERROR, reason=f"{type(exc).__name__}: {exc}")
+            log.debug("traceback", exc_info=True)
+
+    def run(self, *, install_signals: bool = True) -> None:
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        self.app.prepare_store()
+        self._schedule_jobs()
+        self.scheduler.add_job(self._job, args=["poll"], id="first-poll", name="first poll")
+        self.scheduler.start()
+        deliver_job = self.scheduler.get_job("deliver")
+        event(log, "service.started", config=self.config, timezone=self.zone,
+              poll_seconds=self.app.settings.schedule.poll,
+              next_delivery=deliver_job.next_run_time.isoformat() if deliver_job else "-")
+        while not self.stop.wait(2.0):
+            self.reload_if_changed_between_jobs()
+        self.scheduler.shutdown(wait=True)  # the current step finishes first
+        event(log, "service.stopped")
+
+    def reload_if_changed_between_jobs(self) -> None:
+        """Pick up a config edit promptly, on the worker thread so it never races a job."""
+        if self._config_stamp() != self._stamp and not self.stop.is_set():
+            self.scheduler.add_job(self._reload_job, id="reload", replace_existing=True)
+
+    def _reload_job(self) -> None:
+        self.reload_if_changed()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        event(log, "service.stopping", signal=signal.Signals(signum).name)
+        self.stop.set()

@@ -1,0 +1,366 @@
+"""The configuration file: its schema, and loading it with errors a person can act on.
+
+One YAML file, validated by pydantic models that forbid unknown keys, so a
+typo stops start-up instead of passing silently. Every error names the file,
+the line and the key (``config/paperboy.yaml:14: subscribers[1].keywordz:
+unknown key; did you mean 'keywords'?``). ``${VAR}`` and ``${VAR:-default}``
+stand for environment variables in any string value. Relative paths, and a
+relative SQLite database, are taken from the folder of the config file, so the
+service behaves the same whatever the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import zoneinfo
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from .text import folded_words
+
+DEFAULT_CONFIG = Path("config/paperboy.yaml")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``str()`` is the message for the operator."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def _duration(value: Any) -> float:
+    """``30``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30s, 5m, 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 30s, 5m, 1h")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base")
+    path = path.expanduser()
+    return path if path.is_absolute() or base is None else Path(os.path.normpath(Path(base) / path))
+
+
+def check_address(value: str) -> str:
+    _, address = parseaddr(value)
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or " " in address:
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, validate_default=True
+    )
+
+
+class Schedule(_Model):
+    poll: Duration = 300.0
+    deliver: str = "0 7 * * *"
+
+    @field_validator("deliver")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a cron line (minute hour day month weekday): {exc}")
+        return value
+
+
+class Smtp(_Model):
+    host: str = "localhost"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    starttls: bool | None = None  # None: use STARTTLS when the server offers it
+    tls: bool = False  # implicit TLS (port 465)
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    timeout: Duration = 30.0
+    concurrency: int = Field(default=2, ge=1, le=64)
+    validate_certs: bool = True
+
+    @model_validator(mode="after")
+    def _tls_modes(self) -> Smtp:
+        if self.tls and self.starttls:
+            raise ValueError("tls (implicit TLS) and starttls exclude each other; choose one")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+class Email(_Model):
+    from_: str = Field(default="paperboy <paperboy@localhost>", alias="from")
+    transport: Literal["smtp", "maildir"] = "maildir"
+    smtp: Smtp = Field(default_factory=dict)  # type: ignore[arg-type]
+    maildir: Path = Path("var/mail")
+    paper_link: str = "https://huggingface.co/papers?q={title}"
+    unsubscribe_url: str | None = None
+    max_papers: int = Field(default=30, ge=1)
+
+    @field_validator("from_")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        check_address(value)
+        return value
+
+    @field_validator("maildir")
+    @classmethod
+    def _path(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("paper_link", "unsubscribe_url")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                value.format(title="t", key="k", token="t")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"{value!r}: bad placeholder {exc}; use {{title}} {{key}} {{token}}")
+        return value
+
+
+class Feeds(_Model):
+    dir: Path = Path("var/feeds")
+    base_url: str = "http://localhost:8080/feeds/"
+    max_entries: int = Field(default=200, ge=1)
+    title: str = "paperboy"
+
+    @field_validator("dir")
+    @classmethod
+    def _path(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("base_url")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+
+class Subscriber(_Model):
+    email: str
+    name: str | None = None
+    keywords: list[str] = []
+    exclude: list[str] = []
+
+    @field_validator("email")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return check_address(value)
+
+    @field_validator("keywords", "exclude")
+    @classmethod
+    def _words(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not folded_words(value):
+                raise ValueError(f"{value!r} holds no word to match")
+        return values
+
+
+class Settings(_Model):
+    database: str = "sqlite:///var/paperboy.db"
+    inbox: Path = Path("inbox")
+    inbox_settle: Duration = 5.0
+    timezone: str | None = None  # None: the machine's zone
+    templates_dir: Path | None = None
+    schedule: Schedule = Field(default_factory=dict)  # type: ignore[arg-type]
+    email: Email = Field(default_factory=dict)  # type: ignore[arg-type]
+    feeds: Feeds = Field(default_factory=dict)  # type: ignore[arg-type]
+    subscribers: list[Subscriber] = []
+
+    @field_validator("inbox", "templates_dir")
+    @classmethod
+    def _path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, info)
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"{value!r} is not a database URL such as sqlite:///var/paperboy.db") from exc
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            path = _resolve(Path(url.database), info)
+            url = url.set(database=str(path))
+            return url.render_as_string(hide_password=False)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{value!r} is no IANA time zone such as Europe/Berlin or UTC")
+        return value
+
+    @field_validator("subscribers")
+    @classmethod
+    def _unique(cls, subscribers: list[Subscriber]) -> list[Subscriber]:
+        seen: dict[str, int] = {}
+        for i, sub in enumerate(subscribers):
+            first = seen.setdefault(sub.email.lower(), i)
+            if first != i:
+                raise ValueError(f"subscribers[{i}] repeats subscribers[{first}] ({sub.email})")
+        return subscribers
+
+
+# ---------------------------------------------------------------- loading
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _position(node: Any, path: tuple[Any, ...]) -> int | None:
+    """The 1-based line of ``path`` in the YAML tree (or of its nearest parent)."""
+    line = None
+    for part in path:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _expand(node: Any, path: tuple[Any, ...], errors: list[tuple[tuple[Any, ...], str]]) -> Any:
+    """Replace ``${VAR}`` in every string of the tree, in place."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                errors.append((path, f"environment variable {name} is not set"))
+                return ""
+            return default
+        return value
+
+    if isinstance(node, dict):
+        for key in list(node):
+            node[key] = _expand(node[key], path + (key,), errors)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            node[i] = _expand(item, path + (i,), errors)
+    elif isinstance(node, str):
+        return _ENV.sub(sub, node)
+    return node
+
+
+def _hint(model: type[BaseModel], path: tuple[Any, ...], key: str) -> str:
+    """'did you mean ...' for an unknown key, from the model that refused it."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = next(
+            (f for name, f in model.model_fields.items() if (f.alias or name) == part), None
+        )
+        annotation = getattr(field, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if nested is None:
+            return ""
+        model = nested
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; known keys here: {', '.join(names)}"
+
+
+def parse_settings(text: str, *, source: str, base: Path | None) -> Settings:
+    """Validate configuration ``text``; ``source`` names it in messages."""
+    try:
+        tree = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem}") from None
+    if tree is None:
+        tree = CommentedMap()
+    if not isinstance(tree, CommentedMap):
+        raise ConfigError(f"{source}:1: the configuration must be a mapping of keys")
+    env_errors: list[tuple[tuple[Any, ...], str]] = []
+    _expand(tree, (), env_errors)
+    if env_errors:
+        raise ConfigError(
+            "\n".join(
+                f"{source}:{_position(tree, p) or 1}: {_dotted(p)}: {msg}" for p, msg in env_errors
+            )
+        )
+    try:
+        return Settings.model_validate(tree, context={"base": base})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = err["loc"]
+            dup = re.match(r"subscribers\[(\d+)\] repeats", err["msg"].removeprefix("Value error, "))
+            if dup:  # point at the repeated entry, not at the list
+                loc = ("subscribers", int(dup.group(1)))
+            line = _position(tree, loc) or 1
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key" + _hint(Settings, loc[:-1], str(loc[-1]))
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}:{line}: {_dotted(loc)}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such configuration file; copy config/paperboy.example.yaml there "
+            "or pass --config"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+    return parse_settings(text, source=str(path), base=path.resolve().parent)

@@ -1,0 +1,404 @@
+"""The store: SQLModel tables and every query paperboy makes.
+
+The database, not the code, refuses duplicates: one paper per key, one
+ingested file per content hash, one subscriber per address, one delivery per
+(subscriber, paper). Inserts use ``ON CONFLICT DO NOTHING`` so two processes
+ingesting the same file at once both succeed and store each paper once.
+
+Query functions are keyword-only and take a session; they never open one and
+never commit. Timestamps are timezone-aware UTC, passed in by the caller.
+
+SQLite runs in WAL mode with a busy timeout, and write transactions start
+with ``BEGIN IMMEDIATE`` so two writers queue instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, UniqueConstraint, event, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Column, Field, Session, SQLModel, create_engine, select
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC time")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class Paper(SQLModel, table=True):
+    __tablename__ = "papers"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, index=True)
+    title: str
+    abstract: str
+    digest_date: date | None = None
+    first_seen_at: datetime = _ts()
+    source: str  # the file it was first seen in
+    line: int  # the line of its title there
+    matched_at: datetime | None = _ts(nullable=True)  # None: not yet matched
+
+
+class IngestedFile(SQLModel, table=True):
+    __tablename__ = "ingested_files"
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(unique=True, index=True)
+    path: str
+    size: int
+    ingested_at: datetime = _ts()
+    entries: int = 0
+    new_papers: int = 0
+    problems: int = 0
+    error: str | None = None  # the file held nothing to ingest (empty, binary)
+
+
+class Subscriber(SQLModel, table=True):
+    __tablename__ = "subscribers"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True)  # lower-cased
+    name: str | None = None
+    token: str = Field(unique=True, index=True)  # private feed URLs, unsubscribe
+    active: bool = True  # False once the subscriber left the configuration
+    created_at: datetime = _ts()
+
+
+class DeliveryState:
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    ALL = (PENDING, SENT, FAILED)
+
+
+class Delivery(SQLModel, table=True):
+    """The outbox: one row per (subscriber, paper) that matched."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("subscriber_id", "paper_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscribers.id", index=True)
+    paper_id: int = Field(foreign_key="papers.id", index=True)
+    state: str = Field(default=DeliveryState.PENDING, index=True)
+    score: int = 0
+    terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
+    sent_at: datetime | None = _ts(nullable=True)
+    attempts: int = 0
+    last_error: str | None = None
+    message_id: str | None = None
+
+
+# ---------------------------------------------------------------- engine
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN, not pysqlite.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        readonly = connection.get_execution_options().get("paperboy_readonly", False)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A write transaction: committed when the block ends, rolled back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        with session.begin():
+            yield session
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A read-only session (on SQLite a deferred transaction that blocks no writer)."""
+    with Session(engine.execution_options(paperboy_readonly=True)) as session:
+        yield session
+
+
+def _insert(session: Session, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"paperboy supports SQLite and PostgreSQL, not {dialect}")
+
+
+# ---------------------------------------------------------------- files
+
+
+def file_known(*, session: Session, sha256: str) -> bool:
+    return session.exec(select(IngestedFile.id).where(IngestedFile.sha256 == sha256)).first() is not None
+
+
+def record_file(*, session: Session, record: IngestedFile) -> bool:
+    """Record an ingested file; False when another process recorded it first."""
+    values = record.model_dump(exclude={"id"})
+    stmt = _insert(session, IngestedFile).values(**values).on_conflict_do_nothing()
+    return bool(session.execute(stmt).rowcount)
+
+
+# ---------------------------------------------------------------- papers
+
+
+@dataclass(frozen=True, slots=True)
+class NewPaper:
+    key: str
+    title: str
+    abstract: str
+    digest_date: date | None
+    source: str
+    line: int
+
+
+def add_papers(*, session: Session, papers: Sequence[NewPaper], at: datetime) -> int:
+    """Store the papers whose key is new; returns how many were new."""
+    if not papers:
+        return 0
+    unique: dict[str, NewPaper] = {}
+    for paper in papers:
+        unique.setdefault(paper.key, paper)
+    rows = [
+        {
+            "key": p.key,
+            "title": p.title,
+            "abstract": p.abstract,
+            "digest_date": p.digest_date,
+            "source": p.source,
+            "line": p.line,
+            "first_seen_at": at,
+            "matched_at": None,
+        }
+        for p in unique.values()
+    ]
+    stmt = _insert(session, Paper).values(rows).on_conflict_do_nothing(index_elements=["key"])
+    return int(session.execute(stmt).rowcount)
+
+
+def unmatched_papers(*, session: Session, limit: int) -> list[Paper]:
+    stmt = select(Paper).where(Paper.matched_at.is_(None)).order_by(Paper.id).limit(limit)  # type: ignore[union-attr,arg-type]
+    return list(session.exec(stmt))
+
+
+def mark_matched(*, session: Session, paper_ids: Iterable[int], at: datetime) -> None:
+    ids = list(paper_ids)
+    if ids:
+        session.execute(update(Paper).where(Paper.id.in_(ids)).values(matched_at=at))  # type: ignore[union-attr]
+
+
+def find_paper(*, session: Session, key: str) -> Paper | None:
+    return session.exec(select(Paper).where(Paper.key == key)).first()
+
+
+def latest_papers(*, session: Session, limit: int) -> list[Paper]:
+    """Newest first: the latest digest first, each digest in page order."""
+    stmt = select(Paper).order_by(Paper.first_seen_at.desc(), Paper.id).limit(limit)  # type: ignore[attr-defined]
+    return list(session.exec(stmt))
+
+
+# ---------------------------------------------------------------- subscribers
+
+
+def sync_subscribers(
+    *, session: Session, people: Sequence[tuple[str, str | None]], at: datetime
+) -> dict[str, Subscriber]:
+    """Make the table follow the configuration: add, rename, (de)activate.
+
+    Returns the active subscribers by lower-cased address. Tokens are made
+    once, from ``secrets``, and never change while the subscriber exists.
+    """
+    wanted = {email.lower(): name for email, name in people}
+    existing = {s.email: s for s in session.exec(select(Subscriber))}
+    for email, name in wanted.items():
+        if email not in existing:
+            stmt = (
+                _insert(session, Subscriber)
+                .values(email=email, name=name, token=secrets.token_urlsafe(18), active=True, created_at=at)
+                .on_conflict_do_nothing(index_elements=["email"])
+            )
+            session.execute(stmt)
+    for email, sub in existing.items():
+        active = email in wanted
+        name = wanted.get(email, sub.name)
+        if sub.active != active or sub.name != name:
+            sub.active, sub.name = active, name
+            session.add(sub)
+    session.flush()
+    return active_subscribers(session=session)
+
+
+def active_subscribers(*, session: Session) -> dict[str, Subscriber]:
+    """The subscribers in the configuration, by lower-cased address."""
+    stmt = select(Subscriber).where(Subscriber.active == True)  # noqa: E712
+    return {s.email: s for s in session.exec(stmt)}
+
+
+def subscriber_by_email(*, session: Session, email: str) -> Subscriber | None:
+    return session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
+
+
+# ---------------------------------------------------------------- deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    subscriber_id: int
+    paper_id: int
+    score: int
+    terms: list[str]
+
+
+def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: datetime) -> int:
+    if not deliveries:
+        return 0
+    rows = [
+        {
+            "subscriber_id": d.subscriber_id,
+            "paper_id": d.paper_id,
+            "score": d.score,
+            "terms": d.terms,
+            "state": DeliveryState.PENDING,
+            "created_at": at,
+            "attempts": 0,
+        }
+        for d in deliveries
+    ]
+    stmt = _insert(session, Delivery).values(rows).on_conflict_do_nothing(
+        index_elements=["subscriber_id", "paper_id"]
+    )
+    return int(session.execute(stmt).rowcount)
+
+
+def pending_for(*, session: Session, subscriber_id: int) -> list[tuple[Delivery, Paper]]:
+    """A subscriber's pending deliveries with their papers, best matches first."""
+    stmt = (
+        select(Delivery, Paper)
+        .join(Paper, Paper.id == Delivery.paper_id)  # type: ignore[arg-type]
+        .where(Delivery.subscriber_id == subscriber_id, Delivery.state == DeliveryState.PENDING)
+        .order_by(Delivery.score.desc(), Paper.first_seen_at.desc(), Paper.id)  # type: ignore[attr-defined]
+    )
+    return [(d, p) for d, p in session.exec(stmt)]
+
+
+def subscribers_with_pending(*, session: Session) -> list[Subscriber]:
+    stmt = (
+        select(Subscriber)
+        .where(Subscriber.active == True)  # noqa: E712
+        .where(
+            Subscriber.id.in_(  # type: ignore[union-attr]
+                select(Delivery.subscriber_id).where(Delivery.state == DeliveryState.PENDING)
+            )
+        )
+        .order_by(Subscriber.id)
+    )
+    return list(session.exec(stmt))
+
+
+def mark_sent(*, session: Session, delivery_ids: Sequence[int], at: datetime, message_id: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.state == DeliveryState.PENDING)  # type: ignore[union-attr]
+        .values(state=DeliveryState.SENT, sent_at=at, message_id=message_id, attempts=Delivery.attempts + 1)
+    )
+
+
+def mark_attempt_failed(*, session: Session, delivery_ids: Sequence[int], error: str) -> None:
+    """A send failed: the deliveries stay pending for the next run, the reason is kept."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.state == DeliveryState.PENDING)  # type: ignore[union-attr]
+        .values(last_error=error[:500], attempts=Delivery.attempts + 1)
+    )
+
+
+def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> list[tuple[Delivery, Paper]]:
+    """Every paper that matched the subscriber, newest first (their private feed)."""
+    stmt = (
+        select(Delivery, Paper)
+        .join(Paper, Paper.id == Delivery.paper_id)  # type: ignore[arg-type]
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(Paper.first_seen_at.desc(), Paper.id)  # type: ignore[attr-defined]
+        .limit(limit)
+    )
+    return [(d, p) for d, p in session.exec(stmt)]
+
+
+# ---------------------------------------------------------------- status
+
+
+def counts(*, session: Session) -> dict[str, Any]:
+    papers = session.exec(select(func.count()).select_from(Paper)).one()
+    files = session.exec(
+        select(func.count()).select_from(IngestedFile).where(IngestedFile.error.is_(None))  # type: ignore[union-attr]
+    ).one()
+    by_state = dict.fromkeys(DeliveryState.ALL, 0)
+    for state, n in session.exec(select(Delivery.state, func.count()).group_by(Delivery.state)):
+        by_state[state] = n
+    subscribers = session.exec(
+        select(func.count()).select_from(Subscriber).where(Subscriber.active == True)  # noqa: E712
+    ).one()
+    unmatched = session.exec(
+        select(func.count()).select_from(Paper).where(Paper.matched_at.is_(None))  # type: ignore[union-attr]
+    ).one()
+    last = session.exec(select(func.max(IngestedFile.ingested_at))).one()
+    return {
+        "papers": int(papers),
+        "files": int(files),
+        "subscribers": int(subscribers),
+        "unmatched_papers": int(unmatched),
+        "deliveries": by_state,
+        "last_ingest": last.isoformat() if isinstance(last, datetime) else None,
+    }
