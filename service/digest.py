@@ -134,6 +134,27 @@ def _read_lines(stream: BinaryIO, digest: Digest) -> Iterator[tuple[int, str, bo
         blank_before = False
 
 
+def _paragraphs(lines: Iterator[tuple[int, str, bool]], digest: Digest) -> Iterator[tuple[int, str]]:
+    """Join runs of non-blank lines (a hard-wrapped paragraph) into one; yield (first line, text)."""
+    start, parts, size = 0, [], 0
+    for number, text, blank_before in lines:
+        if blank_before and parts:
+            yield start, " ".join(parts)
+            parts, size = [], 0
+        if not parts:
+            start = number
+        if size + len(text) > MAX_LINE:
+            digest.problems.append(
+                Problem(digest.name, start, f"paragraph longer than {MAX_LINE} bytes; skipped")
+            )
+            parts, size = [], 0
+            continue
+        parts.append(text)
+        size += len(text) + 1
+    if parts:
+        yield start, " ".join(parts)
+
+
 def _sniff(stream: BinaryIO, name: str) -> None:
     head = stream.read(8192)
     stream.seek(0)
@@ -152,10 +173,9 @@ def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entr
     _sniff(stream, digest.name)
     name = digest.name
     title: tuple[int, str] | None = None  # a title waiting for its abstract
-    open_entry: _OpenEntry | None = None  # an entry whose abstract may continue
     in_header = True
 
-    for number, text, blank_before in _read_lines(stream, digest):
+    for number, text in _paragraphs(_read_lines(stream, digest), digest):
         if in_header and text.lower() in BOILERPLATE:
             continue
         in_header = False
@@ -169,13 +189,6 @@ def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entr
                 digest.date = placed
             continue
 
-        if open_entry is not None:
-            if not blank_before:  # a hard-wrapped abstract: this line continues it
-                open_entry.parts.append(text)
-                continue
-            yield open_entry.close()
-            open_entry = None
-
         if title is None:
             if _looks_like_abstract(text):
                 digest.problems.append(
@@ -185,10 +198,10 @@ def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entr
                 title = (number, text)
             continue
 
-        # A title is waiting. A short line that does not end a sentence is
-        # the next title, so the waiting one lost its abstract.
-        if _looks_like_abstract(text) or not blank_before or text.endswith(_SENTENCE_END):
-            open_entry = _OpenEntry(title[0], title[1], [text], digest.date)
+        # A title is waiting. A short paragraph that does not end a sentence
+        # is the next title, so the waiting one lost its abstract.
+        if _looks_like_abstract(text) or text.endswith(_SENTENCE_END):
+            yield Entry(title[1], text, title[0], digest.date)
             title = None
             continue
         digest.problems.append(
@@ -196,8 +209,6 @@ def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entr
         )
         title = (number, text)
 
-    if open_entry is not None:
-        yield open_entry.close()
     if title is not None:
         digest.problems.append(
             Problem(
@@ -206,17 +217,6 @@ def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entr
                 f"title {title[1][:80]!r} has no abstract (cut-off download?); not stored",
             )
         )
-
-
-@dataclass(slots=True)
-class _OpenEntry:
-    line: int
-    title: str
-    parts: list[str]
-    date: date | None
-
-    def close(self) -> Entry:
-        return Entry(self.title, " ".join(self.parts), self.line, self.date)
 
 
 def parse_bytes(data: bytes, *, name: str, mtime: datetime) -> tuple[Digest, list[Entry]]:

@@ -177,6 +177,15 @@ def _insert(session: Session, table: Any) -> Any:
     raise NotImplementedError(f"paperboy supports SQLite and PostgreSQL, not {dialect}")
 
 
+def _inserted(session: Session, stmt: Any, id_column: Any) -> int:
+    """Run an INSERT .. ON CONFLICT DO NOTHING; how many rows went in.
+
+    Counted with RETURNING: the driver's rowcount is -1 for multi-row
+    inserts on psycopg.
+    """
+    return len(session.execute(stmt.returning(id_column)).all())
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -188,7 +197,7 @@ def record_file(*, session: Session, record: IngestedFile) -> bool:
     """Record an ingested file; False when another process recorded it first."""
     values = record.model_dump(exclude={"id"})
     stmt = _insert(session, IngestedFile).values(**values).on_conflict_do_nothing()
-    return bool(session.execute(stmt).rowcount)
+    return _inserted(session, stmt, IngestedFile.id) == 1
 
 
 # ---------------------------------------------------------------- papers
@@ -225,7 +234,7 @@ def add_papers(*, session: Session, papers: Sequence[NewPaper], at: datetime) ->
         for p in unique.values()
     ]
     stmt = _insert(session, Paper).values(rows).on_conflict_do_nothing(index_elements=["key"])
-    return int(session.execute(stmt).rowcount)
+    return _inserted(session, stmt, Paper.id)
 
 
 def unmatched_papers(*, session: Session, limit: int) -> list[Paper]:
@@ -319,7 +328,7 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
     stmt = _insert(session, Delivery).values(rows).on_conflict_do_nothing(
         index_elements=["subscriber_id", "paper_id"]
     )
-    return int(session.execute(stmt).rowcount)
+    return _inserted(session, stmt, Delivery.id)
 
 
 def pending_for(*, session: Session, subscriber_id: int) -> list[tuple[Delivery, Paper]]:

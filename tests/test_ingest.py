@@ -1,0 +1,142 @@
+"""The inbox and ingestion into a real store (SQLite and PostgreSQL)."""
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from service import store
+from service.ingest import ingest_file, scan_inbox
+from tests.conftest import FIXED_NOW, FIXTURES, copy_digest
+
+
+def counts(engine: Engine) -> dict:
+    with store.reading(engine) as s:
+        return store.counts(session=s)
+
+
+def test_scan_inbox_takes_settled_files_and_skips_partial_ones(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    old = time.time() - 60
+    for name in ("a.txt", "b.part", "c.tmp", ".hidden.txt"):
+        copy_digest("digest-a.txt", inbox, as_name=name, mtime=old)
+    copy_digest("digest-b.txt", inbox, as_name="fresh.txt")  # just written
+    (inbox / "sub").mkdir()
+    ready, waiting = scan_inbox(inbox, settle=5, now=time.time())
+    assert [p.name for p in ready] == ["a.txt"]
+    assert [p.name for p in waiting] == ["fresh.txt"]
+    ready, waiting = scan_inbox(inbox, settle=5, now=time.time() + 10)
+    assert [p.name for p in ready] == ["a.txt", "fresh.txt"] and waiting == []
+
+
+def test_scan_inbox_names_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope is not a folder"):
+        scan_inbox(tmp_path / "nope", settle=5, now=time.time())
+
+
+def test_ingesting_the_same_file_twice_changes_nothing(engine: Engine, tmp_path: Path) -> None:
+    path = copy_digest("digest-a.txt", tmp_path)
+    first = ingest_file(engine, path, at=FIXED_NOW)
+    assert (first.status, first.entries, first.new_papers) == ("ingested", 39, 39)
+    before = counts(engine)
+    again = ingest_file(engine, path, at=FIXED_NOW)
+    assert again.status == "known"
+    copy = copy_digest("digest-a.txt", tmp_path, as_name="renamed.txt")
+    assert ingest_file(engine, copy, at=FIXED_NOW).status == "known"
+    assert counts(engine) == before == {**before, "papers": 39, "files": 1}
+
+
+def test_papers_seen_before_are_not_stored_again(engine: Engine, tmp_path: Path) -> None:
+    ingest_file(engine, copy_digest("digest-a.txt", tmp_path), at=FIXED_NOW)
+    report = ingest_file(engine, copy_digest("digest-c.txt", tmp_path), at=FIXED_NOW)
+    assert (report.entries, report.new_papers) == (63, 52)  # 11 of digest-c were in digest-a
+    assert counts(engine)["papers"] == 39 + 52
+
+
+def test_a_changed_file_is_ingested_again_idempotently(engine: Engine, tmp_path: Path) -> None:
+    path = copy_digest("digest-a.txt", tmp_path)
+    text = path.read_text()
+    cut = text[: text.index("\n\nGS-DiT")]  # a cut-off download: one whole entry
+    path.write_text(cut + "\n\nGS-DiT: Advancing Video Generation\n")
+    first = ingest_file(engine, path, at=FIXED_NOW)
+    assert (first.entries, len(first.problems)) == (1, 1)
+    assert "has no abstract" in first.problems[0].message
+    path.write_text(text)  # the completed download
+    second = ingest_file(engine, path, at=FIXED_NOW)
+    assert (second.status, second.new_papers) == ("ingested", 38)
+    assert counts(engine)["papers"] == 39
+
+
+def test_other_spellings_are_the_same_paper(engine: Engine, tmp_path: Path) -> None:
+    ingest_file(engine, copy_digest("digest-a.txt", tmp_path), at=FIXED_NOW)
+    respelled = tmp_path / "respelled.txt"
+    text = (FIXTURES / "digest-a.txt").read_text()
+    text = text.replace("TÜLU 3: Pushing Frontiers", 'T\\"ULU 3 -- pushing frontiers')
+    text = text.replace("Learning from Future: A Novel", "LEARNING FROM FUTURE  a novel")
+    respelled.write_text(text)
+    report = ingest_file(engine, respelled, at=FIXED_NOW)
+    assert (report.status, report.entries, report.new_papers) == ("ingested", 39, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "error"),
+    [
+        ("empty.txt", b"", "the file is empty"),
+        ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(300), "binary file"),
+    ],
+)
+def test_unreadable_files_are_rejected_with_their_name(
+    engine: Engine, tmp_path: Path, name: str, data: bytes, error: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with caplog.at_level(logging.WARNING):
+        report = ingest_file(engine, path, at=FIXED_NOW)
+    assert report.status == "rejected" and error in report.error and name in report.error  # type: ignore[operator]
+    assert [r.msg for r in caplog.records] == ["ingest.rejected"]
+    assert ingest_file(engine, path, at=FIXED_NOW).status == "known"  # not reported at every poll
+    assert counts(engine)["files"] == 0
+
+
+def test_damaged_file_keeps_its_good_entries_and_logs_each_problem(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = (FIXTURES / "digest-b.txt").read_bytes()
+    damaged = b"\xef\xbb\xbf" + good.replace(b"\n", b"\r\n")
+    damaged = damaged.replace(b"Non-Fungible Tokens", b"Non-Fungible \xff Tokens", 1)
+    damaged += b"\r\n\r\n\r\n\r\nA Title Whose Abstract Never Came"
+    path = tmp_path / "damaged.txt"
+    path.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING):
+        report = ingest_file(engine, path, at=FIXED_NOW)
+    assert (report.entries, report.new_papers) == (89, 89)
+    problems = [(r.fields["line"], r.fields["problem"].split(";")[0]) for r in caplog.records if r.msg == "digest.problem"]  # type: ignore[attr-defined]
+    assert problems == [
+        (13, "bytes that are not UTF-8 at column 14"),
+        (189, "title 'A Title Whose Abstract Never Came' has no abstract (cut-off download?)"),
+    ]
+    assert all(r.fields["file"] == str(path) for r in caplog.records if r.msg == "digest.problem")  # type: ignore[attr-defined]
+
+
+def test_a_large_digest_streams(engine: Engine, tmp_path: Path) -> None:
+    """Thousands of entries in one file, one transaction, batched inserts."""
+    entries = [f"Paper number {i} on topic {i % 7}\n\n" + ("Words of the abstract. " * 40) for i in range(3000)]
+    path = tmp_path / "big.txt"
+    path.write_text("new\n\nSubscribe\n\n" + "\n\n".join(entries))
+    report = ingest_file(engine, path, at=FIXED_NOW)
+    assert (report.entries, report.new_papers, report.problems) == (3000, 3000, [])
+    assert counts(engine)["papers"] == 3000
+
+
+def test_a_file_replaced_while_it_is_read_is_left_for_later(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.ingest as ingest
+
+    path = copy_digest("digest-a.txt", tmp_path)
+    real = ingest.file_hash
+    monkeypatch.setattr(ingest, "file_hash", lambda p: real(p)[::-1])  # the hash taken before no longer matches
+    assert ingest_file(engine, path, at=FIXED_NOW).status == "changed"
+    assert counts(engine)["papers"] == 0
+    monkeypatch.undo()
+    assert ingest_file(engine, path, at=FIXED_NOW).status == "ingested"

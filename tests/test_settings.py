@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+
+from service.settings import ConfigError, load_settings, parse_settings
+
+MINIMAL = """\
+database: sqlite:///var/p.db
+inbox: inbox
+email:
+  from: "paperboy <papers@example.org>"
+  transport: smtp
+  smtp:
+    host: 127.0.0.1
+    port: 2525
+  maildir: var/mail
+feeds:
+  dir: var/feeds
+  base_url: https://papers.example.org/feeds
+subscribers:
+  - email: alice@example.org
+    name: Alice
+    keywords: [mamba, "state space model"]
+    exclude: [medical]
+"""
+
+
+def test_minimal_config_gets_sensible_defaults(tmp_path: Path) -> None:
+    s = parse_settings(MINIMAL, source="c.yaml", base=tmp_path)
+    assert s.database == f"sqlite:///{tmp_path}/var/p.db"
+    assert s.inbox == tmp_path / "inbox"
+    assert s.feeds.dir == tmp_path / "var/feeds"
+    assert s.feeds.base_url == "https://papers.example.org/feeds/"
+    assert s.feeds.max_entries == 200
+    assert s.email.smtp.starttls is None and s.email.smtp.username is None
+    assert s.schedule.poll == 300 and s.schedule.deliver == "0 7 * * *"
+    assert s.inbox_settle == 5
+    assert s.subscribers[0].keywords == ["mamba", "state space model"]
+
+
+def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
+    s = parse_settings("", source="c.yaml", base=tmp_path)
+    assert s.email.transport == "maildir"
+    assert s.database.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("subscribers:\n  - email: a@x.org\n    keywordz: [x]\n",
+         "c.yaml:3: subscribers[0].keywordz: unknown key; did you mean 'keywords'?"),
+        ("feeds:\n  max_entrie: 3\n", "c.yaml:2: feeds.max_entrie: unknown key; did you mean 'max_entries'?"),
+        ("databse: x\n", "c.yaml:1: databse: unknown key; did you mean 'database'?"),
+        ("email:\n  transport: smtpp\n", "c.yaml:2: email.transport: Input should be 'smtp' or 'maildir'"),
+        ("schedule:\n  deliver: '99 * * *'\n", "c.yaml:2: schedule.deliver: '99 * * *' is not a cron line"),
+        ("schedule:\n  poll: soon\n", "c.yaml:2: schedule.poll: 'soon' is not a duration"),
+        ("subscribers:\n - {email: a@b.org}\n - {email: A@b.org}\n",
+         "c.yaml:3: subscribers[1]: subscribers[1] repeats subscribers[0] (A@b.org)"),
+        ("subscribers:\n - {email: not-an-address}\n", "c.yaml:2: subscribers[0].email: 'not-an-address' is not"),
+        ("subscribers:\n - email: a@b.org\n   keywords: ['--']\n", "c.yaml:3: subscribers[0].keywords: '--' holds no word"),
+        ("subscribers:\n - name: Bob\n", "c.yaml:2: subscribers[0].email: required key is missing"),
+        ("timezone: Mars/Olympus\n", "c.yaml:1: timezone: 'Mars/Olympus' is no IANA time zone"),
+        ("email:\n  smtp: {password: '${PAPERBOY_TEST_UNSET}'}\n",
+         "c.yaml:2: email.smtp.password: environment variable PAPERBOY_TEST_UNSET is not set"),
+        ("feeds: [1,\n", "c.yaml:2: not valid YAML"),
+        ("- just a list\n", "c.yaml:1: the configuration must be a mapping"),
+    ],
+)
+def test_errors_name_file_line_and_key(body: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(body, source="c.yaml", base=None)
+    assert str(err.value).startswith(message)
+
+
+def test_environment_variables_fill_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAPERBOY_TEST_PASSWORD", "s3cret")
+    s = parse_settings(
+        "email:\n  smtp: {username: u, password: '${PAPERBOY_TEST_PASSWORD}', host: '${PAPERBOY_TEST_HOST:-mx}'}\n",
+        source="c.yaml", base=None,
+    )
+    assert s.email.smtp.password == "s3cret"
+    assert s.email.smtp.host == "mx"
+    assert "s3cret" not in repr(s)
+
+
+def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_are_valid() -> None:
+    root = Path(__file__).parent.parent / "config"
+    for path in sorted(root.glob("*.yaml")):
+        load_settings(path)

@@ -1,0 +1,86 @@
+"""The store on SQLite and on PostgreSQL: the database refuses duplicates."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from service import store
+from tests.conftest import FIXED_NOW
+
+
+def paper(key: str, title: str | None = None) -> store.NewPaper:
+    return store.NewPaper(key, title or key.title(), "An abstract.", None, "x.txt", 1)
+
+
+def test_papers_are_stored_once_per_key(engine: Engine) -> None:
+    with store.transaction(engine) as s:
+        assert store.add_papers(session=s, papers=[paper("a"), paper("b"), paper("a", "A again")], at=FIXED_NOW) == 2
+    with store.transaction(engine) as s:
+        assert store.add_papers(session=s, papers=[paper("b"), paper("c")], at=FIXED_NOW) == 1
+    with store.reading(engine) as s:
+        assert store.counts(session=s)["papers"] == 3
+        assert store.find_paper(session=s, key="a").title == "A"  # type: ignore[union-attr]
+
+
+def test_the_database_refuses_a_duplicate_key(engine: Engine) -> None:
+    with pytest.raises(IntegrityError), store.transaction(engine) as s:
+        s.add(store.Paper(key="k", title="t", abstract="a", source="f", line=1, first_seen_at=FIXED_NOW))
+        s.add(store.Paper(key="k", title="t2", abstract="a", source="f", line=2, first_seen_at=FIXED_NOW))
+
+
+def test_timestamps_come_back_aware_utc(engine: Engine) -> None:
+    berlin = datetime(2026, 3, 15, 8, 0, tzinfo=timezone(timedelta(hours=1)))
+    with store.transaction(engine) as s:
+        store.add_papers(session=s, papers=[paper("a")], at=berlin)
+    with store.reading(engine) as s:
+        got = store.find_paper(session=s, key="a").first_seen_at  # type: ignore[union-attr]
+    assert got == FIXED_NOW and got.tzinfo is not None and got.utcoffset() == timedelta(0)
+
+
+def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
+    with store.transaction(engine) as s:
+        subs = store.sync_subscribers(session=s, people=[("Ann@X.org", "Ann")], at=FIXED_NOW)
+        store.add_papers(session=s, papers=[paper("a"), paper("b")], at=FIXED_NOW)
+    ann = subs["ann@x.org"]
+    with store.transaction(engine) as s:
+        ids = {p.key: p.id for p in s.exec(select(store.Paper))}
+        rows = [store.NewDelivery(ann.id, ids["a"], 2, ["x"]), store.NewDelivery(ann.id, ids["b"], 1, ["y"])]  # type: ignore[arg-type]
+        assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 2
+    with store.transaction(engine) as s:
+        assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 0
+        pending = store.pending_for(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
+        assert [(p.key, d.terms) for d, p in pending] == [("a", ["x"]), ("b", ["y"])]  # best first
+        store.mark_sent(session=s, delivery_ids=[pending[0][0].id], at=FIXED_NOW, message_id="<m@x>")  # type: ignore[list-item]
+        store.mark_attempt_failed(session=s, delivery_ids=[pending[1][0].id], error="451 try later")  # type: ignore[list-item]
+    with store.reading(engine) as s:
+        counts = store.counts(session=s)
+        assert counts["deliveries"] == {"pending": 1, "sent": 1, "failed": 0}
+        [(d, _)] = store.pending_for(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
+        assert (d.attempts, d.last_error) == (1, "451 try later")
+
+
+def test_subscribers_follow_the_configuration_and_keep_their_token(engine: Engine) -> None:
+    with store.transaction(engine) as s:
+        first = store.sync_subscribers(session=s, people=[("a@x.org", "A"), ("b@x.org", None)], at=FIXED_NOW)
+    token = first["a@x.org"].token
+    assert len(token) >= 24 and "a@x" not in token
+    with store.transaction(engine) as s:
+        second = store.sync_subscribers(session=s, people=[("A@x.org", "Anna")], at=FIXED_NOW)
+    assert list(second) == ["a@x.org"]
+    assert second["a@x.org"].token == token and second["a@x.org"].name == "Anna"
+    with store.transaction(engine) as s:
+        third = store.sync_subscribers(session=s, people=[("a@x.org", "Anna"), ("b@x.org", None)], at=FIXED_NOW)
+    assert third["b@x.org"].token == first["b@x.org"].token
+
+
+def test_files_are_recorded_once_per_content(engine: Engine) -> None:
+    record = store.IngestedFile(sha256="ab" * 32, path="x", size=3, ingested_at=FIXED_NOW)
+    with store.transaction(engine) as s:
+        assert store.record_file(session=s, record=record) is True
+        assert store.record_file(session=s, record=record.model_copy()) is False
+    with store.reading(engine) as s:
+        assert store.file_known(session=s, sha256="ab" * 32)
+        assert store.counts(session=s)["files"] == 1
