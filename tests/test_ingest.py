@@ -115,7 +115,7 @@ def test_damaged_file_keeps_its_good_entries_and_logs_each_problem(
     problems = [(r.fields["line"], r.fields["problem"].split(";")[0]) for r in caplog.records if r.msg == "digest.problem"]  # type: ignore[attr-defined]
     assert problems == [
         (13, "bytes that are not UTF-8 at column 14"),
-        (189, "title 'A Title Whose Abstract Never Came' has no abstract (cut-off download?)"),
+        (369, "title 'A Title Whose Abstract Never Came' has no abstract (cut-off download?)"),
     ]
     assert all(r.fields["file"] == str(path) for r in caplog.records if r.msg == "digest.problem")  # type: ignore[attr-defined]
 
