@@ -29,7 +29,7 @@ from sqlmodel import Session
 from . import store
 from .log import event
 from .mailer import SendError, Transport
-from .render import Digest, PaperView, Renderer, list_id, markup, message_id, paper_link
+from .render import Digest, PaperView, Renderer, list_id, message_id, paper_link
 from .rules import Index
 from .settings import Settings
 
@@ -99,14 +99,12 @@ def next_digest(
         return None
     shown = pending[: settings.email.max_papers]
     views = [
-        PaperView(
+        PaperView.build(
             title=paper.title,
             abstract=paper.abstract,
             link=paper_link(settings.email.paper_link, title=paper.title, key=paper.key),
-            terms=tuple(delivery.terms),
+            terms=delivery.terms,
             score=delivery.score,
-            title_html=markup(paper.title, delivery.terms),
-            abstract_html=markup(paper.abstract, delivery.terms),
         )
         for delivery, paper in shown
     ]

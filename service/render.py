@@ -81,6 +81,11 @@ class PaperView:
     title_html: Markup
     abstract_html: Markup
 
+    @classmethod
+    def build(cls, *, title: str, abstract: str, link: str, terms: Sequence[str], score: int) -> PaperView:
+        title = one_line(title)
+        return cls(title, abstract, link, tuple(terms), score, markup(title, terms), markup(abstract, terms))
+
 
 @dataclass(frozen=True, slots=True)
 class Digest:

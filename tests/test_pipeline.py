@@ -1,0 +1,177 @@
+"""End to end, as a user runs it: digest files in the inbox, `paperboy run --once`,
+a real SMTP server receiving the digests, feeds read back by feedparser."""
+
+import html
+import json
+import os
+import re
+import time
+import unicodedata
+from pathlib import Path
+
+import feedparser
+
+from tests.conftest import FIXTURES, Sink, copy_digest, free_port, run_cli, write_config
+
+SUBSCRIBERS = {
+    "alice@example.org": (["instruction-following", "reward model"], ["survey"]),
+    "bob@example.org": (["TÜLU", "gaussian"], []),
+    "carol@example.org": (["LLM", "language model"], ["multimodal", "instruction"]),
+    "dave@example.org": (["quantum chromodynamics"], []),
+}
+
+
+def config_for(tmp_path: Path, port: int) -> Path:
+    subs = "".join(
+        f"  - email: {email}\n    name: {email.split('@')[0].title()}\n    keywords: {json.dumps(kw)}\n"
+        f"    exclude: {json.dumps(ex)}\n"
+        for email, (kw, ex) in SUBSCRIBERS.items()
+    )
+    # only the keys of the issue's interface: no schedule, no timezone
+    return write_config(tmp_path / "paperboy.yaml", f"""\
+database: sqlite:///{tmp_path}/paperboy.db
+inbox: {tmp_path}/inbox
+email:
+  from: "paperboy <papers@example.org>"
+  transport: smtp
+  smtp:
+    host: 127.0.0.1
+    port: {port}
+  maildir: {tmp_path}/mail
+feeds:
+  dir: {tmp_path}/feeds
+  base_url: https://papers.example.org/feeds/
+subscribers:
+{subs}""")
+
+
+def fold(text: str) -> str:
+    text = re.sub(r"\\[\"'`^~=.]\{?([A-Za-z])\}?", r"\1", text)
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+def naive_match(keyword: str, text: str) -> bool:
+    """The spec's semantics, written independently of the index: one regex per keyword."""
+    words = re.findall(r"[^\W_]+", fold(keyword))
+    stem = words[-1]
+    last = re.escape(stem) + r"(?:s|es)?"
+    if stem.endswith("y"):
+        last = f"(?:{last}|{re.escape(stem[:-1])}ies)"
+    pattern = r"(?<![^\W_])" + r"[\W_]+".join([*map(re.escape, words[:-1]), last]) + r"(?![^\W_])"
+    return re.search(pattern, fold(text)) is not None
+
+
+def expected(digests: list[str]) -> dict[str, set[str]]:
+    """Which titles each subscriber should get from these digest files (first spelling wins)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for name in digests:
+        text = (FIXTURES / name).read_text()
+        paras = [p for p in text.split("\n\n") if p.strip()]
+        start = next(i for i, p in enumerate(paras) if len(p) > 300) - 1
+        for title, abstract in zip(paras[start::2], paras[start + 1 :: 2], strict=False):
+            key = " ".join(re.findall(r"[^\W_]+", fold(title)))
+            seen.setdefault(key, (title, abstract))
+    out: dict[str, set[str]] = {}
+    for email, (keywords, exclude) in SUBSCRIBERS.items():
+        out[email] = {
+            title
+            for title, abstract in seen.values()
+            if any(naive_match(k, title + " \n " + abstract) for k in keywords)
+            and not any(naive_match(x, title + " \n " + abstract) for x in exclude)
+        }
+    return out
+
+
+def titles_in(sink: Sink, email: str) -> list[set[str]]:
+    out = []
+    for msg in sink.to(email):
+        body = msg.get_body(("html",)).get_content()
+        found = re.findall(r"<h2><a href=\"[^\"]*\">(.*?)</a></h2>", body)
+        out.append({html.unescape(re.sub(r"</?mark>", "", t)) for t in found})
+    return out
+
+
+def status(config: Path) -> dict:
+    result = run_cli("--config", config, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_run_once_delivers_each_match_exactly_once(tmp_path: Path, smtp_server: tuple[Sink, int]) -> None:
+    sink, port = smtp_server
+    config = config_for(tmp_path, port)
+    old = time.time() - 3600
+    copy_digest("digest-a.txt", tmp_path / "inbox", mtime=old)
+
+    first = run_cli("--config", config, "run", "--once")
+    assert first.returncode == 0, first.stderr
+    want = expected(["digest-a.txt"])
+    assert want["dave@example.org"] == set()
+    assert [len(want[e]) for e in SUBSCRIBERS] == [7, 2, 17, 0]  # the independent evaluation is not empty
+    for email, titles in want.items():
+        got = titles_in(sink, email)
+        assert got == ([titles] if titles else []), email  # one email, exactly the selected papers
+    assert sink.to("bob@example.org")[0]["Subject"].startswith(f"{len(want['bob@example.org'])} new papers")
+    assert "cycle.done" in first.stderr
+    emails_after_first = len(sink.messages)
+    after_first = status(config)
+    assert after_first["papers"] == 39 and after_first["files"] == 1
+    assert after_first["deliveries"] == {"pending": 0, "sent": sum(map(len, want.values())), "failed": 0}
+
+    second = run_cli("--config", config, "run", "--once")
+    assert second.returncode == 0, second.stderr
+    assert len(sink.messages) == emails_after_first  # nothing the second time
+    assert status(config) == {**after_first, "last_ingest": after_first["last_ingest"]}
+
+    # a later digest repeating some papers in other spellings
+    later = (FIXTURES / "digest-c.txt").read_text()
+    later = later.replace("TÜLU 3: Pushing Frontiers", 'T\\"ULU 3 -- Pushing frontiers')
+    later = later.replace("Learning from Future: A Novel", "Learning From Future - a novel")
+    (tmp_path / "inbox" / "digest-c.txt").write_text(later)
+    os.utime(tmp_path / "inbox" / "digest-c.txt", (old, old))
+    third = run_cli("--config", config, "run", "--once")
+    assert third.returncode == 0, third.stderr
+    both = expected(["digest-a.txt", "digest-c.txt"])
+    for email in SUBSCRIBERS:
+        new = both[email] - want[email]
+        assert titles_in(sink, email) == [t for t in (want[email], new) if t], email
+    final = status(config)
+    assert final["papers"] == 39 + 52 and final["files"] == 2
+    assert final["deliveries"]["sent"] == sum(map(len, both.values()))
+
+    feeds = sorted((tmp_path / "feeds").rglob("*.*"))
+    assert len(feeds) == 2 + 2 * len(SUBSCRIBERS)
+    for path in feeds:
+        parsed = feedparser.parse(path.read_bytes())
+        assert not parsed.bozo, (path, parsed.get("bozo_exception"))
+    all_atom = feedparser.parse((tmp_path / "feeds" / "all.atom").read_bytes())
+    assert len(all_atom.entries) == 91
+    assert len({e.id for e in all_atom.entries}) == 91
+
+
+def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    port = free_port()  # nothing listens yet
+    config = config_for(tmp_path, port)
+    copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
+    down = run_cli("--config", config, "run", "--once")
+    assert down.returncode == 1
+    assert "deliver.failed" in down.stderr and "network" in down.stderr
+    pending = status(config)["deliveries"]
+    assert pending["sent"] == 0 and pending["pending"] > 0
+
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        up = run_cli("--config", config, "run", "--once")
+        assert up.returncode == 0, up.stderr
+        again = run_cli("--config", config, "run", "--once")
+        assert again.returncode == 0
+    finally:
+        controller.stop()
+    want = expected(["digest-a.txt"])
+    assert sorted(m["To"].addresses[0].addr_spec for m in sink.messages) == sorted(e for e, t in want.items() if t)
+    assert status(config)["deliveries"] == {"pending": 0, "sent": pending["pending"], "failed": 0}
