@@ -36,16 +36,21 @@ def _parser() -> argparse.ArgumentParser:
         prog="paperboy",
         description="Research-paper digests in; personal email digests and RSS/Atom feeds out.",
     )
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                   help=f"the YAML configuration (default: {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"the YAML configuration (default: {DEFAULT_CONFIG})",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("--version", action="version", version=f"paperboy {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the service: poll the inbox, deliver on schedule")
-    run.add_argument("--once", action="store_true",
-                     help="one full cycle (ingest, match, deliver, feeds), then exit")
+    run.add_argument(
+        "--once", action="store_true", help="one full cycle (ingest, match, deliver, feeds), then exit"
+    )
 
     ingest = sub.add_parser("ingest", help="ingest the named digest files now, and match them")
     ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -54,8 +59,12 @@ def _parser() -> argparse.ArgumentParser:
 
     preview = sub.add_parser("preview", help="render a subscriber's next digest without sending it")
     preview.add_argument("email", metavar="EMAIL")
-    preview.add_argument("--format", choices=("text", "html", "eml"), default="text",
-                         help="text part, HTML part, or the whole message (default: text)")
+    preview.add_argument(
+        "--format",
+        choices=("text", "html", "eml"),
+        default="text",
+        help="text part, HTML part, or the whole message (default: text)",
+    )
     preview.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
 
     status = sub.add_parser("status", help="papers, files and deliveries in the store")
@@ -98,8 +107,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     app = _app(settings)
     report = app.cycle()
     new = sum(f.new_papers for f in report.files)
-    event(log, "cycle.done", files=len(report.files), new_papers=new, deliveries=report.queued,
-          emails=report.delivery.emails, failed=len(report.delivery.failed), feed_files=report.feed_files)
+    event(
+        log,
+        "cycle.done",
+        files=len(report.files),
+        new_papers=new,
+        deliveries=report.queued,
+        emails=report.delivery.emails,
+        failed=len(report.delivery.failed),
+        feeds_changed=report.feeds_changed,
+    )
     return OK if report.ok else FAILURE
 
 
@@ -122,10 +139,15 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     app.renderer.check()
     keywords = sum(len(s.keywords) + len(s.exclude) for s in settings.subscribers)
     email = settings.email
-    where = (f"smtp {email.smtp.host}:{email.smtp.port or 'default port'}"
-             if email.transport == "smtp" else f"maildir {email.maildir}")
-    print(f"{args.config}: OK: {len(settings.subscribers)} subscribers, {keywords} rule terms, "
-          f"delivery by {where}, inbox {settings.inbox}, templates {app.renderer.templates}")
+    where = (
+        f"smtp {email.smtp.host}:{email.smtp.port or 'default port'}"
+        if email.transport == "smtp"
+        else f"maildir {email.maildir}"
+    )
+    print(
+        f"{args.config}: OK: {len(settings.subscribers)} subscribers, {keywords} rule terms, "
+        f"delivery by {where}, inbox {settings.inbox}, templates {app.renderer.templates}"
+    )
     return OK
 
 
@@ -166,9 +188,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(counts, sort_keys=True))
     else:
         d = counts["deliveries"]
-        print(f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}), files {counts['files']}, "
-              f"subscribers {counts['subscribers']}, deliveries pending {d['pending']} "
-              f"sent {d['sent']} failed {d['failed']}, last ingest {counts['last_ingest'] or 'never'}")
+        print(
+            f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}), files {counts['files']}, "
+            f"subscribers {counts['subscribers']}, deliveries pending {d['pending']} "
+            f"sent {d['sent']} failed {d['failed']}, last ingest {counts['last_ingest'] or 'never'}"
+        )
     return OK
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -35,13 +35,11 @@ Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def build_index(settings: Settings) -> Index:
-    return Index(
-        [RuleSet.build(s.email.lower(), s.keywords, s.exclude) for s in settings.subscribers]
-    )
+    return Index([RuleSet.build(s.email.lower(), s.keywords, s.exclude) for s in settings.subscribers])
 
 
 def build_transport(settings: Settings) -> Transport:
@@ -57,7 +55,7 @@ class CycleReport:
     matched_papers: int = 0
     queued: int = 0
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
-    feed_files: int = 0
+    feeds_changed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -97,7 +95,7 @@ class App:
     # ------------------------------------------------------------ stages
 
     def ingest(self, paths: Sequence[Path]) -> list[FileReport]:
-        reports = []
+        reports: list[FileReport] = []
         bar = tqdm(paths, desc="ingest", unit="file", disable=not self.progress or len(paths) < 2)
         for path in bar:
             if self.stop.is_set():
@@ -110,7 +108,12 @@ class App:
     def poll_inbox(self) -> tuple[list[FileReport], list[Path]]:
         ready, waiting = scan_inbox(self.settings.inbox, settle=self.settings.inbox_settle, now=time.time())
         for path in waiting:
-            event(log, "inbox.settling", path=path, hint=f"changed in the last {self.settings.inbox_settle:g}s; taken at a later poll")
+            event(
+                log,
+                "inbox.settling",
+                path=path,
+                hint=f"changed in the last {self.settings.inbox_settle:g}s; taken at a later poll",
+            )
         return self.ingest(ready), waiting
 
     def match(self) -> tuple[int, int]:
@@ -125,13 +128,19 @@ class App:
         workers = self.settings.email.smtp.concurrency if self.settings.email.transport == "smtp" else 1
         report = deliver(self.engine, self.transport, outgoing, workers=workers, at=at)
         if outgoing:
-            event(log, "deliver.done", emails=report.emails, papers=report.papers,
-                  failed=len(report.failed), not_tried=report.not_tried)
+            event(
+                log,
+                "deliver.done",
+                emails=report.emails,
+                papers=report.papers,
+                failed=len(report.failed),
+                not_tried=report.not_tried,
+            )
         return report
 
     def write_feeds(self) -> int:
         cfg = self.settings.feeds
-        written = 0
+        changed = 0
         with store.reading(self.engine) as session:
             everything = [
                 feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at)
@@ -142,15 +151,22 @@ class App:
                 assert sub.id is not None
                 items = [
                     feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
-                    for d, p in store.subscriber_papers(session=session, subscriber_id=sub.id, limit=cfg.max_entries)
+                    for d, p in store.subscriber_papers(
+                        session=session, subscriber_id=sub.id, limit=cfg.max_entries
+                    )
                 ]
                 name = f"{cfg.title}: papers for {sub.name or 'you'}"
                 jobs.append((feeds.FeedSpec(f"u/{sub.token}", name, "Papers matching your keywords"), items))
         for spec, items in jobs:
-            files = feeds.render(spec, items, base_url=cfg.base_url, link_template=self.settings.email.paper_link)
-            written += len(feeds.write(spec, files, cfg.dir))
-        event(log, "feeds.written", files=written, dir=cfg.dir, entries=len(everything))
-        return written
+            files = feeds.render(
+                spec, items, base_url=cfg.base_url, link_template=self.settings.email.paper_link
+            )
+            changed += feeds.write(spec, files, cfg.dir)
+        if changed:
+            event(
+                log, "feeds.written", changed=changed, feeds=len(jobs), dir=cfg.dir, entries=len(everything)
+            )
+        return changed
 
     # ------------------------------------------------------------ the whole run
 
@@ -163,5 +179,5 @@ class App:
         report.matched_papers, report.queued = self.match()
         if send and not self.stop.is_set():
             report.delivery = self.deliver()
-        report.feed_files = self.write_feeds()
+        report.feeds_changed = self.write_feeds()
         return report

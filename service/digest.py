@@ -136,7 +136,8 @@ def _read_lines(stream: BinaryIO, digest: Digest) -> Iterator[tuple[int, str, bo
 
 def _paragraphs(lines: Iterator[tuple[int, str, bool]], digest: Digest) -> Iterator[tuple[int, str]]:
     """Join runs of non-blank lines (a hard-wrapped paragraph) into one; yield (first line, text)."""
-    start, parts, size = 0, [], 0
+    start, size = 0, 0
+    parts: list[str] = []
     for number, text, blank_before in lines:
         if blank_before and parts:
             yield start, " ".join(parts)
@@ -191,9 +192,7 @@ def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entr
 
         if title is None:
             if _looks_like_abstract(text):
-                digest.problems.append(
-                    Problem(name, number, "an abstract with no title before it; skipped")
-                )
+                digest.problems.append(Problem(name, number, "an abstract with no title before it; skipped"))
             else:
                 title = (number, text)
             continue
@@ -226,4 +225,3 @@ def parse_bytes(data: bytes, *, name: str, mtime: datetime) -> tuple[Digest, lis
     digest = Digest(name)
     entries = list(parse(io.BytesIO(data), digest, mtime=mtime))
     return digest, entries
-

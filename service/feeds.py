@@ -21,14 +21,14 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from feedgen.feed import FeedGenerator
 
 from .render import paper_link
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def entry_id(key: str) -> str:
@@ -51,7 +51,9 @@ class FeedSpec:
     subtitle: str
 
 
-def render(spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_template: str) -> dict[str, bytes]:
+def render(
+    spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_template: str
+) -> dict[str, bytes]:
     """The feed as ``{".atom": bytes, ".rss": bytes}``; ``items`` newest first."""
     fg = FeedGenerator()
     self_url = base_url + spec.name
@@ -86,21 +88,16 @@ def render(spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_tem
     return out
 
 
-def write(spec: FeedSpec, files: dict[str, bytes], directory: Path) -> list[Path]:
-    """Write each rendered file to ``directory/<name><suffix>`` atomically."""
+def write(spec: FeedSpec, files: dict[str, bytes], directory: Path) -> int:
+    """Write each rendered file to ``directory/<name><suffix>`` atomically; how many changed."""
     target = directory / spec.name
     target.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for suffix, data in files.items():
-        path = target.with_name(target.name + suffix)
-        _atomic_write(path, data)
-        paths.append(path)
-    return paths
+    return sum(_atomic_write(target.with_name(target.name + suffix), data) for suffix, data in files.items())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes) -> bool:
     if path.exists() and path.read_bytes() == data:
-        return  # unchanged: keep the file (and its mtime) as it was
+        return False  # unchanged: keep the file (and its mtime) as it was
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -109,6 +106,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        return True
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

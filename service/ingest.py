@@ -18,7 +18,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -116,7 +116,7 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
             event(log, "ingest.known", level=logging.DEBUG, path=path)
             return FileReport(path, "known")
     st = path.stat()
-    mtime = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+    mtime = datetime.fromtimestamp(st.st_mtime, tz=UTC)
     digest = Digest(str(path))
     report = FileReport(path, "ingested", problems=digest.problems)
     try:
@@ -150,15 +150,34 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
                 ),
             )
     except _FileChanged:
-        event(log, "ingest.changed", level=logging.WARNING, path=path,
-              hint="the file changed while it was read; it is taken at the next poll")
+        event(
+            log,
+            "ingest.changed",
+            level=logging.WARNING,
+            path=path,
+            hint="the file changed while it was read; it is taken at the next poll",
+        )
         return FileReport(path, "changed")
     for problem in digest.problems:
-        event(log, "digest.problem", level=logging.WARNING, file=problem.file, line=problem.line,
-              problem=problem.message)
+        event(
+            log,
+            "digest.problem",
+            level=logging.WARNING,
+            at=f"{problem.file}:{problem.line}",
+            file=problem.file,
+            line=problem.line,
+            problem=problem.message,
+        )
     if report.error:
         event(log, "ingest.rejected", level=logging.WARNING, path=path, reason=report.error)
     else:
-        event(log, "ingest.file", path=path, entries=report.entries, new=report.new_papers,
-              problems=len(digest.problems), date=digest.date or "-")
+        event(
+            log,
+            "ingest.file",
+            path=path,
+            entries=report.entries,
+            new=report.new_papers,
+            problems=len(digest.problems),
+            date=digest.date or "-",
+        )
     return report

@@ -63,9 +63,7 @@ class _MaildirConnection:
         try:
             self.box.add(message)
         except OSError as exc:
-            raise SendError(
-                f"cannot write to the maildir: {exc}", temporary=True, network=True
-            ) from exc
+            raise SendError(f"cannot write to the maildir: {exc}", temporary=True, network=True) from exc
 
 
 class SmtpTransport:
@@ -123,9 +121,7 @@ class _SmtpConnection:
             raise SendError(f"{exc.code} {exc.message}", temporary=400 <= exc.code < 500) from exc
         except _NETWORK_ERRORS as exc:
             await self.close()
-            raise SendError(
-                f"network: {exc or type(exc).__name__}", temporary=True, network=True
-            ) from exc
+            raise SendError(f"network: {exc or type(exc).__name__}", temporary=True, network=True) from exc
         except aiosmtplib.SMTPException as exc:
             await self.close()
             raise SendError(str(exc), temporary=True) from exc

@@ -180,10 +180,19 @@ async def _send_all(
                     await connection.send(item.message)
                 except SendError as exc:
                     with store.transaction(engine) as session:
-                        store.mark_attempt_failed(session=session, delivery_ids=item.delivery_ids, error=str(exc))
+                        store.mark_attempt_failed(
+                            session=session, delivery_ids=item.delivery_ids, error=str(exc)
+                        )
                     report.failed.append((item.email, str(exc)))
-                    event(log, "deliver.failed", level=logging.WARNING, to=item.email, reason=str(exc),
-                          papers=item.papers, retry="next run")
+                    event(
+                        log,
+                        "deliver.failed",
+                        level=logging.WARNING,
+                        to=item.email,
+                        reason=str(exc),
+                        papers=item.papers,
+                        retry="next run",
+                    )
                     if exc.network:
                         return  # this connection is gone; what is left stays pending
                     continue
@@ -196,8 +205,13 @@ async def _send_all(
                     )
                 report.emails += 1
                 report.papers += item.papers
-                event(log, "deliver.sent", to=item.email, papers=item.papers,
-                      message_id=item.message["Message-ID"])
+                event(
+                    log,
+                    "deliver.sent",
+                    to=item.email,
+                    papers=item.papers,
+                    message_id=item.message["Message-ID"],
+                )
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(outgoing))))))
     report.not_tried = queue.qsize()

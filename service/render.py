@@ -158,4 +158,3 @@ def message_id(*, sender: str, token: str, delivery_ids: Sequence[int]) -> str:
     """
     digest = hashlib.sha256(f"{token}:{','.join(map(str, sorted(delivery_ids)))}".encode()).hexdigest()
     return f"<{digest[:32]}@{sender_domain(sender)}>"
-

@@ -40,7 +40,9 @@ MISFIRE_GRACE = 6 * 3600
 class Service:
     """The long-running process: a scheduler around :class:`App`."""
 
-    def __init__(self, config: Path, settings: Settings, make_app: Callable[[Settings, threading.Event], App]) -> None:
+    def __init__(
+        self, config: Path, settings: Settings, make_app: Callable[[Settings, threading.Event], App]
+    ) -> None:
         self.config = config
         self.make_app = make_app
         self.stop = threading.Event()
@@ -73,8 +75,14 @@ class Service:
             app = self.make_app(settings, self.stop)
             app.renderer.check()
         except Exception as exc:  # keep running on the last good configuration
-            event(log, "config.rejected", level=logging.ERROR, path=self.config,
-                  reason=str(exc), keeping="last good configuration")
+            event(
+                log,
+                "config.rejected",
+                level=logging.ERROR,
+                path=self.config,
+                reason=str(exc),
+                keeping="last good configuration",
+            )
             return False
         old = self.app.settings
         self.app = app
@@ -86,12 +94,20 @@ class Service:
     def _schedule_jobs(self) -> None:
         sched = self.app.settings.schedule
         self.scheduler.add_job(
-            self._job, IntervalTrigger(seconds=max(1.0, sched.poll)), args=["poll"],
-            id="poll", name="poll the inbox", replace_existing=True,
+            self._job,
+            IntervalTrigger(seconds=max(1.0, sched.poll)),
+            args=["poll"],
+            id="poll",
+            name="poll the inbox",
+            replace_existing=True,
         )
         self.scheduler.add_job(
-            self._job, CronTrigger.from_crontab(sched.deliver, timezone=self.zone), args=["deliver"],
-            id="deliver", name="deliver digests", replace_existing=True,
+            self._job,
+            CronTrigger.from_crontab(sched.deliver, timezone=self.zone),
+            args=["deliver"],
+            id="deliver",
+            name="deliver digests",
+            replace_existing=True,
         )
 
     def _job(self, kind: str) -> None:
@@ -124,9 +140,14 @@ class Service:
         self.scheduler.add_job(self._job, args=["poll"], id="first-poll", name="first poll")
         self.scheduler.start()
         deliver_job = self.scheduler.get_job("deliver")
-        event(log, "service.started", config=self.config, timezone=self.zone,
-              poll_seconds=self.app.settings.schedule.poll,
-              next_delivery=deliver_job.next_run_time.isoformat() if deliver_job else "-")
+        event(
+            log,
+            "service.started",
+            config=self.config,
+            timezone=self.zone,
+            poll_seconds=self.app.settings.schedule.poll,
+            next_delivery=deliver_job.next_run_time.isoformat() if deliver_job else "-",
+        )
         while not self.stop.wait(2.0):
             self.reload_if_changed_between_jobs()
         self.scheduler.shutdown(wait=True)  # the current step finishes first

@@ -83,9 +83,7 @@ def check_address(value: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, frozen=True, validate_default=True
-    )
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, validate_default=True)
 
 
 class Schedule(_Model):
@@ -98,7 +96,7 @@ class Schedule(_Model):
         try:
             CronTrigger.from_crontab(value)
         except ValueError as exc:
-            raise ValueError(f"{value!r} is not a cron line (minute hour day month weekday): {exc}")
+            raise ValueError(f"{value!r} is not a cron line (minute hour day month weekday): {exc}") from None
         return value
 
 
@@ -125,7 +123,7 @@ class Smtp(_Model):
 class Email(_Model):
     from_: str = Field(default="paperboy <paperboy@localhost>", alias="from")
     transport: Literal["smtp", "maildir"] = "maildir"
-    smtp: Smtp = Field(default_factory=dict)  # type: ignore[arg-type]
+    smtp: Smtp = Field(default_factory=dict)  # type: ignore[assignment]
     maildir: Path = Path("var/mail")
     paper_link: str = "https://huggingface.co/papers?q={title}"
     unsubscribe_url: str | None = None
@@ -149,7 +147,9 @@ class Email(_Model):
             try:
                 value.format(title="t", key="k", token="t")
             except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"{value!r}: bad placeholder {exc}; use {{title}} {{key}} {{token}}")
+                raise ValueError(
+                    f"{value!r}: bad placeholder {exc}; use {{title}} {{key}} {{token}}"
+                ) from None
         return value
 
 
@@ -196,9 +196,9 @@ class Settings(_Model):
     inbox_settle: Duration = 5.0
     timezone: str | None = None  # None: the machine's zone
     templates_dir: Path | None = None
-    schedule: Schedule = Field(default_factory=dict)  # type: ignore[arg-type]
-    email: Email = Field(default_factory=dict)  # type: ignore[arg-type]
-    feeds: Feeds = Field(default_factory=dict)  # type: ignore[arg-type]
+    schedule: Schedule = Field(default_factory=dict)  # type: ignore[assignment]
+    email: Email = Field(default_factory=dict)  # type: ignore[assignment]
+    feeds: Feeds = Field(default_factory=dict)  # type: ignore[assignment]
     subscribers: list[Subscriber] = []
 
     @field_validator("inbox", "templates_dir")
@@ -226,7 +226,7 @@ class Settings(_Model):
             try:
                 zoneinfo.ZoneInfo(value)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{value!r} is no IANA time zone such as Europe/Berlin or UTC")
+                raise ValueError(f"{value!r} is no IANA time zone such as Europe/Berlin or UTC") from None
         return value
 
     @field_validator("subscribers")
@@ -282,10 +282,10 @@ def _expand(node: Any, path: tuple[Any, ...], errors: list[tuple[tuple[Any, ...]
 
     if isinstance(node, dict):
         for key in list(node):
-            node[key] = _expand(node[key], path + (key,), errors)
+            node[key] = _expand(node[key], (*path, key), errors)
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            node[i] = _expand(item, path + (i,), errors)
+            node[i] = _expand(item, (*path, i), errors)
     elif isinstance(node, str):
         return _ENV.sub(sub, node)
     return node
@@ -296,9 +296,7 @@ def _hint(model: type[BaseModel], path: tuple[Any, ...], key: str) -> str:
     for part in path:
         if isinstance(part, int):
             continue
-        field = next(
-            (f for name, f in model.model_fields.items() if (f.alias or name) == part), None
-        )
+        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
         annotation = getattr(field, "annotation", None)
         inner = getattr(annotation, "__args__", (annotation,))
         nested = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
@@ -328,9 +326,7 @@ def parse_settings(text: str, *, source: str, base: Path | None) -> Settings:
     _expand(tree, (), env_errors)
     if env_errors:
         raise ConfigError(
-            "\n".join(
-                f"{source}:{_position(tree, p) or 1}: {_dotted(p)}: {msg}" for p, msg in env_errors
-            )
+            "\n".join(f"{source}:{_position(tree, p) or 1}: {_dotted(p)}: {msg}" for p, msg in env_errors)
         )
     try:
         return Settings.model_validate(tree, context={"base": base})
@@ -358,8 +354,7 @@ def load_settings(path: Path) -> Settings:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: no such configuration file; copy config/paperboy.example.yaml there "
-            "or pass --config"
+            f"{path}: no such configuration file; copy config/paperboy.example.yaml there or pass --config"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None

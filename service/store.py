@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy import JSON, DateTime, Engine, UniqueConstraint, event, func, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Column, Field, Session, SQLModel, create_engine, select
+from sqlmodel import Column, Field, Session, SQLModel, col, create_engine, select
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -42,15 +42,15 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store; pass an aware UTC time")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 def _ts(nullable: bool = False) -> Any:
@@ -156,9 +156,8 @@ def create_schema(engine: Engine) -> None:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """A write transaction: committed when the block ends, rolled back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        with session.begin():
-            yield session
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
 
 
 @contextmanager
@@ -238,14 +237,14 @@ def add_papers(*, session: Session, papers: Sequence[NewPaper], at: datetime) ->
 
 
 def unmatched_papers(*, session: Session, limit: int) -> list[Paper]:
-    stmt = select(Paper).where(Paper.matched_at.is_(None)).order_by(Paper.id).limit(limit)  # type: ignore[union-attr,arg-type]
+    stmt = select(Paper).where(col(Paper.matched_at).is_(None)).order_by(col(Paper.id)).limit(limit)
     return list(session.exec(stmt))
 
 
 def mark_matched(*, session: Session, paper_ids: Iterable[int], at: datetime) -> None:
     ids = list(paper_ids)
     if ids:
-        session.execute(update(Paper).where(Paper.id.in_(ids)).values(matched_at=at))  # type: ignore[union-attr]
+        session.execute(update(Paper).where(col(Paper.id).in_(ids)).values(matched_at=at))
 
 
 def find_paper(*, session: Session, key: str) -> Paper | None:
@@ -254,7 +253,7 @@ def find_paper(*, session: Session, key: str) -> Paper | None:
 
 def latest_papers(*, session: Session, limit: int) -> list[Paper]:
     """Newest first: the latest digest first, each digest in page order."""
-    stmt = select(Paper).order_by(Paper.first_seen_at.desc(), Paper.id).limit(limit)  # type: ignore[attr-defined]
+    stmt = select(Paper).order_by(col(Paper.first_seen_at).desc(), col(Paper.id)).limit(limit)
     return list(session.exec(stmt))
 
 
@@ -325,8 +324,10 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
         }
         for d in deliveries
     ]
-    stmt = _insert(session, Delivery).values(rows).on_conflict_do_nothing(
-        index_elements=["subscriber_id", "paper_id"]
+    stmt = (
+        _insert(session, Delivery)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
     )
     return _inserted(session, stmt, Delivery.id)
 
@@ -335,9 +336,9 @@ def pending_for(*, session: Session, subscriber_id: int) -> list[tuple[Delivery,
     """A subscriber's pending deliveries with their papers, best matches first."""
     stmt = (
         select(Delivery, Paper)
-        .join(Paper, Paper.id == Delivery.paper_id)  # type: ignore[arg-type]
-        .where(Delivery.subscriber_id == subscriber_id, Delivery.state == DeliveryState.PENDING)
-        .order_by(Delivery.score.desc(), Paper.first_seen_at.desc(), Paper.id)  # type: ignore[attr-defined]
+        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
+        .where(Delivery.subscriber_id == subscriber_id, col(Delivery.state) == DeliveryState.PENDING)
+        .order_by(col(Delivery.score).desc(), col(Paper.first_seen_at).desc(), col(Paper.id))
     )
     return [(d, p) for d, p in session.exec(stmt)]
 
@@ -347,11 +348,11 @@ def subscribers_with_pending(*, session: Session) -> list[Subscriber]:
         select(Subscriber)
         .where(Subscriber.active == True)  # noqa: E712
         .where(
-            Subscriber.id.in_(  # type: ignore[union-attr]
-                select(Delivery.subscriber_id).where(Delivery.state == DeliveryState.PENDING)
+            col(Subscriber.id).in_(
+                select(Delivery.subscriber_id).where(col(Delivery.state) == DeliveryState.PENDING)
             )
         )
-        .order_by(Subscriber.id)
+        .order_by(col(Subscriber.id))
     )
     return list(session.exec(stmt))
 
@@ -359,7 +360,7 @@ def subscribers_with_pending(*, session: Session) -> list[Subscriber]:
 def mark_sent(*, session: Session, delivery_ids: Sequence[int], at: datetime, message_id: str) -> None:
     session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(delivery_ids), Delivery.state == DeliveryState.PENDING)  # type: ignore[union-attr]
+        .where(col(Delivery.id).in_(delivery_ids), col(Delivery.state) == DeliveryState.PENDING)
         .values(state=DeliveryState.SENT, sent_at=at, message_id=message_id, attempts=Delivery.attempts + 1)
     )
 
@@ -368,7 +369,7 @@ def mark_attempt_failed(*, session: Session, delivery_ids: Sequence[int], error:
     """A send failed: the deliveries stay pending for the next run, the reason is kept."""
     session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(delivery_ids), Delivery.state == DeliveryState.PENDING)  # type: ignore[union-attr]
+        .where(col(Delivery.id).in_(delivery_ids), col(Delivery.state) == DeliveryState.PENDING)
         .values(last_error=error[:500], attempts=Delivery.attempts + 1)
     )
 
@@ -377,9 +378,9 @@ def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> li
     """Every paper that matched the subscriber, newest first (their private feed)."""
     stmt = (
         select(Delivery, Paper)
-        .join(Paper, Paper.id == Delivery.paper_id)  # type: ignore[arg-type]
+        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
         .where(Delivery.subscriber_id == subscriber_id)
-        .order_by(Paper.first_seen_at.desc(), Paper.id)  # type: ignore[attr-defined]
+        .order_by(col(Paper.first_seen_at).desc(), col(Paper.id))
         .limit(limit)
     )
     return [(d, p) for d, p in session.exec(stmt)]
@@ -391,7 +392,7 @@ def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> li
 def counts(*, session: Session) -> dict[str, Any]:
     papers = session.exec(select(func.count()).select_from(Paper)).one()
     files = session.exec(
-        select(func.count()).select_from(IngestedFile).where(IngestedFile.error.is_(None))  # type: ignore[union-attr]
+        select(func.count()).select_from(IngestedFile).where(col(IngestedFile.error).is_(None))
     ).one()
     by_state = dict.fromkeys(DeliveryState.ALL, 0)
     for state, n in session.exec(select(Delivery.state, func.count()).group_by(Delivery.state)):
@@ -400,7 +401,7 @@ def counts(*, session: Session) -> dict[str, Any]:
         select(func.count()).select_from(Subscriber).where(Subscriber.active == True)  # noqa: E712
     ).one()
     unmatched = session.exec(
-        select(func.count()).select_from(Paper).where(Paper.matched_at.is_(None))  # type: ignore[union-attr]
+        select(func.count()).select_from(Paper).where(col(Paper.matched_at).is_(None))
     ).one()
     last = session.exec(select(func.max(IngestedFile.ingested_at))).one()
     return {

@@ -1,24 +1,30 @@
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
 from service.digest import MAX_LINE, DigestError, parse_bytes, year_for
 from tests.conftest import FIXTURES
 
-MTIME = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+MTIME = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 TITLE_A = "A Study of Things"
 ABS_A = "We study things in depth and at length, and we find that things are studied. " * 3
 TITLE_B = "Another Paper on Stuff"
 ABS_B = "Stuff matters. We show how stuff matters across many settings and measure it carefully. " * 3
 
 
-def digest_text(*paragraphs: str, header: str = "new\n\nSubscribe\n\nby AK and the research community\n\n") -> str:
+def digest_text(
+    *paragraphs: str, header: str = "new\n\nSubscribe\n\nby AK and the research community\n\n"
+) -> str:
     return header + "\n\n".join(paragraphs)
 
 
 @pytest.mark.parametrize(
     ("name", "entries", "when"),
-    [("digest-a.txt", 39, date(2026, 3, 14)), ("digest-b.txt", 89, None), ("digest-c.txt", 63, date(2026, 4, 28))],
+    [
+        ("digest-a.txt", 39, date(2026, 3, 14)),
+        ("digest-b.txt", 89, None),
+        ("digest-c.txt", 63, date(2026, 4, 28)),
+    ],
 )
 def test_real_digests_parse_whole(name: str, entries: int, when: date | None) -> None:
     digest, found = parse_bytes((FIXTURES / name).read_bytes(), name=name, mtime=MTIME)
@@ -80,7 +86,9 @@ def test_a_short_abstract_is_still_an_abstract() -> None:
 
 
 def test_bytes_that_are_not_utf8_are_reported_and_the_entry_kept() -> None:
-    data = digest_text(TITLE_A, ABS_A, TITLE_B, ABS_B).encode().replace(b"Stuff matters", b"Stuff \xe9 matters")
+    data = (
+        digest_text(TITLE_A, ABS_A, TITLE_B, ABS_B).encode().replace(b"Stuff matters", b"Stuff \xe9 matters")
+    )
     digest, found = parse_bytes(data, name="latin.txt", mtime=MTIME)
     assert len(found) == 2
     assert found[1].abstract.startswith("Stuff é matters")
@@ -121,12 +129,12 @@ def test_html_and_header_injection_in_titles_are_kept_as_text() -> None:
 @pytest.mark.parametrize(
     ("month", "day", "mtime", "expected"),
     [
-        (3, 14, datetime(2026, 11, 21, tzinfo=timezone.utc), date(2026, 3, 14)),
-        (12, 31, datetime(2026, 1, 2, tzinfo=timezone.utc), date(2025, 12, 31)),
-        (1, 3, datetime(2026, 1, 2, 23, 0, tzinfo=timezone.utc), date(2026, 1, 3)),  # a day of grace
-        (1, 4, datetime(2026, 1, 2, 23, 0, tzinfo=timezone.utc), date(2025, 1, 4)),
-        (2, 29, datetime(2026, 11, 21, tzinfo=timezone.utc), date(2024, 2, 29)),
-        (4, 31, datetime(2026, 11, 21, tzinfo=timezone.utc), None),
+        (3, 14, datetime(2026, 11, 21, tzinfo=UTC), date(2026, 3, 14)),
+        (12, 31, datetime(2026, 1, 2, tzinfo=UTC), date(2025, 12, 31)),
+        (1, 3, datetime(2026, 1, 2, 23, 0, tzinfo=UTC), date(2026, 1, 3)),  # a day of grace
+        (1, 4, datetime(2026, 1, 2, 23, 0, tzinfo=UTC), date(2025, 1, 4)),
+        (2, 29, datetime(2026, 11, 21, tzinfo=UTC), date(2024, 2, 29)),
+        (4, 31, datetime(2026, 11, 21, tzinfo=UTC), None),
     ],
 )
 def test_year_of_the_date_line(month: int, day: int, mtime: datetime, expected: date | None) -> None:
@@ -135,7 +143,8 @@ def test_year_of_the_date_line(month: int, day: int, mtime: datetime, expected: 
 
 def test_date_line_is_placed_by_file_mtime() -> None:
     digest, found = parse_bytes(
-        digest_text("Dec 30", TITLE_A, ABS_A).encode(), name="d.txt",
-        mtime=datetime(2027, 1, 1, tzinfo=timezone.utc),
+        digest_text("Dec 30", TITLE_A, ABS_A).encode(),
+        name="d.txt",
+        mtime=datetime(2027, 1, 1, tzinfo=UTC),
     )
     assert digest.date == date(2026, 12, 30) == found[0].date

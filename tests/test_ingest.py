@@ -112,7 +112,11 @@ def test_damaged_file_keeps_its_good_entries_and_logs_each_problem(
     with caplog.at_level(logging.WARNING):
         report = ingest_file(engine, path, at=FIXED_NOW)
     assert (report.entries, report.new_papers) == (89, 89)
-    problems = [(r.fields["line"], r.fields["problem"].split(";")[0]) for r in caplog.records if r.msg == "digest.problem"]  # type: ignore[attr-defined]
+    problems = [
+        (r.fields["line"], r.fields["problem"].split(";")[0])
+        for r in caplog.records
+        if r.msg == "digest.problem"
+    ]  # type: ignore[attr-defined]
     assert problems == [
         (13, "bytes that are not UTF-8 at column 14"),
         (369, "title 'A Title Whose Abstract Never Came' has no abstract (cut-off download?)"),
@@ -122,7 +126,9 @@ def test_damaged_file_keeps_its_good_entries_and_logs_each_problem(
 
 def test_a_large_digest_streams(engine: Engine, tmp_path: Path) -> None:
     """Thousands of entries in one file, one transaction, batched inserts."""
-    entries = [f"Paper number {i} on topic {i % 7}\n\n" + ("Words of the abstract. " * 40) for i in range(3000)]
+    entries = [
+        f"Paper number {i} on topic {i % 7}\n\n" + ("Words of the abstract. " * 40) for i in range(3000)
+    ]
     path = tmp_path / "big.txt"
     path.write_text("new\n\nSubscribe\n\n" + "\n\n".join(entries))
     report = ingest_file(engine, path, at=FIXED_NOW)
@@ -130,12 +136,16 @@ def test_a_large_digest_streams(engine: Engine, tmp_path: Path) -> None:
     assert counts(engine)["papers"] == 3000
 
 
-def test_a_file_replaced_while_it_is_read_is_left_for_later(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_replaced_while_it_is_read_is_left_for_later(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import service.ingest as ingest
 
     path = copy_digest("digest-a.txt", tmp_path)
     real = ingest.file_hash
-    monkeypatch.setattr(ingest, "file_hash", lambda p: real(p)[::-1])  # the hash taken before no longer matches
+    monkeypatch.setattr(
+        ingest, "file_hash", lambda p: real(p)[::-1]
+    )  # the hash taken before no longer matches
     assert ingest_file(engine, path, at=FIXED_NOW).status == "changed"
     assert counts(engine)["papers"] == 0
     monkeypatch.undo()

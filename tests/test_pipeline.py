@@ -28,7 +28,9 @@ def config_for(tmp_path: Path, port: int) -> Path:
         for email, (kw, ex) in SUBSCRIBERS.items()
     )
     # only the keys of the issue's interface: no schedule, no timezone
-    return write_config(tmp_path / "paperboy.yaml", f"""\
+    return write_config(
+        tmp_path / "paperboy.yaml",
+        f"""\
 database: sqlite:///{tmp_path}/paperboy.db
 inbox: {tmp_path}/inbox
 email:
@@ -42,7 +44,8 @@ feeds:
   dir: {tmp_path}/feeds
   base_url: https://papers.example.org/feeds/
 subscribers:
-{subs}""")
+{subs}""",
+    )
 
 
 def fold(text: str) -> str:
@@ -173,5 +176,7 @@ def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path) -> Non
     finally:
         controller.stop()
     want = expected(["digest-a.txt"])
-    assert sorted(m["To"].addresses[0].addr_spec for m in sink.messages) == sorted(e for e, t in want.items() if t)
+    assert sorted(m["To"].addresses[0].addr_spec for m in sink.messages) == sorted(
+        e for e, t in want.items() if t
+    )
     assert status(config)["deliveries"] == {"pending": 0, "sent": pending["pending"], "failed": 0}

@@ -11,7 +11,16 @@ import feedparser
 import pytest
 
 from service import feeds
-from service.render import Digest, PaperView, Renderer, list_id, markup, message_id, paper_link, templates_path
+from service.render import (
+    Digest,
+    PaperView,
+    Renderer,
+    list_id,
+    markup,
+    message_id,
+    paper_link,
+    templates_path,
+)
 from tests.conftest import FIXED_NOW
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -34,14 +43,25 @@ DIGEST = Digest(
     to_email="alice@example.org",
     to_name="Alice Müller",
     papers=[
-        view('T\\"ULU 3: Pushing Frontiers', "We present TÜLU 3 reward models. Code: https://github.com/allenai/open-instruct.",
-             ("tulu", "reward model"), 3),
-        view("<script>alert(1)</script>\r\nBcc: victim@example.org", "Instruction-following & more.",
-             ("instruction following",), 1),
+        view(
+            'T\\"ULU 3: Pushing Frontiers',
+            "We present TÜLU 3 reward models. Code: https://github.com/allenai/open-instruct.",
+            ("tulu", "reward model"),
+            3,
+        ),
+        view(
+            "<script>alert(1)</script>\r\nBcc: victim@example.org",
+            "Instruction-following & more.",
+            ("instruction following",),
+            1,
+        ),
     ],
     more=2,
     feed_url="https://papers.example.org/feeds/u/TOKEN.atom",
-    unsubscribe=["https://papers.example.org/unsubscribe/TOKEN", "mailto:papers@example.org?subject=unsubscribe%20TOKEN"],
+    unsubscribe=[
+        "https://papers.example.org/unsubscribe/TOKEN",
+        "mailto:papers@example.org?subject=unsubscribe%20TOKEN",
+    ],
     message_id=message_id(sender=SENDER, token="TOKEN", delivery_ids=[3, 1, 2]),
     date=FIXED_NOW,
 )
@@ -54,7 +74,7 @@ def message():  # type: ignore[no-untyped-def]
 
 
 def test_email_headers(message) -> None:  # type: ignore[no-untyped-def]
-    assert message["Subject"] == "4 new papers for you: T\\\"ULU 3: Pushing Frontiers"
+    assert message["Subject"] == '4 new papers for you: T\\"ULU 3: Pushing Frontiers'
     assert message["To"].addresses[0].display_name == "Alice Müller"
     assert message["From"].addresses[0].addr_spec == "papers@example.org"
     assert message["Date"].datetime == FIXED_NOW
@@ -74,14 +94,16 @@ def test_email_html_part_is_golden(message) -> None:  # type: ignore[no-untyped-
     html = message.get_body(("html",)).get_content()
     golden("email.html", html)
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert '<mark>T\\&#34;ULU</mark>' in html and "<mark>reward models</mark>" in html
+    assert "<mark>T\\&#34;ULU</mark>" in html and "<mark>reward models</mark>" in html
     assert '<a href="https://github.com/allenai/open-instruct">' in html  # the trailing dot is not in the URL
 
 
 def test_markup_links_urls_marks_terms_and_escapes_the_rest() -> None:
     out = markup("See <b> & https://x.org/a_b?c=1&d=2). LLMs rock", ["llm", "x"])
-    assert out == ('See &lt;b&gt; &amp; <a href="https://x.org/a_b?c=1&amp;d=2">https://x.org/a_b?c=1&amp;d=2</a>). '
-                   "<mark>LLMs</mark> rock")
+    assert out == (
+        'See &lt;b&gt; &amp; <a href="https://x.org/a_b?c=1&amp;d=2">https://x.org/a_b?c=1&amp;d=2</a>). '
+        "<mark>LLMs</mark> rock"
+    )
 
 
 def test_feed_is_golden_and_parses_cleanly() -> None:
@@ -90,8 +112,12 @@ def test_feed_is_golden_and_parses_cleanly() -> None:
         feeds.FeedItem("older paper", "Older Paper", "Old abstract", FIXED_NOW.replace(day=1)),
     ]
     spec = feeds.FeedSpec("u/TOKEN", "paperboy: papers for Alice", "Papers matching your keywords")
-    files = feeds.render(spec, items, base_url="https://papers.example.org/feeds/",
-                         link_template="https://huggingface.co/papers?q={title}")
+    files = feeds.render(
+        spec,
+        items,
+        base_url="https://papers.example.org/feeds/",
+        link_template="https://huggingface.co/papers?q={title}",
+    )
     golden("feed.atom", files[".atom"].decode())
     for suffix, version in ((".atom", "atom10"), (".rss", "rss20")):
         parsed = feedparser.parse(files[suffix])

@@ -47,21 +47,33 @@ def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("subscribers:\n  - email: a@x.org\n    keywordz: [x]\n",
-         "c.yaml:3: subscribers[0].keywordz: unknown key; did you mean 'keywords'?"),
+        (
+            "subscribers:\n  - email: a@x.org\n    keywordz: [x]\n",
+            "c.yaml:3: subscribers[0].keywordz: unknown key; did you mean 'keywords'?",
+        ),
         ("feeds:\n  max_entrie: 3\n", "c.yaml:2: feeds.max_entrie: unknown key; did you mean 'max_entries'?"),
         ("databse: x\n", "c.yaml:1: databse: unknown key; did you mean 'database'?"),
         ("email:\n  transport: smtpp\n", "c.yaml:2: email.transport: Input should be 'smtp' or 'maildir'"),
         ("schedule:\n  deliver: '99 * * *'\n", "c.yaml:2: schedule.deliver: '99 * * *' is not a cron line"),
         ("schedule:\n  poll: soon\n", "c.yaml:2: schedule.poll: 'soon' is not a duration"),
-        ("subscribers:\n - {email: a@b.org}\n - {email: A@b.org}\n",
-         "c.yaml:3: subscribers[1]: subscribers[1] repeats subscribers[0] (A@b.org)"),
-        ("subscribers:\n - {email: not-an-address}\n", "c.yaml:2: subscribers[0].email: 'not-an-address' is not"),
-        ("subscribers:\n - email: a@b.org\n   keywords: ['--']\n", "c.yaml:3: subscribers[0].keywords: '--' holds no word"),
+        (
+            "subscribers:\n - {email: a@b.org}\n - {email: A@b.org}\n",
+            "c.yaml:3: subscribers[1]: subscribers[1] repeats subscribers[0] (A@b.org)",
+        ),
+        (
+            "subscribers:\n - {email: not-an-address}\n",
+            "c.yaml:2: subscribers[0].email: 'not-an-address' is not",
+        ),
+        (
+            "subscribers:\n - email: a@b.org\n   keywords: ['--']\n",
+            "c.yaml:3: subscribers[0].keywords: '--' holds no word",
+        ),
         ("subscribers:\n - name: Bob\n", "c.yaml:2: subscribers[0].email: required key is missing"),
         ("timezone: Mars/Olympus\n", "c.yaml:1: timezone: 'Mars/Olympus' is no IANA time zone"),
-        ("email:\n  smtp: {password: '${PAPERBOY_TEST_UNSET}'}\n",
-         "c.yaml:2: email.smtp.password: environment variable PAPERBOY_TEST_UNSET is not set"),
+        (
+            "email:\n  smtp: {password: '${PAPERBOY_TEST_UNSET}'}\n",
+            "c.yaml:2: email.smtp.password: environment variable PAPERBOY_TEST_UNSET is not set",
+        ),
         ("feeds: [1,\n", "c.yaml:2: not valid YAML"),
         ("- just a list\n", "c.yaml:1: the configuration must be a mapping"),
     ],
@@ -75,8 +87,10 @@ def test_errors_name_file_line_and_key(body: str, message: str) -> None:
 def test_environment_variables_fill_strings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAPERBOY_TEST_PASSWORD", "s3cret")
     s = parse_settings(
-        "email:\n  smtp: {username: u, password: '${PAPERBOY_TEST_PASSWORD}', host: '${PAPERBOY_TEST_HOST:-mx}'}\n",
-        source="c.yaml", base=None,
+        "email:\n  smtp: {username: u, password: '${PAPERBOY_TEST_PASSWORD}',"
+        " host: '${PAPERBOY_TEST_HOST:-mx}'}\n",
+        source="c.yaml",
+        base=None,
     )
     assert s.email.smtp.password == "s3cret"
     assert s.email.smtp.host == "mx"

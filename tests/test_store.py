@@ -17,7 +17,10 @@ def paper(key: str, title: str | None = None) -> store.NewPaper:
 
 def test_papers_are_stored_once_per_key(engine: Engine) -> None:
     with store.transaction(engine) as s:
-        assert store.add_papers(session=s, papers=[paper("a"), paper("b"), paper("a", "A again")], at=FIXED_NOW) == 2
+        assert (
+            store.add_papers(session=s, papers=[paper("a"), paper("b"), paper("a", "A again")], at=FIXED_NOW)
+            == 2
+        )
     with store.transaction(engine) as s:
         assert store.add_papers(session=s, papers=[paper("b"), paper("c")], at=FIXED_NOW) == 1
     with store.reading(engine) as s:
@@ -72,7 +75,9 @@ def test_subscribers_follow_the_configuration_and_keep_their_token(engine: Engin
     assert list(second) == ["a@x.org"]
     assert second["a@x.org"].token == token and second["a@x.org"].name == "Anna"
     with store.transaction(engine) as s:
-        third = store.sync_subscribers(session=s, people=[("a@x.org", "Anna"), ("b@x.org", None)], at=FIXED_NOW)
+        third = store.sync_subscribers(
+            session=s, people=[("a@x.org", "Anna"), ("b@x.org", None)], at=FIXED_NOW
+        )
     assert third["b@x.org"].token == first["b@x.org"].token
 
 

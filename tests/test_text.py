@@ -24,7 +24,7 @@ def test_paper_key_folds_spellings(title: str, key: str) -> None:
 
 def test_tokens_keep_their_place_in_the_original() -> None:
     text = 'Say T\\"ULU-3, please'
-    assert [text[t.start : t.end] for t in tokens(text)] == ['Say', 'T\\"ULU', "3", "please"]
+    assert [text[t.start : t.end] for t in tokens(text)] == ["Say", 'T\\"ULU', "3", "please"]
     assert folded_words(text) == ["say", "tulu", "3", "please"]
 
 
