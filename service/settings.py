@@ -354,7 +354,8 @@ def load_settings(path: Path) -> Settings:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: no such configuration file; start from config/paperboy.yaml in the paperboy repository, or pass --config"
+            f"{path}: no such configuration file; start from config/paperboy.yaml "
+            "in the paperboy repository, or pass --config"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
