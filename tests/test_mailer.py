@@ -1,0 +1,125 @@
+"""The SMTP transport against real aiosmtpd servers: STARTTLS, implicit TLS, AUTH."""
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from service.mailer import SendError, SmtpTransport
+from service.settings import Smtp
+from tests.conftest import Sink, free_port
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+    ok = auth_data.login == b"papers" and auth_data.password == b"s3cret"
+    return AuthResult(success=ok)
+
+
+def server(certificate: tuple[Path, Path], *, implicit: bool) -> Iterator[tuple[Sink, int]]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, certificate))
+    sink, port = Sink(), free_port()
+    # aiosmtpd cannot tell that an implicit-TLS session is encrypted; AUTH is still over TLS here
+    kwargs = (
+        {"ssl_context": ctx, "auth_require_tls": False}
+        if implicit
+        else {"tls_context": ctx, "require_starttls": True}
+    )
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_required=True, **kwargs
+    )
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[Sink, int]]:
+    yield from server(certificate, implicit=False)
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[Sink, int]]:
+    yield from server(certificate, implicit=True)
+
+
+def message() -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "papers@example.org", "alice@example.org", "Grüße"
+    msg.set_content("hello")
+    return msg
+
+
+async def send(config: Smtp, count: int = 2) -> None:
+    async with SmtpTransport(config, sender="paperboy <papers@example.org>").connect() as conn:
+        for _ in range(count):
+            await conn.send(message())
+
+
+def test_starttls_is_used_when_offered_and_login_works(starttls_server: tuple[Sink, int]) -> None:
+    sink, port = starttls_server
+    config = Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret", validate_certs=False)
+    asyncio.run(send(config))
+    assert [m["Subject"] for m in sink.messages] == ["Grüße", "Grüße"]
+    assert sink.envelopes[0] == ("papers@example.org", ["alice@example.org"])
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_implicit_tls(tls_server: tuple[Sink, int]) -> None:
+    sink, port = tls_server
+    config = Smtp(
+        host="127.0.0.1", port=port, tls=True, username="papers", password="s3cret", validate_certs=False
+    )
+    asyncio.run(send(config, count=1))
+    assert len(sink.messages) == 1
+
+
+def test_forbidding_starttls_where_the_server_requires_it_fails_clearly(
+    starttls_server: tuple[Sink, int],
+) -> None:
+    _, port = starttls_server
+    config = Smtp(host="127.0.0.1", port=port, starttls=False, validate_certs=False)
+    with pytest.raises(SendError) as err:
+        asyncio.run(send(config, count=1))
+    assert "530" in str(err.value) and not err.value.temporary
+
+
+def test_an_untrusted_certificate_is_refused_by_default(starttls_server: tuple[Sink, int]) -> None:
+    _, port = starttls_server
+    with pytest.raises(SendError, match="network"):
+        asyncio.run(send(Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret"), count=1))
