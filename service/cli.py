@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
 
+    db = sub.add_parser("db", help="the database schema: migrate it, or show where it stands")
+    db.add_argument(
+        "action",
+        choices=("upgrade", "current"),
+        help="upgrade: apply every pending migration (run also happens on start); current: show the revision",
+    )
+
     status = sub.add_parser("status", help="papers, files and deliveries in the store")
     status.add_argument("--json", action="store_true", help="one JSON object")
     return p
@@ -181,7 +188,7 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     engine = store.make_engine(settings.database)
-    store.create_schema(engine)
+    store.upgrade(engine)
     with store.reading(engine) as session:
         counts = store.counts(session=session)
     if args.json:
@@ -196,7 +203,24 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    engine = store.make_engine(settings.database)
+    head = store.head_revision()
+    if args.action == "current":
+        current = store.schema_revision(engine)
+        state = "up to date" if current == head else f"behind; run `paperboy db upgrade` to reach {head}"
+        print(f"the database is at {current or '(empty)'}: {state}")
+        return OK
+    before, after = store.upgrade(engine)
+    if before == after:
+        print(f"the database is up to date at {after}")
+    else:
+        print(f"upgraded the database from {before or '(empty)'} to {after}")
+    return OK
+
+
 COMMANDS = {
+    "db": cmd_db,
     "run": cmd_run,
     "ingest": cmd_ingest,
     "check": cmd_check,

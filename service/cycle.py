@@ -81,10 +81,15 @@ class App:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self._migrated = False
 
     def prepare_store(self) -> None:
-        """Create the tables and make the subscribers table follow the configuration."""
-        store.create_schema(self.engine)
+        """Migrate the schema (once per App) and make the subscribers table follow the configuration."""
+        if not self._migrated:
+            before, after = store.upgrade(self.engine)
+            if before != after:
+                event(log, "db.migrated", before=before or "empty", after=after)
+            self._migrated = True
         with store.transaction(self.engine) as session:
             store.sync_subscribers(
                 session=session,

@@ -44,5 +44,5 @@ def setup(verbose: bool = False, quiet: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    for noisy in ("apscheduler", "aiosmtplib", "sqlalchemy"):
+    for noisy in ("apscheduler", "aiosmtplib", "sqlalchemy", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -22,7 +22,22 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, UniqueConstraint, event, func, update
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Engine,
+    UniqueConstraint,
+    event,
+    func,
+    inspect,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
@@ -111,11 +126,28 @@ class Delivery(SQLModel, table=True):
     state: str = Field(default=DeliveryState.PENDING, index=True)
     score: int = 0
     terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # What brought the paper: "keywords", "query", "topic:<name>" (migration 0002).
+    via: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
+    )
     created_at: datetime = _ts()
     sent_at: datetime | None = _ts(nullable=True)
     attempts: int = 0
     last_error: str | None = None
     message_id: str | None = None
+
+
+class TopicPaper(SQLModel, table=True):
+    """A paper that matched a topic: the topic's public feed (migration 0002)."""
+
+    __tablename__ = "topic_papers"
+    __table_args__ = (UniqueConstraint("topic", "paper_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str = Field(index=True)
+    paper_id: int = Field(foreign_key="papers.id", index=True)
+    score: int = 0
+    terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
 
 
 # ---------------------------------------------------------------- engine
@@ -149,8 +181,49 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+MIGRATIONS = Path(__file__).parent / "migrations"
+FIRST_RELEASE = "0001"  # the schema the first release made with create_all
+MIGRATION_LOCK = 0x7061_7065_7262_6F79 & 0x7FFF_FFFF_FFFF_FFFF  # "paperboy", a PostgreSQL advisory lock key
+
+
+def _alembic(connection: Connection) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database is at; None for an empty (or pre-migration) database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate the schema to ``revision`` (Alembic); returns the revisions before and after.
+
+    Safe to call from several processes at once: on SQLite the transaction
+    starts with BEGIN IMMEDIATE, on PostgreSQL it takes an advisory lock, so
+    one process migrates and the others then find the work done. A database
+    the first release created (tables, no ``alembic_version``) is stamped at
+    that release's revision first.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        before = MigrationContext.configure(conn).get_current_revision()
+        config = _alembic(conn)
+        if before is None and inspect(conn).has_table("papers"):
+            command.stamp(config, FIRST_RELEASE)
+        command.upgrade(config, revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before, after
 
 
 @contextmanager

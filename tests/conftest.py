@@ -84,7 +84,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     eng = store.make_engine(database_url)
-    store.create_schema(eng)
+    store.upgrade(eng)
     yield eng
     eng.dispose()
 
