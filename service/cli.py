@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, store
-from .cycle import App, build_index
+from .cycle import App, build_index, subscriber_rules, topic_rules
 from .log import event, setup
-from .outbox import next_digest
+from .outbox import next_digest, paper_limits
 from .render import list_id
-from .rules import RuleError
+from .rules import RuleError, explain
 from .scheduler import Service
 from .settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+from .text import paper_key
 
 log = logging.getLogger("paperboy")
 
@@ -73,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         choices=("upgrade", "current"),
         help="upgrade: apply every pending migration (run also happens on start); current: show the revision",
     )
+
+    explain = sub.add_parser("explain", help="why a paper did or did not match a subscriber")
+    explain.add_argument("email", metavar="EMAIL")
+    explain.add_argument("paper", metavar="TITLE", help="the paper's title, or enough of it to be unique")
 
     status = sub.add_parser("status", help="papers, files and deliveries in the store")
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -144,7 +149,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     app = _app(settings)
     app.renderer.check()
-    keywords = sum(len(s.keywords) + len(s.exclude) for s in settings.subscribers)
+    index = app.index
     email = settings.email
     where = (
         f"smtp {email.smtp.host}:{email.smtp.port or 'default port'}"
@@ -152,7 +157,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         else f"maildir {email.maildir}"
     )
     print(
-        f"{args.config}: OK: {len(settings.subscribers)} subscribers, {keywords} rule terms, "
+        f"{args.config}: OK: {len(settings.subscribers)} subscribers, {len(settings.topics)} topics, "
+        f"{index.size} distinct terms, "
         f"delivery by {where}, inbox {settings.inbox}, templates {app.renderer.templates}"
     )
     return OK
@@ -167,7 +173,8 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     with store.reading(app.engine) as session:
         sub = store.subscriber_by_email(session=session, email=args.email)
         assert sub is not None
-        found = next_digest(session, sub, settings=settings, at=app.clock())
+        limit = paper_limits(settings)[sub.email]
+        found = next_digest(session, sub, settings=settings, limit=limit, at=app.clock())
     if found is None:
         print(f"nothing pending for {args.email}: no email would be sent", file=sys.stderr)
         return OK
@@ -183,6 +190,54 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)
+    return OK
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    wanted = next((s for s in settings.subscribers if s.email.lower() == args.email.lower()), None)
+    if wanted is None:
+        raise UsageError(f"{args.email} is not a subscriber in {args.config}")
+    key = paper_key(args.paper)
+    if not key:
+        raise UsageError(f"{args.paper!r} holds no word of a title")
+    app = _app(settings)
+    app.prepare_store()
+    with store.reading(app.engine) as session:
+        paper = store.find_paper(session=session, key=key)
+        if paper is None:
+            found = store.search_papers(session=session, words=key, limit=11)
+            if not found:
+                raise UsageError(f"no paper in the store has a title like {args.paper!r}")
+            if len(found) > 1:
+                listed = "\n".join(f"  {p.title}" for p in found[:10])
+                more = "\n  ..." if len(found) > 10 else ""
+                raise UsageError(
+                    f"{len(found)} papers have titles like {args.paper!r}; say which:\n{listed}{more}"
+                )
+            paper = found[0]
+        sub = store.subscriber_by_email(session=session, email=wanted.email)
+        delivery = (
+            store.find_delivery(session=session, subscriber_id=sub.id, paper_id=paper.id)
+            if sub is not None and sub.id is not None and paper.id is not None
+            else None
+        )
+    explanation = explain(subscriber_rules(wanted), topic_rules(settings), paper.title, paper.abstract)
+    print(f"paper: {paper.title}")
+    print(f"  first seen {paper.first_seen_at:%Y-%m-%d %H:%M} UTC in {paper.source}:{paper.line}")
+    print(f"subscriber: {wanted.email}")
+    print(explanation.render(), end="")
+    if delivery is not None:
+        when = f" {delivery.sent_at:%Y-%m-%d %H:%M} UTC" if delivery.sent_at else ""
+        error = f"; last error: {delivery.last_error}" if delivery.last_error else ""
+        via = ", ".join(delivery.via)
+        print(f"store: delivery {delivery.state}{when}, score {delivery.score}, via {via}{error}")
+    elif explanation.match is not None:
+        print(
+            "store: no delivery recorded: papers are matched once, when first seen, "
+            "and this rule did not match then (or the subscriber joined later)"
+        )
+    else:
+        print("store: no delivery recorded")
     return OK
 
 
@@ -221,6 +276,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS = {
     "db": cmd_db,
+    "explain": cmd_explain,
     "run": cmd_run,
     "ingest": cmd_ingest,
     "check": cmd_check,

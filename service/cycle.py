@@ -28,6 +28,7 @@ from .outbox import DeliveryReport, deliver, match_new, prepare
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
 from .settings import Settings
+from .settings import Subscriber as SubscriberSettings
 
 log = logging.getLogger("paperboy.cycle")
 
@@ -38,8 +39,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def subscriber_rules(sub: SubscriberSettings) -> RuleSet:
+    return RuleSet.build(sub.email.lower(), sub.keywords, sub.exclude, query=sub.query, topics=sub.topics)
+
+
+def topic_rules(settings: Settings) -> dict[str, RuleSet]:
+    return {
+        name: RuleSet.build(name, t.keywords, t.exclude, query=t.query) for name, t in settings.topics.items()
+    }
+
+
 def build_index(settings: Settings) -> Index:
-    return Index([RuleSet.build(s.email.lower(), s.keywords, s.exclude) for s in settings.subscribers])
+    """Every subscriber's and topic's rules in one index (the settings were validated already)."""
+    return Index([subscriber_rules(s) for s in settings.subscribers], list(topic_rules(settings).values()))
 
 
 def build_transport(settings: Settings) -> Transport:
@@ -152,6 +164,15 @@ class App:
                 for p in store.latest_papers(session=session, limit=cfg.max_entries)
             ]
             jobs = [(feeds.FeedSpec("all", cfg.title, "Every paper paperboy has seen"), everything)]
+            for name, topic in self.settings.topics.items():
+                items = [
+                    feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(t.terms))
+                    for t, p in store.topic_papers(session=session, topic=name, limit=cfg.max_entries)
+                ]
+                about = topic.description or f"Papers on {name}, chosen by paperboy"
+                jobs.append(
+                    (feeds.FeedSpec(f"topics/{name}", topic.title or f"{cfg.title}: {name}", about), items)
+                )
             for sub in store.active_subscribers(session=session).values():
                 assert sub.id is not None
                 items = [

@@ -3,6 +3,7 @@
 Files under ``feeds.dir``:
 
 - ``all.atom`` / ``all.rss``: every paper, newest first;
+- ``topics/<name>.atom`` / ``.rss``: the papers each topic matched (public);
 - ``u/<token>.atom`` / ``u/<token>.rss``: one subscriber's matches, behind an
   unguessable token (never the address), newest first.
 
@@ -46,7 +47,7 @@ class FeedItem:
 
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
-    name: str  # path under feeds.dir, without the suffix: "all", "u/<token>"
+    name: str  # path under feeds.dir, without the suffix: "all", "topics/<name>", "u/<token>"
     title: str
     subtitle: str
 

@@ -47,14 +47,20 @@ def match_new(engine: Engine, index: Index, *, at: datetime) -> tuple[int, int]:
             batch = store.unmatched_papers(session=session, limit=MATCH_BATCH)
             if not batch:
                 return papers_done, queued
-            rows = []
+            rows: list[store.NewDelivery] = []
+            topic_rows: list[store.NewTopicPaper] = []
             for paper in batch:
                 assert paper.id is not None
-                for m in index.match(paper.title, paper.abstract):
+                result = index.match(paper.title, paper.abstract)
+                for m in result.subscribers:
                     sub = active.get(m.owner)
                     if sub is not None and sub.id is not None:
-                        rows.append(store.NewDelivery(sub.id, paper.id, m.score, list(m.terms)))
+                        rows.append(store.NewDelivery(sub.id, paper.id, m.score, list(m.terms), list(m.via)))
+                topic_rows.extend(
+                    store.NewTopicPaper(m.owner, paper.id, m.score, list(m.terms)) for m in result.topics
+                )
             queued += store.add_deliveries(session=session, deliveries=rows, at=at)
+            store.add_topic_papers(session=session, rows=topic_rows, at=at)
             store.mark_matched(session=session, paper_ids=[p.id for p in batch if p.id], at=at)
             papers_done += len(batch)
 
@@ -89,15 +95,20 @@ def unsubscribe_urls(settings: Settings, token: str) -> list[str]:
     return urls
 
 
+def paper_limits(settings: Settings) -> dict[str, int]:
+    """How many papers each subscriber's email shows: their ``max_papers``, else ``email.max_papers``."""
+    return {s.email.lower(): s.max_papers or settings.email.max_papers for s in settings.subscribers}
+
+
 def next_digest(
-    session: Session, sub: store.Subscriber, *, settings: Settings, at: datetime
+    session: Session, sub: store.Subscriber, *, settings: Settings, limit: int, at: datetime
 ) -> tuple[Digest, list[int]] | None:
     """What ``sub``'s next email holds, or None when nothing is pending."""
     assert sub.id is not None
     pending = store.pending_for(session=session, subscriber_id=sub.id)
     if not pending:
         return None
-    shown = pending[: settings.email.max_papers]
+    shown = pending[:limit]
     views = [
         PaperView.build(
             title=paper.title,
@@ -105,6 +116,7 @@ def next_digest(
             link=paper_link(settings.email.paper_link, title=paper.title, key=paper.key),
             terms=delivery.terms,
             score=delivery.score,
+            via=delivery.via,
         )
         for delivery, paper in shown
     ]
@@ -125,9 +137,11 @@ def next_digest(
 def prepare(engine: Engine, renderer: Renderer, settings: Settings, *, at: datetime) -> list[Outgoing]:
     """Render every subscriber's next email."""
     out = []
+    limits = paper_limits(settings)
     with store.reading(engine) as session:
         for sub in store.subscribers_with_pending(session=session):
-            found = next_digest(session, sub, settings=settings, at=at)
+            limit = limits.get(sub.email, settings.email.max_papers)
+            found = next_digest(session, sub, settings=settings, limit=limit, at=at)
             if found is None:
                 continue
             digest, ids = found

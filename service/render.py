@@ -81,10 +81,37 @@ class PaperView:
     title_html: Markup
     abstract_html: Markup
 
+    via: tuple[str, ...] = ()
+
     @classmethod
-    def build(cls, *, title: str, abstract: str, link: str, terms: Sequence[str], score: int) -> PaperView:
+    def build(
+        cls,
+        *,
+        title: str,
+        abstract: str,
+        link: str,
+        terms: Sequence[str],
+        score: int,
+        via: Sequence[str] = (),
+    ) -> PaperView:
         title = one_line(title)
-        return cls(title, abstract, link, tuple(terms), score, markup(title, terms), markup(abstract, terms))
+        return cls(
+            title,
+            abstract,
+            link,
+            tuple(terms),
+            score,
+            markup(title, terms),
+            markup(abstract, terms),
+            tuple(via),
+        )
+
+    @property
+    def sources(self) -> list[str]:
+        """What brought the paper, for people: "your keywords", "your query", "topic llm-safety"."""
+        return [
+            f"topic {v.removeprefix('topic:')}" if v.startswith("topic:") else f"your {v}" for v in self.via
+        ]
 
 
 @dataclass(frozen=True, slots=True)

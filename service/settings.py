@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -36,7 +37,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .text import folded_words
+from .rules import RuleError, parse_query, parse_term
 
 DEFAULT_CONFIG = Path("config/paperboy.yaml")
 
@@ -170,24 +171,65 @@ class Feeds(_Model):
         return value if value.endswith("/") else value + "/"
 
 
-class Subscriber(_Model):
+class At(ValueError):
+    """A validation error about a key deeper than the validator that found it."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        self.loc = loc
+        super().__init__(message)
+
+
+def _term(value: str) -> str:
+    try:
+        parse_term(value)
+    except RuleError as exc:
+        raise ValueError(exc.describe()) from None
+    return value
+
+
+RuleTerm = Annotated[str, AfterValidator(_term)]
+TOPIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class _Rules(_Model):
+    """What subscribers and topics share: the rule keys of spec section 5."""
+
+    keywords: list[RuleTerm] = []
+    exclude: list[RuleTerm] = []
+    query: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_query(value)
+            except RuleError as exc:
+                raise ValueError(exc.describe()) from None
+        return value
+
+
+class Topic(_Rules):
+    title: str | None = None  # the feed's title; the topic's name when unset
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Topic:
+        if not self.keywords and self.query is None:
+            raise ValueError("a topic needs keywords or a query")
+        return self
+
+
+class Subscriber(_Rules):
     email: str
     name: str | None = None
-    keywords: list[str] = []
-    exclude: list[str] = []
+    topics: list[str] = []
+    max_papers: int | None = Field(default=None, ge=1)  # None: email.max_papers
 
     @field_validator("email")
     @classmethod
     def _address(cls, value: str) -> str:
         return check_address(value)
-
-    @field_validator("keywords", "exclude")
-    @classmethod
-    def _words(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not folded_words(value):
-                raise ValueError(f"{value!r} holds no word to match")
-        return values
 
 
 class Settings(_Model):
@@ -199,6 +241,7 @@ class Settings(_Model):
     schedule: Schedule = Field(default_factory=dict)  # type: ignore[assignment]
     email: Email = Field(default_factory=dict)  # type: ignore[assignment]
     feeds: Feeds = Field(default_factory=dict)  # type: ignore[assignment]
+    topics: dict[str, Topic] = {}
     subscribers: list[Subscriber] = []
 
     @field_validator("inbox", "templates_dir")
@@ -229,14 +272,41 @@ class Settings(_Model):
                 raise ValueError(f"{value!r} is no IANA time zone such as Europe/Berlin or UTC") from None
         return value
 
+    @field_validator("topics")
+    @classmethod
+    def _topic_names(cls, topics: dict[str, Topic]) -> dict[str, Topic]:
+        for name in topics:
+            if not TOPIC_NAME.match(name):
+                raise At(
+                    ("topics", name),
+                    f"{name!r} is not a topic name: lower-case letters, digits, - and _ "
+                    "(it names the topic's feed files)",
+                )
+        return topics
+
     @field_validator("subscribers")
     @classmethod
-    def _unique(cls, subscribers: list[Subscriber]) -> list[Subscriber]:
+    def _subscribers(cls, subscribers: list[Subscriber], info: ValidationInfo) -> list[Subscriber]:
         seen: dict[str, int] = {}
         for i, sub in enumerate(subscribers):
             first = seen.setdefault(sub.email.lower(), i)
             if first != i:
-                raise ValueError(f"subscribers[{i}] repeats subscribers[{first}] ({sub.email})")
+                raise At(("subscribers", i), f"repeats subscribers[{first}] ({sub.email})")
+        topics = info.data.get("topics")
+        if topics is None:  # the topics themselves are invalid; that error is reported
+            return subscribers
+        for i, sub in enumerate(subscribers):
+            for j, name in enumerate(sub.topics):
+                if name not in topics:
+                    close = difflib.get_close_matches(name, list(topics), n=1)
+                    hint = (
+                        f"; did you mean {close[0]!r}?"
+                        if close
+                        else (
+                            f"; the topics are {', '.join(topics)}" if topics else "; no topics are defined"
+                        )
+                    )
+                    raise At(("subscribers", i, "topics", j), f"unknown topic {name!r}{hint}")
         return subscribers
 
 
@@ -260,11 +330,29 @@ def _position(node: Any, path: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _dotted(path: tuple[Any, ...]) -> str:
+def _dotted(path: tuple[Any, ...], tree: Any = None) -> str:
+    """``subscribers[2].keywords[0]``; a subscriber is named by address too, when it has one."""
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if (
+            out.startswith("subscribers[")
+            and out.endswith("]")
+            and out.count("[") == 1
+            and "email" not in path
+        ):
+            email = _subscriber_email(tree, part)
+            if email:
+                out += f" ({email})"
     return out or "(top level)"
+
+
+def _subscriber_email(tree: Any, i: Any) -> str | None:
+    try:
+        email = tree["subscribers"][i]["email"]
+    except (TypeError, KeyError, IndexError):
+        return None
+    return email if isinstance(email, str) else None
 
 
 def _expand(node: Any, path: tuple[Any, ...], errors: list[tuple[tuple[Any, ...], str]]) -> Any:
@@ -334,9 +422,9 @@ def parse_settings(text: str, *, source: str, base: Path | None) -> Settings:
         lines = []
         for err in exc.errors():
             loc = err["loc"]
-            dup = re.match(r"subscribers\[(\d+)\] repeats", err["msg"].removeprefix("Value error, "))
-            if dup:  # point at the repeated entry, not at the list
-                loc = ("subscribers", int(dup.group(1)))
+            located = (err.get("ctx") or {}).get("error")
+            if isinstance(located, At):  # the validator named a key deeper than its own
+                loc = located.loc
             line = _position(tree, loc) or 1
             if err["type"] == "extra_forbidden":
                 msg = "unknown key" + _hint(Settings, loc[:-1], str(loc[-1]))
@@ -344,7 +432,7 @@ def parse_settings(text: str, *, source: str, base: Path | None) -> Settings:
                 msg = "required key is missing"
             else:
                 msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}:{line}: {_dotted(loc)}: {msg}")
+            lines.append(f"{source}:{line}: {_dotted(loc, tree)}: {msg}")
         raise ConfigError("\n".join(lines)) from None
 
 

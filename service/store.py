@@ -380,6 +380,7 @@ class NewDelivery:
     paper_id: int
     score: int
     terms: list[str]
+    via: list[str]
 
 
 def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: datetime) -> int:
@@ -391,6 +392,7 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
             "paper_id": d.paper_id,
             "score": d.score,
             "terms": d.terms,
+            "via": d.via,
             "state": DeliveryState.PENDING,
             "created_at": at,
             "attempts": 0,
@@ -448,15 +450,70 @@ def mark_attempt_failed(*, session: Session, delivery_ids: Sequence[int], error:
 
 
 def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> list[tuple[Delivery, Paper]]:
-    """Every paper that matched the subscriber, newest first (their private feed)."""
+    """Every paper that matched the subscriber (their private feed): newest first, best first within a day."""
     stmt = (
         select(Delivery, Paper)
         .join(Paper, col(Paper.id) == col(Delivery.paper_id))
         .where(Delivery.subscriber_id == subscriber_id)
-        .order_by(col(Paper.first_seen_at).desc(), col(Paper.id))
+        .order_by(col(Paper.first_seen_at).desc(), col(Delivery.score).desc(), col(Paper.id))
         .limit(limit)
     )
     return [(d, p) for d, p in session.exec(stmt)]
+
+
+def find_delivery(*, session: Session, subscriber_id: int, paper_id: int) -> Delivery | None:
+    stmt = select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.paper_id == paper_id)
+    return session.exec(stmt).first()
+
+
+# ---------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True, slots=True)
+class NewTopicPaper:
+    topic: str
+    paper_id: int
+    score: int
+    terms: list[str]
+
+
+def add_topic_papers(*, session: Session, rows: Sequence[NewTopicPaper], at: datetime) -> int:
+    if not rows:
+        return 0
+    values = [
+        {"topic": r.topic, "paper_id": r.paper_id, "score": r.score, "terms": r.terms, "created_at": at}
+        for r in rows
+    ]
+    stmt = (
+        _insert(session, TopicPaper)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["topic", "paper_id"])
+    )
+    return _inserted(session, stmt, TopicPaper.id)
+
+
+def topic_papers(*, session: Session, topic: str, limit: int) -> list[tuple[TopicPaper, Paper]]:
+    """The papers that matched ``topic`` (its public feed): newest first, best first within a day."""
+    stmt = (
+        select(TopicPaper, Paper)
+        .join(Paper, col(Paper.id) == col(TopicPaper.paper_id))
+        .where(TopicPaper.topic == topic)
+        .order_by(col(Paper.first_seen_at).desc(), col(TopicPaper.score).desc(), col(Paper.id))
+        .limit(limit)
+    )
+    return [(t, p) for t, p in session.exec(stmt)]
+
+
+def search_papers(*, session: Session, words: str, limit: int) -> list[Paper]:
+    """Papers whose key (folded title) holds ``words`` (already folded), newest first."""
+    pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    stmt = (
+        select(Paper)
+        .where(col(Paper.key).like(pattern, escape="\\"))
+        .order_by(col(Paper.first_seen_at).desc(), col(Paper.id))
+        .limit(limit)
+    )
+    return list(session.exec(stmt))
 
 
 # ---------------------------------------------------------------- status

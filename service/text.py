@@ -13,6 +13,7 @@ to ``tulu``.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -44,14 +45,20 @@ class Token:
     end: int
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _fold_token(raw: str) -> str:
+    if raw.isascii() and "\\" not in raw:
+        return raw.lower()  # the common case, and what the general path gives for it
+    # NFKC can turn one glyph into several words' worth ("½" -> "1⁄2");
+    # keep only the letters and digits so a token never holds a separator.
+    return "".join(ch for ch in fold_word(raw) if ch.isalnum())
+
+
 def tokens(text: str) -> list[Token]:
     """Split ``text`` into words, keeping each word's span in ``text``."""
     out = []
     for m in _WORD.finditer(text):
-        folded = fold_word(m.group(0))
-        # NFKC can turn one glyph into several words' worth ("½" -> "1⁄2");
-        # keep only the letters and digits so a token never holds a separator.
-        folded = "".join(ch for ch in folded if ch.isalnum())
+        folded = _fold_token(m.group(0))
         if folded:
             out.append(Token(folded, m.start(), m.end()))
     return out
@@ -59,7 +66,12 @@ def tokens(text: str) -> list[Token]:
 
 def folded_words(text: str) -> list[str]:
     """The folded words of ``text``, in order."""
-    return [t.folded for t in tokens(text)]
+    return [f for f in map(_fold_token, _WORD.findall(text)) if f]
+
+
+def haystack(text: str) -> str:
+    """``text`` as the matcher reads it: its folded words joined by single spaces, a space at each end."""
+    return " " + " ".join(folded_words(text)) + " "
 
 
 def paper_key(title: str) -> str:

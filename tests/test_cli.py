@@ -49,7 +49,10 @@ def test_check_names_a_misspelt_key_and_exits_2(tmp_path: Path) -> None:
     config = maildir_config(tmp_path, "    exlude: [survey]\n")
     result = run_cli("--config", config, "check")
     assert result.returncode == 2
-    assert f"{config}:12: subscribers[0].exlude: unknown key; did you mean 'exclude'?" in result.stderr
+    assert (
+        f"{config}:12: subscribers[0] (bob@example.org).exlude: unknown key; did you mean 'exclude'?"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -21,7 +21,9 @@ def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
             if isinstance(t, type) and issubclass(t, BaseModel)
         ]
         if nested:
-            out += keys(nested[0], key + ("[]." if "list" in str(field.annotation) else "."))
+            annotation = str(field.annotation)
+            sep = "[]." if "list" in annotation else ".<name>." if "dict" in annotation else "."
+            out += keys(nested[0], key + sep)
         else:
             out.append(key)
     return out

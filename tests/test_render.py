@@ -34,9 +34,11 @@ def golden(name: str, actual: str) -> None:
     assert actual == path.read_text(encoding="utf-8"), f"{name} differs; see the module docstring"
 
 
-def view(title: str, abstract: str, terms: tuple[str, ...], score: int) -> PaperView:
+def view(
+    title: str, abstract: str, terms: tuple[str, ...], score: int, via: tuple[str, ...] = ("keywords",)
+) -> PaperView:
     link = paper_link("https://huggingface.co/papers?q={title}", title=title, key="k")
-    return PaperView.build(title=title, abstract=abstract, link=link, terms=terms, score=score)
+    return PaperView.build(title=title, abstract=abstract, link=link, terms=terms, score=score, via=via)
 
 
 DIGEST = Digest(
@@ -46,8 +48,9 @@ DIGEST = Digest(
         view(
             'T\\"ULU 3: Pushing Frontiers',
             "We present TÜLU 3 reward models. Code: https://github.com/allenai/open-instruct.",
-            ("tulu", "reward model"),
+            ("tulu", "reward model*", "/open-\\w+/"),
             3,
+            ("keywords", "topic:llm-safety"),
         ),
         view(
             "<script>alert(1)</script>\r\nBcc: victim@example.org",

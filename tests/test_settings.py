@@ -49,7 +49,7 @@ def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
     [
         (
             "subscribers:\n  - email: a@x.org\n    keywordz: [x]\n",
-            "c.yaml:3: subscribers[0].keywordz: unknown key; did you mean 'keywords'?",
+            "c.yaml:3: subscribers[0] (a@x.org).keywordz: unknown key; did you mean 'keywords'?",
         ),
         ("feeds:\n  max_entrie: 3\n", "c.yaml:2: feeds.max_entrie: unknown key; did you mean 'max_entries'?"),
         ("databse: x\n", "c.yaml:1: databse: unknown key; did you mean 'database'?"),
@@ -58,7 +58,7 @@ def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
         ("schedule:\n  poll: soon\n", "c.yaml:2: schedule.poll: 'soon' is not a duration"),
         (
             "subscribers:\n - {email: a@b.org}\n - {email: A@b.org}\n",
-            "c.yaml:3: subscribers[1]: subscribers[1] repeats subscribers[0] (A@b.org)",
+            "c.yaml:3: subscribers[1] (A@b.org): repeats subscribers[0] (A@b.org)",
         ),
         (
             "subscribers:\n - {email: not-an-address}\n",
@@ -66,8 +66,30 @@ def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
         ),
         (
             "subscribers:\n - email: a@b.org\n   keywords: ['--']\n",
-            "c.yaml:3: subscribers[0].keywords: '--' holds no word",
+            "c.yaml:3: subscribers[0] (a@b.org).keywords[0]: holds no word to match: '--'",
         ),
+        (
+            "subscribers:\n - email: a@b.org\n   query: '(a OR b'\n",
+            "c.yaml:3: subscribers[0] (a@b.org).query: column 1: '(' is never closed\n    (a OR b\n    ^",
+        ),
+        (
+            "subscribers:\n - email: a@b.org\n   query: 'mamba or ssm'\n",
+            "c.yaml:3: subscribers[0] (a@b.org).query: column 7: operators are upper case: write OR",
+        ),
+        (
+            "subscribers:\n - email: a@b.org\n   exclude: [ok, 'surv*ey']\n",
+            "c.yaml:3: subscribers[0] (a@b.org).exclude[1]: '*' may only end a term",
+        ),
+        (
+            "topics:\n  safety:\n    query: 'x AND /(/'\n",
+            "c.yaml:3: topics.safety.query: column 8: bad regex",
+        ),
+        (
+            "topics:\n  safety: {query: x}\nsubscribers:\n - email: a@b.org\n   topics: [safty]\n",
+            "c.yaml:5: subscribers[0] (a@b.org).topics[0]: unknown topic 'safty'; did you mean 'safety'?",
+        ),
+        ("topics:\n  Bad Name: {query: x}\n", "c.yaml:2: topics.Bad Name: 'Bad Name' is not a topic name"),
+        ("topics:\n  t: {title: T}\n", "c.yaml:2: topics.t: a topic needs keywords or a query"),
         ("subscribers:\n - name: Bob\n", "c.yaml:2: subscribers[0].email: required key is missing"),
         ("timezone: Mars/Olympus\n", "c.yaml:1: timezone: 'Mars/Olympus' is no IANA time zone"),
         (

@@ -50,12 +50,18 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
     ann = subs["ann@x.org"]
     with store.transaction(engine) as s:
         ids = {p.key: p.id for p in s.exec(select(store.Paper))}
-        rows = [store.NewDelivery(ann.id, ids["a"], 2, ["x"]), store.NewDelivery(ann.id, ids["b"], 1, ["y"])]  # type: ignore[arg-type]
+        rows = [
+            store.NewDelivery(ann.id, ids["a"], 2, ["x"], ["keywords"]),  # type: ignore[arg-type]
+            store.NewDelivery(ann.id, ids["b"], 1, ["y"], ["topic:t"]),  # type: ignore[arg-type]
+        ]
         assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 2
     with store.transaction(engine) as s:
         assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 0
         pending = store.pending_for(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
-        assert [(p.key, d.terms) for d, p in pending] == [("a", ["x"]), ("b", ["y"])]  # best first
+        assert [(p.key, d.terms, d.via) for d, p in pending] == [  # best first
+            ("a", ["x"], ["keywords"]),
+            ("b", ["y"], ["topic:t"]),
+        ]
         store.mark_sent(session=s, delivery_ids=[pending[0][0].id], at=FIXED_NOW, message_id="<m@x>")  # type: ignore[list-item]
         store.mark_attempt_failed(session=s, delivery_ids=[pending[1][0].id], error="451 try later")  # type: ignore[list-item]
     with store.reading(engine) as s:
@@ -63,6 +69,28 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
         assert counts["deliveries"] == {"pending": 1, "sent": 1, "failed": 0}
         [(d, _)] = store.pending_for(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
         assert (d.attempts, d.last_error) == (1, "451 try later")
+
+
+def test_topic_papers_are_unique_per_topic_newest_then_best_first(engine: Engine) -> None:
+    later = FIXED_NOW + timedelta(days=1)
+    with store.transaction(engine) as s:
+        store.add_papers(session=s, papers=[paper("old")], at=FIXED_NOW)
+        store.add_papers(session=s, papers=[paper("weak"), paper("strong")], at=later)
+        ids = {p.key: p.id for p in s.exec(select(store.Paper))}
+        rows = [
+            store.NewTopicPaper("safety", ids["old"], 5, ["x"]),  # type: ignore[arg-type]
+            store.NewTopicPaper("safety", ids["weak"], 1, ["x"]),  # type: ignore[arg-type]
+            store.NewTopicPaper("safety", ids["strong"], 4, ["x", "y"]),  # type: ignore[arg-type]
+            store.NewTopicPaper("other", ids["weak"], 1, ["z"]),  # type: ignore[arg-type]
+        ]
+        assert store.add_topic_papers(session=s, rows=rows, at=later) == 4
+        assert store.add_topic_papers(session=s, rows=rows, at=later) == 0
+    with store.reading(engine) as s:
+        feed = store.topic_papers(session=s, topic="safety", limit=10)
+        assert [p.key for _, p in feed] == ["strong", "weak", "old"]
+        assert feed[0][0].terms == ["x", "y"]
+        assert [p.key for _, p in store.topic_papers(session=s, topic="other", limit=10)] == ["weak"]
+        assert [p.key for p in store.search_papers(session=s, words="tro", limit=5)] == ["strong"]
 
 
 def test_subscribers_follow_the_configuration_and_keep_their_token(engine: Engine) -> None:
