@@ -42,9 +42,9 @@ from __future__ import annotations
 import bisect
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, NamedTuple, TypeAlias
 
 import ahocorasick
 
@@ -426,11 +426,11 @@ class RuleSet:
 # ---------------------------------------------------------------- matching one paper
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
     """Why ``owner`` gets a paper: the terms that hit, the score and what brought it.
 
     ``via`` holds ``keywords``, ``query`` and ``topic:<name>`` for each rule that matched.
+    (A named tuple: the index makes one per matching subscriber and paper.)
     """
 
     owner: str
@@ -439,9 +439,12 @@ class Match:
     via: tuple[str, ...] = ("keywords",)
 
 
+_VIA_KEYWORDS = ("keywords",)
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
-    """Every subscriber and every topic that gets one paper, sorted by owner."""
+    """Every subscriber and every topic that gets one paper, in no particular order."""
 
     subscribers: list[Match]
     topics: list[Match]
@@ -470,6 +473,78 @@ class Hits:
 
 # A compiled leaf: (term id, scope) for a term, (pattern, scope) for a regex.
 _CLeaf = tuple[int | Pattern, Scope]
+# A compiled query: (terms in the title, terms in the abstract, the hits) -> true?
+_Test = Callable[[set[int], set[int], Hits], bool]
+
+
+def _closure(tree: object) -> _Test:
+    """The query tree as nested closures: evaluated without dispatching on node kinds."""
+    kind = tree[0]  # type: ignore[index]
+    if kind == "leaf":
+        ref, scope = tree[1]  # type: ignore[index]
+        if isinstance(ref, Pattern):
+            pattern = ref
+            if scope == "title":
+                return lambda t, a, h: h.pattern(pattern)[0]
+            if scope == "abstract":
+                return lambda t, a, h: h.pattern(pattern)[1]
+            return lambda t, a, h: any(h.pattern(pattern))
+        if scope == "title":
+            return lambda t, a, h: ref in t
+        if scope == "abstract":
+            return lambda t, a, h: ref in a
+        return lambda t, a, h: ref in t or ref in a
+    if kind == "not":
+        inner = _closure(tree[1])  # type: ignore[index]
+        return lambda t, a, h: not inner(t, a, h)
+    parts = [_closure(c) for c in tree[1]]  # type: ignore[index]
+    test = parts[0]
+    for part in parts[1:]:
+        test = _both(test, part) if kind == "and" else _either(test, part)
+    return test
+
+
+_Collect = Callable[[set[int], set[int], Hits, dict[int | Pattern, str]], None]
+
+
+def _collector(tree: object) -> _Collect:
+    """For a query (sub)tree known to be true: add the terms that made it true to ``out``.
+
+    Never the terms under a NOT, nor those of an OR's false branches.
+    """
+    kind = tree[0]  # type: ignore[index]
+    if kind == "leaf":
+        ref, text = tree[1][0], tree[2]  # type: ignore[index]
+
+        def leaf(t: set[int], a: set[int], h: Hits, out: dict[int | Pattern, str]) -> None:
+            out.setdefault(ref, text)
+
+        return leaf
+    if kind == "not":
+        return lambda t, a, h, out: None
+    children = [(_closure(c), _collector(c)) for c in tree[1]]  # type: ignore[index]
+    if kind == "and":
+
+        def every(t: set[int], a: set[int], h: Hits, out: dict[int | Pattern, str]) -> None:
+            for _, collect in children:
+                collect(t, a, h, out)
+
+        return every
+
+    def some(t: set[int], a: set[int], h: Hits, out: dict[int | Pattern, str]) -> None:
+        for test, collect in children:
+            if test(t, a, h):
+                collect(t, a, h, out)
+
+    return some
+
+
+def _both(f: _Test, g: _Test) -> _Test:
+    return lambda t, a, h: f(t, a, h) and g(t, a, h)
+
+
+def _either(f: _Test, g: _Test) -> _Test:
+    return lambda t, a, h: f(t, a, h) or g(t, a, h)
 
 
 def _leaf_where(leaf: _CLeaf, hits: Hits) -> tuple[bool, bool]:
@@ -495,7 +570,12 @@ class _Compiled:
     query: object  # the query as a tree of ("leaf", _CLeaf, text) ("not", t) ("and", ts) ("or", ts)
     positive: set[int | Pattern]  # every term that can make this rule true
     topics: tuple[int, ...]  # indexes into Index.topics
-    simple: bool  # keywords only, no regex: matched by any keyword that occurred
+    simple: bool  # no query, no regex: matched by any keyword that occurred (or a followed topic)
+    test: _Test | None = None  # the query as nested closures, for speed
+    plain_keywords: bool = True  # no regex among the keywords
+    exclude_ids: frozenset[int] = frozenset()  # the exclude terms that are not regexes
+    exclude_patterns: tuple[Pattern, ...] = ()
+    collect: _Collect | None = None  # the terms that made the query true
 
 
 # What brought a paper to one rule set: the matched terms (term -> as written) and the rules.
@@ -516,11 +596,26 @@ class Index:
         self.topics = [self._compile(t, topic_index) for t in topics]
         self.subscribers = [self._compile(s, topic_index) for s in subscribers]
 
-        # term id -> the rules it can make true; and the rules evaluated for every paper
-        self._topic_users = self._users(self.topics)
-        self._users_of = self._users(self.subscribers)
+        # term id -> the rules it can make true; and the rules evaluated for every paper.
+        # Keyword-only subscribers (most of them) take a faster path: term -> subscribers
+        # whose keywords hold it, and term -> subscribers whose exclude holds it.
+        simple = [i for i, c in enumerate(self.subscribers) if c.simple]
+        general = [i for i, c in enumerate(self.subscribers) if not c.simple]
+        self._topic_users = self._users(self.topics, range(len(self.topics)))
+        self._users_of = self._users(self.subscribers, general)
+        self._simple_users = self._users(self.subscribers, simple)
+        excluders: dict[int, list[int]] = defaultdict(list)
+        for i in simple:
+            for ref, _ in self.subscribers[i].exclude:
+                assert isinstance(ref, int)  # a simple rule set holds no regex
+                excluders[ref].append(i)
+        self._excluders = {tid: tuple(owners) for tid, owners in excluders.items()}
+        self._topic_via = [f"topic:{name}" for name in self.topic_names]
+        self._singles: dict[tuple[int, bool], tuple[Match, ...]] = {}
+        self._names = [c.rules.owner for c in self.subscribers]
+        self._texts = [c.keywords for c in self.subscribers]
         self._topic_always = [i for i, c in enumerate(self.topics) if self._always(c)]
-        self._always_subs = [i for i, c in enumerate(self.subscribers) if self._always(c)]
+        self._always_subs = [i for i in general if self._always(self.subscribers[i])]
         self._followers: list[list[int]] = [[] for _ in self.topics]
         for i, c in enumerate(self.subscribers):
             for t in c.topics:
@@ -567,18 +662,39 @@ class Index:
         exclude = [(self._ref(leaf.term), leaf.scope) for leaf in rules.exclude]
         positive: set[int | Pattern] = set(keywords)
         query = None if rules.query is None else self._tree(rules.query, positive)
-        simple = query is None and not rules.topics and not any(isinstance(k, Pattern) for k in keywords)
+        simple = (
+            query is None
+            and not any(isinstance(ref, Pattern) for ref in keywords)
+            and not any(isinstance(ref, Pattern) for ref, _ in exclude)
+        )
         topics = tuple(topic_index[name] for name in dict.fromkeys(rules.topics))
-        return _Compiled(rules, keywords, exclude, query, positive, topics, simple)
+        test = None if query is None else _closure(query)
+        plain = not any(isinstance(ref, Pattern) for ref in keywords)
+        exclude_ids = frozenset(ref for ref, _ in exclude if isinstance(ref, int))
+        exclude_patterns = tuple(ref for ref, _ in exclude if isinstance(ref, Pattern))
+        return _Compiled(
+            rules,
+            keywords,
+            exclude,
+            query,
+            positive,
+            topics,
+            simple,
+            test,
+            plain,
+            exclude_ids,
+            exclude_patterns,
+            None if query is None else _collector(query),
+        )
 
     @staticmethod
-    def _users(compiled: Sequence[_Compiled]) -> dict[int, list[int]]:
+    def _users(compiled: Sequence[_Compiled], which: Iterable[int]) -> dict[int, tuple[int, ...]]:
         users: dict[int, list[int]] = defaultdict(list)
-        for i, c in enumerate(compiled):
-            for ref in c.positive:
+        for i in which:
+            for ref in compiled[i].positive:
                 if isinstance(ref, int):
                     users[ref].append(i)
-        return dict(users)
+        return {tid: tuple(owners) for tid, owners in users.items()}
 
     @staticmethod
     def _always(c: _Compiled) -> bool:
@@ -590,12 +706,19 @@ class Index:
     # ------------------------------------------------------------ matching
 
     def scan(self, title: str, abstract: str) -> Hits:
-        """One pass of the automaton over the title and one over the abstract."""
+        """One pass of the automaton over the title and the abstract.
+
+        They are scanned as one string, the title's words, a NUL, the
+        abstract's words: no needle holds a NUL, so no hit spans both.
+        """
         if self._empty:
             return Hits(set(), set(), title, abstract)
-        it = self._automaton.iter
-        in_title = {tid for _, ids in it(haystack(title)) for tid in ids}
-        in_abstract = {tid for _, ids in it(haystack(abstract)) for tid in ids}
+        head = haystack(title)
+        cut = len(head)
+        in_title: set[int] = set()
+        in_abstract: set[int] = set()
+        for end, ids in self._automaton.iter(head + "\0" + haystack(abstract)):
+            (in_title if end < cut else in_abstract).update(ids)
         return Hits(in_title, in_abstract, title, abstract)
 
     def where(self, term: Term | Pattern, hits: Hits) -> tuple[bool, bool]:
@@ -616,22 +739,75 @@ class Index:
             if why is not None:
                 topics[i] = why
 
+        subscribers = self._match_simple(hits, found)
         candidates = _candidates(found, self._users_of, self._always_subs)
         for i in topics:
             candidates.update(self._followers[i])
-        subscribers = []
-        for i in candidates:
+        for i in candidates:  # rules with a query or a regex, and followers of the topics that matched
             c = self.subscribers[i]
-            why = _evaluate(c, hits, found, topics, self.topic_names)
-            if why is not None:
-                subscribers.append(_match(c.rules.owner, why, hits))
-        subscribers.sort(key=lambda m: m.owner)
+            why = _evaluate(c, hits, found, topics, self._topic_via)
+            if why is None:
+                subscribers.pop(i, None)
+            else:
+                subscribers[i] = _match(c.rules.owner, why, hits)
         matched_topics = [_match(self.topics[i].rules.owner, why, hits) for i, why in topics.items()]
-        matched_topics.sort(key=lambda m: m.owner)
-        return Result(subscribers, matched_topics)
+        return Result(list(subscribers.values()), matched_topics)
+
+    def _match_simple(self, hits: Hits, found: set[int]) -> dict[int, Match]:
+        """The subscribers without a query or regex, by their keywords: any found, no exclude found.
+
+        Most matches are one subscriber hit by one term. Those Match values are
+        the same for every paper the term is found in (the score only depends
+        on whether it is in the title), so they are made once per term and
+        reused: a term's subscribers go into the result by one C-level
+        ``dict.update``; the few excluded ones are taken out and those hit by
+        several terms get a Match of their own.
+        """
+        users = self._simple_users
+        present = [(tid, users[tid]) for tid in found if tid in users]
+        if not present:
+            return {}
+        seen: set[int] = set()
+        multi: set[int] = set()
+        for _, owners in present:
+            multi.update(seen.intersection(owners))
+            seen.update(owners)
+        in_title = hits.title
+        out: dict[int, Match] = {}
+        for tid, owners in present:
+            out.update(zip(owners, self._single_matches(tid, tid in in_title), strict=True))
+        excluders = self._excluders
+        for tid in found:
+            gone = excluders.get(tid)
+            if gone is not None:
+                for i in gone:
+                    out.pop(i, None)
+        for i in multi:
+            if i in out:  # not excluded
+                kw = self._texts[i]
+                terms = {ref: text for ref, text in kw.items() if ref in found}  # the rule's order
+                score = sum(TITLE_WEIGHT if ref in in_title else ABSTRACT_WEIGHT for ref in terms)
+                out[i] = Match(self._names[i], tuple(terms.values()), score, _VIA_KEYWORDS)
+        return out
+
+    def _single_matches(self, tid: int, in_title: bool) -> tuple[Match, ...]:
+        """The Match of each keyword-only subscriber of ``tid`` when only ``tid`` hit (cached)."""
+        key = (tid, in_title)
+        ready = self._singles.get(key)
+        if ready is None:
+            score = TITLE_WEIGHT if in_title else ABSTRACT_WEIGHT
+            names, texts, new = self._names, self._texts, tuple.__new__
+            ready = tuple(
+                [
+                    new(Match, (names[i], (texts[i][tid],), score, _VIA_KEYWORDS))
+                    for i in self._simple_users[tid]
+                ]
+            )
+            self._singles[key] = ready
+        return ready
 
 
-def _candidates(found: set[int], users: Mapping[int, list[int]], always: list[int]) -> set[int]:
+def _candidates(found: set[int], users: Mapping[int, tuple[int, ...]], always: list[int]) -> set[int]:
     out = set(always)
     for tid in found:
         who = users.get(tid)
@@ -651,17 +827,6 @@ def _eval(tree: object, hits: Hits) -> bool:
     return any(_eval(c, hits) for c in tree[1])  # type: ignore[index]
 
 
-def _collect(tree: object, hits: Hits, out: dict[int | Pattern, str]) -> None:
-    """The terms that made a true (sub)query true: never those under a NOT or in a false branch."""
-    kind = tree[0]  # type: ignore[index]
-    if kind == "leaf":
-        out.setdefault(tree[1][0], tree[2])  # type: ignore[index]
-    elif kind in ("and", "or"):
-        for child in tree[1]:  # type: ignore[index]
-            if _eval(child, hits):
-                _collect(child, hits, out)
-
-
 def _evaluate(
     c: _Compiled,
     hits: Hits,
@@ -670,25 +835,30 @@ def _evaluate(
     topic_names: Sequence[str] = (),
 ) -> _Why | None:
     """Does ``c`` get the paper? What brought it, or None."""
-    for ref, scope in c.exclude:
-        if (ref in found) if isinstance(ref, int) else _leaf_true((ref, scope), hits):
-            return None
+    if not c.exclude_ids.isdisjoint(found):
+        return None
+    if c.exclude_patterns and any(any(hits.pattern(p)) for p in c.exclude_patterns):
+        return None
     terms: dict[int | Pattern, str]
-    if c.simple:
+    if c.simple and not c.topics:
         terms = {ref: text for ref, text in c.keywords.items() if ref in found}
         return (terms, ("keywords",)) if terms else None
 
     via: list[str] = []
-    terms = {ref: text for ref, text in c.keywords.items() if _leaf_true((ref, "any"), hits)}
+    if c.plain_keywords:
+        terms = {ref: text for ref, text in c.keywords.items() if ref in found}
+    else:
+        terms = {ref: text for ref, text in c.keywords.items() if _leaf_true((ref, "any"), hits)}
     if terms:
         via.append("keywords")
-    if c.query is not None and _eval(c.query, hits):
+    if c.test is not None and c.test(hits.title, hits.abstract, hits):
+        assert c.collect is not None
         via.append("query")
-        _collect(c.query, hits, terms)
+        c.collect(hits.title, hits.abstract, hits, terms)
     for t in c.topics:
         why = topics.get(t)
         if why is not None:
-            via.append(f"topic:{topic_names[t]}")
+            via.append(topic_names[t])
             for ref, text in why[0].items():
                 terms.setdefault(ref, text)
     return (terms, tuple(via)) if via else None
@@ -696,10 +866,13 @@ def _evaluate(
 
 def _match(owner: str, why: _Why, hits: Hits) -> Match:
     terms, via = why
-    score = 0
-    for ref in terms:
-        in_title, _ = _leaf_where((ref, "any"), hits)
-        score += TITLE_WEIGHT if in_title else ABSTRACT_WEIGHT
+    in_title = hits.title
+    score = sum(
+        TITLE_WEIGHT
+        if (ref in in_title if isinstance(ref, int) else hits.pattern(ref)[0])
+        else ABSTRACT_WEIGHT
+        for ref in terms
+    )
     return Match(owner, tuple(terms.values()), score, via)
 
 

@@ -6,7 +6,7 @@ from service.rules import Index, RuleError, RuleSet, Term, explain, highlight_sp
 
 
 def owners(index: Index, title: str, abstract: str = "") -> list[str]:
-    return [m.owner for m in index.match(title, abstract).subscribers]
+    return sorted(m.owner for m in index.match(title, abstract).subscribers)
 
 
 def matches(
