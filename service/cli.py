@@ -246,15 +246,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     store.upgrade(engine)
     with store.reading(engine) as session:
         counts = store.counts(session=session)
+        counts["failures"] = store.failures(session=session)
     if args.json:
         print(json.dumps(counts, sort_keys=True))
     else:
         d = counts["deliveries"]
         print(
             f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}), files {counts['files']}, "
-            f"subscribers {counts['subscribers']}, deliveries pending {d['pending']} "
+            f"subscribers {counts['subscribers']}, deliveries pending {d['pending']} sending {d['sending']} "
             f"sent {d['sent']} failed {d['failed']}, last ingest {counts['last_ingest'] or 'never'}"
         )
+        for f in counts["failures"]:
+            print(f"failed: {f['email']}: {f['papers']} papers after {f['attempts']} attempts: {f['reason']}")
     return OK
 
 

@@ -24,7 +24,7 @@ from . import feeds, store
 from .ingest import FileReport, ingest_file, scan_inbox
 from .log import event
 from .mailer import MaildirTransport, SmtpTransport, Transport
-from .outbox import DeliveryReport, deliver, match_new, prepare
+from .outbox import Delivery, DeliveryReport, match_new
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
 from .settings import Settings
@@ -71,7 +71,7 @@ class CycleReport:
 
     @property
     def ok(self) -> bool:
-        return not self.delivery.failed
+        return self.delivery.ok
 
 
 class App:
@@ -140,17 +140,23 @@ class App:
         return papers, queued
 
     def deliver(self) -> DeliveryReport:
-        at = self.clock()
-        outgoing = prepare(self.engine, self.renderer, self.settings, at=at)
-        workers = self.settings.email.smtp.concurrency if self.settings.email.transport == "smtp" else 1
-        report = deliver(self.engine, self.transport, outgoing, workers=workers, at=at)
-        if outgoing:
+        run = Delivery(
+            engine=self.engine,
+            transport=self.transport,
+            renderer=self.renderer,
+            settings=self.settings,
+            clock=self.clock,
+            stop=self.stop,
+        )
+        report = run.run()
+        if report.emails or report.failed or report.retrying or report.not_tried:
             event(
                 log,
                 "deliver.done",
                 emails=report.emails,
                 papers=report.papers,
                 failed=len(report.failed),
+                retrying=len(report.retrying),
                 not_tried=report.not_tried,
             )
         return report

@@ -2,12 +2,29 @@
 
 Matching writes one ``deliveries`` row per (subscriber, paper) that matched,
 in state ``pending``, with the matched terms and score, before anything is
-sent. Delivery then sends each subscriber one email holding all their
-pending papers (best first; over ``max_papers`` the rest are counted, linked
-to the subscriber's feed and not repeated next time) and marks exactly those
-rows ``sent`` as soon as the server accepted the message. A failed send
-leaves the rows pending, with the reason, for the next run; a row marked
-sent is never sent again.
+sent. Delivery then works in chunks of subscribers:
+
+1. claim (one short transaction): the due rows of a few subscribers become
+   ``sending``, leased to this process (``claimed_by``, ``lease_until``).
+   On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``, so two
+   processes never claim the same row; on SQLite writers take turns.
+2. render one email per subscriber with all their claimed papers (best
+   first; over ``max_papers`` the rest are counted and linked to the feed).
+3. send, over ``email.smtp.concurrency`` connections at no more than
+   ``email.smtp.rate`` messages a second, and record each outcome at once:
+   accepted -> ``sent``; a temporary error (4xx, network, timeout) ->
+   ``pending`` again, due after an exponential backoff with jitter
+   (``retry_after`` doubling up to ``retry_max``); a permanent error (5xx,
+   the recipient refused) or the last of ``max_attempts`` -> ``failed``, with
+   the reason. Rows claimed but not tried (the run stopped, the server went
+   away) go back to ``pending`` without an attempt counted.
+
+A row in ``sending`` whose lease has run out belongs to a process that died:
+it is due again. That is the one window in which a pair can be delivered
+twice: the server accepted the message and the process died before the next
+statement marked it sent. paperboy marks it in its own transaction right
+after the server's reply, so the window is one local database commit; the
+retried message carries the same ``Message-ID``, so mail clients can drop it.
 
 Papers are matched once, when they are new (``papers.matched_at``); a
 subscriber added later receives the papers that arrive after they joined.
@@ -17,9 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parseaddr
 
@@ -73,6 +96,7 @@ class Outgoing:
     message: EmailMessage
     delivery_ids: list[int]
     papers: int
+    attempts: int = 0  # made so far for these deliveries (the most of any)
 
 
 def feed_url(settings: Settings, token: str) -> str:
@@ -103,12 +127,25 @@ def paper_limits(settings: Settings) -> dict[str, int]:
 def next_digest(
     session: Session, sub: store.Subscriber, *, settings: Settings, limit: int, at: datetime
 ) -> tuple[Digest, list[int]] | None:
-    """What ``sub``'s next email holds, or None when nothing is pending."""
+    """What ``sub``'s next email would hold (``preview``), or None when nothing is pending."""
     assert sub.id is not None
     pending = store.pending_for(session=session, subscriber_id=sub.id)
     if not pending:
         return None
-    shown = pending[:limit]
+    return _digest(sub, pending, settings=settings, limit=limit, at=at), [
+        d.id for d, _ in pending if d.id is not None
+    ]
+
+
+def _digest(
+    sub: store.Subscriber,
+    rows: list[tuple[store.Delivery, store.Paper]],
+    *,
+    settings: Settings,
+    limit: int,
+    at: datetime,
+) -> Digest:
+    shown = rows[:limit]
     views = [
         PaperView.build(
             title=paper.title,
@@ -120,112 +157,243 @@ def next_digest(
         )
         for delivery, paper in shown
     ]
-    ids = [d.id for d, _ in pending if d.id is not None]
-    digest = Digest(
+    ids = [d.id for d, _ in rows if d.id is not None]
+    return Digest(
         to_email=sub.email,
         to_name=sub.name,
         papers=views,
-        more=len(pending) - len(shown),
+        more=len(rows) - len(shown),
         feed_url=feed_url(settings, sub.token),
         unsubscribe=unsubscribe_urls(settings, sub.token),
         message_id=message_id(sender=settings.email.from_, token=sub.token, delivery_ids=ids),
         date=at,
     )
-    return digest, ids
 
 
-def prepare(engine: Engine, renderer: Renderer, settings: Settings, *, at: datetime) -> list[Outgoing]:
-    """Render every subscriber's next email."""
-    out = []
-    limits = paper_limits(settings)
-    with store.reading(engine) as session:
-        for sub in store.subscribers_with_pending(session=session):
-            limit = limits.get(sub.email, settings.email.max_papers)
-            found = next_digest(session, sub, settings=settings, limit=limit, at=at)
-            if found is None:
-                continue
-            digest, ids = found
-            msg = renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
-            out.append(Outgoing(sub.email, msg, ids, len(ids)))
-    return out
+def worker_id() -> str:
+    """Who holds a claim: host, process and a random tag (a restarted process is someone else)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def retry_delay(attempt: int, *, first: float, cap: float, rng: random.Random) -> float:
+    """Seconds before retrying after failed attempt ``attempt`` (1-based): ``first``,
+    doubling each time up to ``cap``, times a random factor in [0.5, 1) so that
+    many failed deliveries do not all come back at the same moment."""
+    return min(cap, first * 2 ** max(0, attempt - 1)) * rng.uniform(0.5, 1.0)
+
+
+def render_claimed(
+    session: Session,
+    sub: store.Subscriber,
+    delivery_ids: list[int],
+    *,
+    renderer: Renderer,
+    settings: Settings,
+    limit: int,
+    at: datetime,
+) -> Outgoing:
+    """The email carrying the claimed deliveries of ``sub``."""
+    rows = store.claimed_papers(session=session, delivery_ids=delivery_ids)
+    digest = _digest(sub, rows, settings=settings, limit=limit, at=at)
+    msg = renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
+    attempts = max((d.attempts for d, _ in rows), default=0)
+    return Outgoing(sub.email, msg, [d.id for d, _ in rows if d.id is not None], len(rows), attempts)
+
+
+class TokenBucket:
+    """At most ``rate`` messages a second on average, shared by all connections."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.tokens = 1.0
+        self.last = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        if self.rate is None:
+            return
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.last) * self.rate)
+                self.last = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
 @dataclass(slots=True)
 class DeliveryReport:
     emails: int = 0
     papers: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (address, reason)
-    not_tried: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (address, reason): failed for good
+    retrying: list[tuple[str, str]] = field(default_factory=list)  # (address, reason): due again later
+    not_tried: int = 0  # emails claimed and given back (the run stopped or the server went away)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.retrying
 
 
-def deliver(
-    engine: Engine,
-    transport: Transport,
-    outgoing: Sequence[Outgoing],
-    *,
-    workers: int,
-    at: datetime,
-) -> DeliveryReport:
-    """Send ``outgoing`` over ``workers`` connections; record each outcome at once."""
-    report = DeliveryReport()
-    if outgoing:
-        asyncio.run(_send_all(engine, transport, list(outgoing), workers=workers, at=at, report=report))
-    return report
+CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
 
 
-async def _send_all(
-    engine: Engine,
-    transport: Transport,
-    outgoing: list[Outgoing],
-    *,
-    workers: int,
-    at: datetime,
-    report: DeliveryReport,
-) -> None:
-    queue: asyncio.Queue[Outgoing] = asyncio.Queue()
-    for item in outgoing:
-        queue.put_nowait(item)
+@dataclass(slots=True)
+class Delivery:
+    """One delivery run's wiring."""
 
-    async def worker() -> None:
-        async with transport.connect() as connection:
-            while not queue.empty():
-                item = queue.get_nowait()
-                try:
-                    await connection.send(item.message)
-                except SendError as exc:
-                    with store.transaction(engine) as session:
-                        store.mark_attempt_failed(
-                            session=session, delivery_ids=item.delivery_ids, error=str(exc)
-                        )
-                    report.failed.append((item.email, str(exc)))
-                    event(
-                        log,
-                        "deliver.failed",
-                        level=logging.WARNING,
-                        to=item.email,
-                        reason=str(exc),
-                        papers=item.papers,
-                        retry="next run",
-                    )
-                    if exc.network:
-                        return  # this connection is gone; what is left stays pending
-                    continue
-                with store.transaction(engine) as session:
-                    store.mark_sent(
-                        session=session,
-                        delivery_ids=item.delivery_ids,
-                        at=at,
-                        message_id=str(item.message["Message-ID"]),
-                    )
-                report.emails += 1
-                report.papers += item.papers
-                event(
-                    log,
-                    "deliver.sent",
-                    to=item.email,
-                    papers=item.papers,
-                    message_id=item.message["Message-ID"],
+    engine: Engine
+    transport: Transport
+    renderer: Renderer
+    settings: Settings
+    clock: Callable[[], datetime]
+    worker: str = field(default_factory=worker_id)
+    rng: random.Random = field(default_factory=random.Random)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> DeliveryReport:
+        """Claim, render and send chunk after chunk until nothing is due (or the server is away)."""
+        report = DeliveryReport()
+        smtp = self.settings.email.smtp
+        workers = smtp.concurrency if self.settings.email.transport == "smtp" else 1
+        bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
+        limits = paper_limits(self.settings)
+        busy = 0
+        after = 0  # one pass over the subscribers: a row that failed in this run waits for the next
+        while not self.stop.is_set():
+            at = self.clock()
+            lease_until = at + timedelta(seconds=self.settings.email.lease)
+            with store.transaction(self.engine) as session:
+                claimed, anything = store.claim_due(
+                    session=session,
+                    at=at,
+                    lease_until=lease_until,
+                    worker=self.worker,
+                    max_subscribers=CLAIM_SUBSCRIBERS,
+                    after=after,
                 )
+            if not anything:
+                break
+            if not claimed:  # all due rows are locked by another process claiming them right now
+                busy += 1
+                if busy > 50:
+                    break
+                time.sleep(0.1)
+                continue
+            busy = 0
+            after = max(claimed)
+            outgoing = self._render(claimed, limits, at)
+            reachable = asyncio.run(self._send_all(outgoing, workers=workers, bucket=bucket, report=report))
+            if not reachable:
+                break  # the server is away: what is left stays pending for the next run
+        return report
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(outgoing))))))
-    report.not_tried = queue.qsize()
+    def _render(self, claimed: dict[int, list[int]], limits: dict[str, int], at: datetime) -> list[Outgoing]:
+        out = []
+        with store.reading(self.engine) as session:
+            for subscriber_id, ids in claimed.items():
+                sub = session.get(store.Subscriber, subscriber_id)
+                assert sub is not None
+                limit = limits.get(sub.email, self.settings.email.max_papers)
+                out.append(
+                    render_claimed(
+                        session, sub, ids, renderer=self.renderer, settings=self.settings, limit=limit, at=at
+                    )
+                )
+        return out
+
+    async def _send_all(
+        self, outgoing: list[Outgoing], *, workers: int, bucket: TokenBucket, report: DeliveryReport
+    ) -> bool:
+        """Send over ``workers`` connections; False when the server could not be reached."""
+        queue: asyncio.Queue[Outgoing] = asyncio.Queue()
+        for item in outgoing:
+            queue.put_nowait(item)
+        reached = away = False
+
+        async def worker() -> None:
+            nonlocal reached, away
+            network_errors = 0
+            async with self.transport.connect() as connection:
+                while not queue.empty() and not self.stop.is_set():
+                    item = queue.get_nowait()
+                    await bucket.take()
+                    try:
+                        await connection.send(item.message)
+                    except SendError as exc:
+                        self._failed(item, exc, report)
+                        if exc.network:
+                            away = True
+                            network_errors += 1
+                            if network_errors >= 2:
+                                return  # reconnecting failed too: leave the rest to the other workers
+                        continue
+                    network_errors = 0
+                    reached = True
+                    self._sent(item, report)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(outgoing))))))
+        left = []
+        while not queue.empty():
+            left.append(queue.get_nowait())
+        if left:
+            with store.transaction(self.engine) as session:
+                store.release(
+                    session=session,
+                    delivery_ids=[i for o in left for i in o.delivery_ids],
+                    worker=self.worker,
+                )
+            report.not_tried += len(left)
+            event(log, "deliver.released", emails=len(left), reason="not tried in this run; still pending")
+        return reached or not away
+
+    def _sent(self, item: Outgoing, report: DeliveryReport) -> None:
+        with store.transaction(self.engine) as session:
+            mine = store.mark_sent(
+                session=session,
+                delivery_ids=item.delivery_ids,
+                at=self.clock(),
+                message_id=str(item.message["Message-ID"]),
+                worker=self.worker,
+            )
+        if mine < len(item.delivery_ids):  # our lease ran out and another process took over
+            event(
+                log,
+                "deliver.lease_lost",
+                level=logging.WARNING,
+                to=item.email,
+                rows=len(item.delivery_ids) - mine,
+            )
+        report.emails += 1
+        report.papers += item.papers
+        event(log, "deliver.sent", to=item.email, papers=item.papers, message_id=item.message["Message-ID"])
+
+    def _failed(self, item: Outgoing, exc: SendError, report: DeliveryReport) -> None:
+        email = self.settings.email
+        attempt = item.attempts + 1
+        permanent = not exc.temporary
+        final = permanent or attempt >= email.max_attempts
+        delay = retry_delay(attempt, first=email.retry_after, cap=email.retry_max, rng=self.rng)
+        retry_at = self.clock() + timedelta(seconds=delay)
+        with store.transaction(self.engine) as session:
+            store.mark_failed_attempt(
+                session=session,
+                delivery_ids=item.delivery_ids,
+                worker=self.worker,
+                error=str(exc),
+                permanent=permanent,
+                retry_at=retry_at,
+                max_attempts=email.max_attempts,
+            )
+        (report.failed if final else report.retrying).append((item.email, str(exc)))
+        event(
+            log,
+            "deliver.failed",
+            level=logging.WARNING,
+            to=item.email,
+            reason=str(exc),
+            papers=item.papers,
+            attempt=attempt,
+            retry="never" if final else retry_at.isoformat(timespec="seconds"),
+        )

@@ -110,6 +110,7 @@ class Smtp(_Model):
     password: str | None = Field(default=None, repr=False)
     timeout: Duration = 30.0
     concurrency: int = Field(default=2, ge=1, le=64)
+    rate: float | None = Field(default=None, gt=0)  # messages per second, all connections together
     validate_certs: bool = True
 
     @model_validator(mode="after")
@@ -129,6 +130,10 @@ class Email(_Model):
     paper_link: str = "https://huggingface.co/papers?q={title}"
     unsubscribe_url: str | None = None
     max_papers: int = Field(default=30, ge=1)
+    max_attempts: int = Field(default=8, ge=1)  # then a delivery is failed
+    retry_after: Duration = 300.0  # the first retry's delay; it doubles each time, with jitter
+    retry_max: Duration = 6 * 3600.0  # the longest delay between two attempts
+    lease: Duration = 600.0  # a claimed delivery not sent by then is due again (its process died)
 
     @field_validator("from_")
     @classmethod

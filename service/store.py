@@ -32,9 +32,12 @@ from sqlalchemy import (
     DateTime,
     Engine,
     UniqueConstraint,
+    and_,
+    case,
     event,
     func,
     inspect,
+    or_,
     text,
     update,
 )
@@ -109,10 +112,18 @@ class Subscriber(SQLModel, table=True):
 
 
 class DeliveryState:
+    """pending -> sending -> sent; a failed send goes back to pending, or to failed.
+
+    ``sending`` is a claim with a lease: the process that claimed the row
+    (``claimed_by``) sends it before ``lease_until``; a row still sending after
+    that (the process died) is due again.
+    """
+
     PENDING = "pending"
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
-    ALL = (PENDING, SENT, FAILED)
+    ALL = (PENDING, SENDING, SENT, FAILED)
 
 
 class Delivery(SQLModel, table=True):
@@ -135,6 +146,10 @@ class Delivery(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = None
     message_id: str | None = None
+    # migration 0003: retries and claims
+    next_attempt_at: datetime | None = _ts(nullable=True)  # pending: not before this
+    lease_until: datetime | None = _ts(nullable=True)  # sending: claimed until this
+    claimed_by: str | None = None  # sending: which process
 
 
 class TopicPaper(SQLModel, table=True):
@@ -418,35 +433,157 @@ def pending_for(*, session: Session, subscriber_id: int) -> list[tuple[Delivery,
     return [(d, p) for d, p in session.exec(stmt)]
 
 
-def subscribers_with_pending(*, session: Session) -> list[Subscriber]:
-    stmt = (
-        select(Subscriber)
-        .where(Subscriber.active == True)  # noqa: E712
-        .where(
-            col(Subscriber.id).in_(
-                select(Delivery.subscriber_id).where(col(Delivery.state) == DeliveryState.PENDING)
-            )
+def _due(at: datetime) -> Any:
+    """Rows to send now: pending and past their retry time, or sending with an expired lease."""
+    return or_(
+        and_(
+            col(Delivery.state) == DeliveryState.PENDING,
+            or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= at),
+        ),
+        and_(col(Delivery.state) == DeliveryState.SENDING, col(Delivery.lease_until) < at),
+    )
+
+
+def claim_due(
+    *,
+    session: Session,
+    at: datetime,
+    lease_until: datetime,
+    worker: str,
+    max_subscribers: int,
+    after: int = 0,
+) -> tuple[dict[int, list[int]], bool]:
+    """Claim the due deliveries of up to ``max_subscribers`` active subscribers whose id
+    is above ``after`` (a run walks the subscribers once, in id order).
+
+    Returns the claimed delivery ids by subscriber, and whether anything was
+    due at all (rows another process holds locked are skipped, not waited
+    for: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's BEGIN IMMEDIATE
+    lets one writer at a time in). The rows become ``sending``, leased to
+    ``worker`` until ``lease_until``.
+    """
+    subscribers = list(
+        session.exec(
+            select(Delivery.subscriber_id)
+            .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+            .where(_due(at), Subscriber.active == True, col(Delivery.subscriber_id) > after)  # noqa: E712
+            .group_by(col(Delivery.subscriber_id))
+            .order_by(col(Delivery.subscriber_id))
+            .limit(max_subscribers)
         )
-        .order_by(col(Subscriber.id))
     )
-    return list(session.exec(stmt))
+    if not subscribers:
+        return {}, False
+    stmt = (
+        select(Delivery.id, Delivery.subscriber_id)
+        .where(_due(at), col(Delivery.subscriber_id).in_(subscribers))
+        .order_by(col(Delivery.id))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    rows = session.exec(stmt).all()
+    claimed: dict[int, list[int]] = {}
+    for delivery_id, subscriber_id in rows:
+        assert delivery_id is not None
+        claimed.setdefault(subscriber_id, []).append(delivery_id)
+    ids = [i for group in claimed.values() for i in group]
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(col(Delivery.id).in_(ids))
+            .values(state=DeliveryState.SENDING, lease_until=lease_until, claimed_by=worker)
+        )
+    return claimed, True
 
 
-def mark_sent(*, session: Session, delivery_ids: Sequence[int], at: datetime, message_id: str) -> None:
+def claimed_papers(*, session: Session, delivery_ids: Sequence[int]) -> list[tuple[Delivery, Paper]]:
+    """The claimed deliveries with their papers, best matches first."""
+    stmt = (
+        select(Delivery, Paper)
+        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
+        .where(col(Delivery.id).in_(delivery_ids))
+        .order_by(col(Delivery.score).desc(), col(Paper.first_seen_at).desc(), col(Paper.id))
+    )
+    return [(d, p) for d, p in session.exec(stmt)]
+
+
+def _mine(delivery_ids: Sequence[int], worker: str) -> Any:
+    return update(Delivery).where(
+        col(Delivery.id).in_(delivery_ids),
+        col(Delivery.state) == DeliveryState.SENDING,
+        col(Delivery.claimed_by) == worker,
+    )
+
+
+def mark_sent(
+    *, session: Session, delivery_ids: Sequence[int], at: datetime, message_id: str, worker: str
+) -> int:
+    """The server accepted the message: ``sending -> sent``. Returns how many rows were still ours."""
+    result = session.execute(
+        _mine(delivery_ids, worker).values(
+            state=DeliveryState.SENT,
+            sent_at=at,
+            message_id=message_id,
+            attempts=Delivery.attempts + 1,
+            lease_until=None,
+            claimed_by=None,
+            last_error=None,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_failed_attempt(
+    *,
+    session: Session,
+    delivery_ids: Sequence[int],
+    worker: str,
+    error: str,
+    permanent: bool,
+    retry_at: datetime,
+    max_attempts: int,
+) -> None:
+    """A send failed: ``sending -> pending`` (due again at ``retry_at``), or ``-> failed``
+    when the error is permanent or this was the last of ``max_attempts``."""
+    attempts = col(Delivery.attempts) + 1
+    state: Any = (
+        DeliveryState.FAILED
+        if permanent
+        else case((attempts >= max_attempts, DeliveryState.FAILED), else_=DeliveryState.PENDING)
+    )
     session.execute(
-        update(Delivery)
-        .where(col(Delivery.id).in_(delivery_ids), col(Delivery.state) == DeliveryState.PENDING)
-        .values(state=DeliveryState.SENT, sent_at=at, message_id=message_id, attempts=Delivery.attempts + 1)
+        _mine(delivery_ids, worker).values(
+            state=state,
+            attempts=attempts,
+            last_error=error[:500],
+            next_attempt_at=None if permanent else retry_at,
+            lease_until=None,
+            claimed_by=None,
+        )
     )
 
 
-def mark_attempt_failed(*, session: Session, delivery_ids: Sequence[int], error: str) -> None:
-    """A send failed: the deliveries stay pending for the next run, the reason is kept."""
+def release(*, session: Session, delivery_ids: Sequence[int], worker: str) -> None:
+    """Claimed but not tried (the run stopped): back to pending, no attempt counted."""
     session.execute(
-        update(Delivery)
-        .where(col(Delivery.id).in_(delivery_ids), col(Delivery.state) == DeliveryState.PENDING)
-        .values(last_error=error[:500], attempts=Delivery.attempts + 1)
+        _mine(delivery_ids, worker).values(state=DeliveryState.PENDING, lease_until=None, claimed_by=None)
     )
+
+
+def failures(*, session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    """Failed deliveries, a line per (subscriber, reason): for ``status``."""
+    stmt = (
+        select(Subscriber.email, Delivery.last_error, func.count(), func.max(Delivery.attempts))
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+        .where(col(Delivery.state) == DeliveryState.FAILED)
+        .group_by(col(Subscriber.email), col(Delivery.last_error))
+        .order_by(col(Subscriber.email))
+        .limit(limit)
+    )
+    return [
+        {"email": email, "reason": reason, "papers": int(n), "attempts": int(attempts)}
+        for email, reason, n, attempts in session.exec(stmt)
+    ]
 
 
 def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> list[tuple[Delivery, Paper]]:

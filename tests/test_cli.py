@@ -101,7 +101,8 @@ def test_maildir_run_ingest_preview_and_status(tmp_path: Path) -> None:
     assert sent["Subject"] == previewed["Subject"]
     status = json.loads(run_cli("--config", config, "status", "--json").stdout)
     assert status["papers"] == 39 and status["files"] == 1
-    assert status["deliveries"] == {"pending": 0, "sent": 2, "failed": 0}
+    assert status["deliveries"] == {"pending": 0, "sending": 0, "sent": 2, "failed": 0}
+    assert status["failures"] == []
     assert "nothing pending" in run_cli("--config", config, "preview", "bob@example.org").stderr
 
 

@@ -21,7 +21,7 @@ SUBSCRIBERS = {
 }
 
 
-def config_for(tmp_path: Path, port: int) -> Path:
+def config_for(tmp_path: Path, port: int, *, retry_after: str = "5m") -> Path:
     subs = "".join(
         f"  - email: {email}\n    name: {email.split('@')[0].title()}\n    keywords: {json.dumps(kw)}\n"
         f"    exclude: {json.dumps(ex)}\n"
@@ -40,6 +40,7 @@ email:
     host: 127.0.0.1
     port: {port}
   maildir: {tmp_path}/mail
+  retry_after: {retry_after}
 feeds:
   dir: {tmp_path}/feeds
   base_url: https://papers.example.org/feeds/
@@ -120,7 +121,8 @@ def test_run_once_delivers_each_match_exactly_once(tmp_path: Path, smtp_server: 
     emails_after_first = len(sink.messages)
     after_first = status(config)
     assert after_first["papers"] == 39 and after_first["files"] == 1
-    assert after_first["deliveries"] == {"pending": 0, "sent": sum(map(len, want.values())), "failed": 0}
+    sent = sum(map(len, want.values()))
+    assert after_first["deliveries"] == {"pending": 0, "sending": 0, "sent": sent, "failed": 0}
 
     second = run_cli("--config", config, "run", "--once")
     assert second.returncode == 0, second.stderr
@@ -157,7 +159,7 @@ def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path) -> Non
     from aiosmtpd.controller import Controller
 
     port = free_port()  # nothing listens yet
-    config = config_for(tmp_path, port)
+    config = config_for(tmp_path, port, retry_after="0s")  # due again at once
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
     down = run_cli("--config", config, "run", "--once")
     assert down.returncode == 1
@@ -179,4 +181,9 @@ def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path) -> Non
     assert sorted(m["To"].addresses[0].addr_spec for m in sink.messages) == sorted(
         e for e, t in want.items() if t
     )
-    assert status(config)["deliveries"] == {"pending": 0, "sent": pending["pending"], "failed": 0}
+    assert status(config)["deliveries"] == {
+        "pending": 0,
+        "sending": 0,
+        "sent": pending["pending"],
+        "failed": 0,
+    }

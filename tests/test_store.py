@@ -62,13 +62,106 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
             ("a", ["x"], ["keywords"]),
             ("b", ["y"], ["topic:t"]),
         ]
-        store.mark_sent(session=s, delivery_ids=[pending[0][0].id], at=FIXED_NOW, message_id="<m@x>")  # type: ignore[list-item]
-        store.mark_attempt_failed(session=s, delivery_ids=[pending[1][0].id], error="451 try later")  # type: ignore[list-item]
+
+
+def test_claims_leases_retries_and_failure(engine: Engine) -> None:
+    """pending -> sending -> sent; -> pending with a retry time; -> failed; an expired lease is due."""
+    with store.transaction(engine) as s:
+        subs = store.sync_subscribers(session=s, people=[("a@x.org", None), ("b@x.org", None)], at=FIXED_NOW)
+        store.add_papers(session=s, papers=[paper("p"), paper("q")], at=FIXED_NOW)
+        ids = {p.key: p.id for p in s.exec(select(store.Paper))}
+        rows = [
+            store.NewDelivery(sub.id, pid, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
+            for sub in subs.values()
+            for pid in ids.values()
+        ]
+        store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW)
+    a, b = subs["a@x.org"].id, subs["b@x.org"].id
+    lease = FIXED_NOW + timedelta(minutes=10)
+
+    def claim(at: datetime, worker: str) -> dict[int, list[int]]:
+        with store.transaction(engine) as s:
+            return store.claim_due(session=s, at=at, lease_until=lease, worker=worker, max_subscribers=10)[0]
+
+    first = claim(FIXED_NOW, "w1")
+    assert sorted(first) == [a, b] and all(len(v) == 2 for v in first.values())
+    assert claim(FIXED_NOW, "w2") == {}  # claimed rows are not due for anyone else
+    with store.transaction(engine) as s:
+        assert (
+            store.mark_sent(session=s, delivery_ids=first[a], at=FIXED_NOW, message_id="<m@x>", worker="w1")
+            == 2
+        )
+        assert (
+            store.mark_sent(session=s, delivery_ids=first[b], at=FIXED_NOW, message_id="<m@x>", worker="w2")
+            == 0
+        )
+        store.mark_failed_attempt(
+            session=s,
+            delivery_ids=first[b],
+            worker="w1",
+            error="451 try later",
+            permanent=False,
+            retry_at=FIXED_NOW + timedelta(minutes=5),
+            max_attempts=2,
+        )
+    assert claim(FIXED_NOW + timedelta(minutes=4), "w1") == {}  # not due before its retry time
+    second = claim(FIXED_NOW + timedelta(minutes=5), "w1")
+    assert second == {b: first[b]}
+    # w1 dies holding the claim; once the lease runs out the rows are due again
+    assert claim(lease - timedelta(seconds=1), "w3") == {}
+    third = claim(lease + timedelta(seconds=1), "w3")
+    assert third == {b: first[b]}
+    with store.transaction(engine) as s:
+        store.mark_failed_attempt(
+            session=s,
+            delivery_ids=third[b],
+            worker="w3",
+            error="451 still later",
+            permanent=False,
+            retry_at=lease,
+            max_attempts=2,
+        )  # the second attempt of two: failed for good
     with store.reading(engine) as s:
         counts = store.counts(session=s)
-        assert counts["deliveries"] == {"pending": 1, "sent": 1, "failed": 0}
-        [(d, _)] = store.pending_for(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
-        assert (d.attempts, d.last_error) == (1, "451 try later")
+        assert counts["deliveries"] == {"pending": 0, "sending": 0, "sent": 2, "failed": 2}
+        assert store.failures(session=s) == [
+            {"email": "b@x.org", "reason": "451 still later", "papers": 2, "attempts": 2}
+        ]
+    assert claim(lease + timedelta(days=1), "w1") == {}
+
+
+def test_a_permanent_error_fails_at_once_and_release_counts_no_attempt(engine: Engine) -> None:
+    with store.transaction(engine) as s:
+        subs = store.sync_subscribers(session=s, people=[("a@x.org", None)], at=FIXED_NOW)
+        store.add_papers(session=s, papers=[paper("p")], at=FIXED_NOW)
+        pid = s.exec(select(store.Paper.id)).one()
+        store.add_deliveries(
+            session=s,
+            deliveries=[store.NewDelivery(subs["a@x.org"].id, pid, 1, ["t"], ["keywords"])],  # type: ignore[arg-type]
+            at=FIXED_NOW,
+        )
+    lease = FIXED_NOW + timedelta(minutes=10)
+    with store.transaction(engine) as s:
+        [ids] = store.claim_due(session=s, at=FIXED_NOW, lease_until=lease, worker="w", max_subscribers=5)[
+            0
+        ].values()
+        store.release(session=s, delivery_ids=ids, worker="w")
+    with store.transaction(engine) as s:
+        [ids] = store.claim_due(session=s, at=FIXED_NOW, lease_until=lease, worker="w", max_subscribers=5)[
+            0
+        ].values()
+        store.mark_failed_attempt(
+            session=s,
+            delivery_ids=ids,
+            worker="w",
+            error="550 no such user",
+            permanent=True,
+            retry_at=lease,
+            max_attempts=8,
+        )
+    with store.reading(engine) as s:
+        [d] = s.exec(select(store.Delivery)).all()
+        assert (d.state, d.attempts, d.last_error, d.claimed_by) == ("failed", 1, "550 no such user", None)
 
 
 def test_topic_papers_are_unique_per_topic_newest_then_best_first(engine: Engine) -> None:
