@@ -114,8 +114,8 @@ def _app(settings: Settings, **kwargs: object) -> App:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.once:
-        Service(args.config, settings, lambda s, stop: _app(s, stop=stop)).run()
-        return OK
+        led = Service(args.config, settings, lambda s, stop: _app(s, stop=stop)).run()
+        return OK if led else FAILURE
     app = _app(settings)
     report = app.cycle()
     new = sum(f.new_papers for f in report.files)

@@ -11,11 +11,16 @@ Before every job the configuration file is looked at; when it changed it is
 loaded again. An invalid edit is logged with its reasons and the last good
 configuration keeps running. SIGTERM and SIGINT let the current step finish
 (ingestion stops between files), then the process exits with 0.
+
+Only one process schedules per database (:mod:`service.leader`); another
+``paperboy run`` on the same database waits in standby and takes over when
+the leader stops.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -29,12 +34,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from tzlocal import get_localzone_name
 
 from .cycle import App
+from .leader import Leader, leader_for
 from .log import event
 from .settings import Settings, load_settings
 
 log = logging.getLogger("paperboy.scheduler")
 
 MISFIRE_GRACE = 6 * 3600
+LEADER_RETRY = 5.0  # seconds between two tries of a process in standby
 
 
 class Service:
@@ -131,27 +138,62 @@ class Service:
             event(log, f"{kind}.failed", level=logging.ERROR, reason=f"{type(exc).__name__}: {exc}")
             log.debug("traceback", exc_info=True)
 
-    def run(self, *, install_signals: bool = True) -> None:
+    def run(self, *, install_signals: bool = True) -> bool:
+        """Lead, schedule, and run until SIGTERM/SIGINT; False when the leader lock was lost."""
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
         self.app.prepare_store()
-        self._schedule_jobs()
-        self.scheduler.add_job(self._job, args=["poll"], id="first-poll", name="first poll")
-        self.scheduler.start()
-        deliver_job = self.scheduler.get_job("deliver")
-        event(
-            log,
-            "service.started",
-            config=self.config,
-            timezone=self.zone,
-            poll_seconds=self.app.settings.schedule.poll,
-            next_delivery=deliver_job.next_run_time.isoformat() if deliver_job else "-",
-        )
-        while not self.stop.wait(2.0):
-            self.reload_if_changed_between_jobs()
-        self.scheduler.shutdown(wait=True)  # the current step finishes first
+        leader = leader_for(self.app.engine, fallback_dir=self.config.resolve().parent)
+        if not self._lead(leader):
+            event(log, "service.stopped")
+            return True
+        lost = False
+        try:
+            self._schedule_jobs()
+            self.scheduler.add_job(self._job, args=["poll"], id="first-poll", name="first poll")
+            self.scheduler.start()
+            deliver_job = self.scheduler.get_job("deliver")
+            event(
+                log,
+                "service.started",
+                config=self.config,
+                timezone=self.zone,
+                poll_seconds=self.app.settings.schedule.poll,
+                next_delivery=deliver_job.next_run_time.isoformat() if deliver_job else "-",
+            )
+            while not self.stop.wait(2.0):
+                if not leader.holds():
+                    event(
+                        log,
+                        "leader.lost",
+                        level=logging.ERROR,
+                        hint="the database connection dropped; exiting",
+                    )
+                    lost = True
+                    self.stop.set()
+                    break
+                self.reload_if_changed_between_jobs()
+            self.scheduler.shutdown(wait=True)  # the current step finishes first
+        finally:
+            leader.release()
         event(log, "service.stopped")
+        return not lost
+
+    def _lead(self, leader: Leader) -> bool:
+        """Take the leader lock, waiting in standby while another process holds it."""
+        if not leader.try_acquire():
+            event(
+                log,
+                "leader.standby",
+                reason="another paperboy run schedules for this database",
+                retry_seconds=LEADER_RETRY,
+            )
+            while not leader.try_acquire():
+                if self.stop.wait(LEADER_RETRY):
+                    return False
+        event(log, "leader.acquired", pid=os.getpid())
+        return True
 
     def reload_if_changed_between_jobs(self) -> None:
         """Pick up a config edit promptly, on the worker thread so it never races a job."""

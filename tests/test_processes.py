@@ -165,3 +165,49 @@ def test_sigkill_in_the_middle_then_restart_delivers_the_rest(
         ids = {mid for r, mid, _ in recorder.received if r == rcpt}
         assert len(ids) == 1  # the copy carries the same Message-ID, so clients can drop it
     assert store_rows(database_url, "SELECT count(*) FROM deliveries WHERE state <> 'sent'")[0][0] == 0
+
+
+def wait_for_text(path: Path, needle: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in path.read_text():
+        assert time.monotonic() < deadline, f"{needle!r} not in {path.name}:\n{path.read_text()}"
+        time.sleep(0.1)
+
+
+def test_one_leader_schedules_the_other_waits_and_takes_over(
+    tmp_path: Path, database_url: str, recorder_port: tuple[Recorder, int]
+) -> None:
+    _, port = recorder_port
+    (tmp_path / "inbox").mkdir()
+    cfg = config(tmp_path, database_url, port, people=2)
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    procs = []
+    try:
+        for log_path in logs:
+            with open(log_path, "w") as err:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "service", "--config", str(cfg), "run"],
+                        cwd=ROOT,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                    )
+                )
+            wait_for_text(log_path, "leader.")  # the first leads before the second starts
+        first, second = procs
+        wait_for_text(logs[0], "service.started")
+        wait_for_text(logs[1], "leader.standby")
+        assert "service.started" not in logs[1].read_text()
+
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+        wait_for_text(logs[1], "service.started", timeout=30)  # the standby took over
+        assert "leader.acquired" in logs[1].read_text()
+
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
