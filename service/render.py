@@ -10,6 +10,7 @@ the same inputs always render the same bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -71,6 +72,12 @@ def markup(text: str, terms: Sequence[str]) -> Markup:
     return Markup("").join(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _markup_cached(text: str, terms: tuple[str, ...]) -> Markup:
+    """One paper goes to many subscribers, mostly for the same terms: mark it up once."""
+    return markup(text, terms)
+
+
 @dataclass(frozen=True, slots=True)
 class PaperView:
     title: str
@@ -95,14 +102,15 @@ class PaperView:
         via: Sequence[str] = (),
     ) -> PaperView:
         title = one_line(title)
+        terms = tuple(terms)
         return cls(
             title,
             abstract,
             link,
-            tuple(terms),
+            terms,
             score,
-            markup(title, terms),
-            markup(abstract, terms),
+            _markup_cached(title, terms),
+            _markup_cached(abstract, terms),
             tuple(via),
         )
 

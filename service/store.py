@@ -264,6 +264,19 @@ def _insert(session: Session, table: Any) -> Any:
     raise NotImplementedError(f"paperboy supports SQLite and PostgreSQL, not {dialect}")
 
 
+INSERT_ROWS = 1000  # rows per INSERT: SQLite allows 32,766 bound values, PostgreSQL 65,535
+
+
+def _insert_new(session: Session, table: Any, rows: Sequence[dict[str, Any]], unique: list[str]) -> int:
+    """INSERT .. ON CONFLICT (unique) DO NOTHING, in statements of INSERT_ROWS; how many went in."""
+    added = 0
+    for start in range(0, len(rows), INSERT_ROWS):
+        chunk = rows[start : start + INSERT_ROWS]
+        stmt = _insert(session, table).values(chunk).on_conflict_do_nothing(index_elements=unique)
+        added += _inserted(session, stmt, table.id)
+    return added
+
+
 def _inserted(session: Session, stmt: Any, id_column: Any) -> int:
     """Run an INSERT .. ON CONFLICT DO NOTHING; how many rows went in.
 
@@ -320,8 +333,7 @@ def add_papers(*, session: Session, papers: Sequence[NewPaper], at: datetime) ->
         }
         for p in unique.values()
     ]
-    stmt = _insert(session, Paper).values(rows).on_conflict_do_nothing(index_elements=["key"])
-    return _inserted(session, stmt, Paper.id)
+    return _insert_new(session, Paper, rows, ["key"])
 
 
 def unmatched_papers(*, session: Session, limit: int) -> list[Paper]:
@@ -414,12 +426,7 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
         }
         for d in deliveries
     ]
-    stmt = (
-        _insert(session, Delivery)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
-    )
-    return _inserted(session, stmt, Delivery.id)
+    return _insert_new(session, Delivery, rows, ["subscriber_id", "paper_id"])
 
 
 def pending_for(*, session: Session, subscriber_id: int) -> list[tuple[Delivery, Paper]]:
@@ -621,12 +628,7 @@ def add_topic_papers(*, session: Session, rows: Sequence[NewTopicPaper], at: dat
         {"topic": r.topic, "paper_id": r.paper_id, "score": r.score, "terms": r.terms, "created_at": at}
         for r in rows
     ]
-    stmt = (
-        _insert(session, TopicPaper)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["topic", "paper_id"])
-    )
-    return _inserted(session, stmt, TopicPaper.id)
+    return _insert_new(session, TopicPaper, values, ["topic", "paper_id"])
 
 
 def topic_papers(*, session: Session, topic: str, limit: int) -> list[tuple[TopicPaper, Paper]]:

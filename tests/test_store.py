@@ -210,3 +210,21 @@ def test_files_are_recorded_once_per_content(engine: Engine) -> None:
     with store.reading(engine) as s:
         assert store.file_known(session=s, sha256="ab" * 32)
         assert store.counts(session=s)["files"] == 1
+
+
+def test_inserts_larger_than_one_statement_allows(engine: Engine) -> None:
+    """SQLite binds at most 32,766 values per statement, PostgreSQL 65,535: inserts go in chunks."""
+    many = [paper(f"paper {i}") for i in range(5000)]  # 5,000 x 7 values
+    with store.transaction(engine) as s:
+        assert store.add_papers(session=s, papers=many, at=FIXED_NOW) == 5000
+        subs = store.sync_subscribers(
+            session=s, people=[(f"r{i}@x.org", None) for i in range(3)], at=FIXED_NOW
+        )
+        ids = [p.id for p in s.exec(select(store.Paper))]
+        rows = [
+            store.NewDelivery(sub.id, pid, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
+            for sub in subs.values()
+            for pid in ids
+        ]
+        assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 15_000
+        assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 0

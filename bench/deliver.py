@@ -1,0 +1,204 @@
+"""Delivery benchmark: paperboy's outbox against raw aiosmtplib, same messages, same sink.
+
+    .venv/bin/python bench/deliver.py [--emails 10000] [--concurrency 4]
+
+(needs the test install: it uses aiosmtpd as the sink.)
+
+A sink SMTP server (aiosmtpd's ``Sink`` handler, which accepts and drops
+every message) runs in a separate process on 127.0.0.1. A SQLite store is
+filled with ``--emails`` subscribers, each with a few matched papers from the
+sample digests, so each gets one digest email. Then, in this one run:
+
+- raw: every subscriber's email is rendered in advance (untimed), and plain
+  aiosmtplib pushes those ready messages over ``--concurrency`` connections,
+  one shared queue, nothing else. This is the ceiling.
+- paperboy: the real delivery run (``service.outbox.Delivery``) over the
+  same number of connections: claiming rows in the store, rendering each
+  email from the templates, sending it, and recording the outcome in the
+  store, email by email.
+
+It prints both throughputs and paperboy's share of the raw one (target: at
+least 70%), and checks that every delivery ended ``sent``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiosmtplib  # noqa: E402
+
+from service import store  # noqa: E402
+from service.cycle import App  # noqa: E402
+from service.outbox import Delivery, paper_limits, render_claimed  # noqa: E402
+from service.settings import parse_settings  # noqa: E402
+
+KEYWORDS = ["LLM", "language model", "diffusion", "agent", "reward model", "vision", "benchmark", "reasoning"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", "-c", "aiosmtpd.handlers.Sink"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the sink SMTP server did not start")
+
+
+def build_app(folder: Path, port: int, emails: int, concurrency: int, rng: random.Random) -> App:
+    people = "".join(
+        f"  - email: reader{i:05d}@example.org\n"
+        f"    keywords: [{rng.choice(KEYWORDS)}, {rng.choice(KEYWORDS)}]\n"
+        for i in range(emails)
+    )
+    settings = parse_settings(
+        f"""\
+database: sqlite:///{folder}/bench.db
+inbox: {folder}/inbox
+inbox_settle: 0s
+email:
+  from: "paperboy <papers@example.org>"
+  transport: smtp
+  smtp: {{host: 127.0.0.1, port: {port}, concurrency: {concurrency}, timeout: 30s}}
+  max_papers: 10
+feeds:
+  dir: {folder}/feeds
+subscribers:
+{people}""",
+        source="bench",
+        base=folder,
+    )
+    (folder / "inbox").mkdir()
+    for digest in sorted((ROOT / "tests" / "fixtures").glob("digest-*.txt")):
+        (folder / "inbox" / digest.name).write_bytes(digest.read_bytes())
+        os.utime(folder / "inbox" / digest.name, (0, 0))
+    app = App(settings, progress=False)
+    app.prepare_store()
+    app.poll_inbox()
+    app.match()
+    return app
+
+
+def prebuilt(app: App) -> list[EmailMessage]:
+    """Every subscriber's email, rendered as the delivery run would render it."""
+    out = []
+    limits = paper_limits(app.settings)
+    at = datetime.now(UTC)
+    with store.reading(app.engine) as session:
+        for sub in store.active_subscribers(session=session).values():
+            assert sub.id is not None
+            ids = [
+                d.id for d, _ in store.pending_for(session=session, subscriber_id=sub.id) if d.id is not None
+            ]
+            if ids:
+                item = render_claimed(
+                    session,
+                    sub,
+                    ids,
+                    renderer=app.renderer,
+                    settings=app.settings,
+                    limit=limits[sub.email],
+                    at=at,
+                )
+                out.append(item.message)
+    return out
+
+
+async def raw_send(messages: list[EmailMessage], port: int, concurrency: int) -> None:
+    queue: asyncio.Queue[EmailMessage] = asyncio.Queue()
+    for msg in messages:
+        queue.put_nowait(msg)
+
+    async def worker() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=30)
+        await client.connect()
+        while not queue.empty():
+            await client.send_message(queue.get_nowait(), sender="papers@example.org")
+        await client.quit()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--emails", type=int, default=10_000)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    port = free_port()
+    sink = start_sink(port)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            app = build_app(Path(tmp), port, args.emails, args.concurrency, random.Random(args.seed))
+            messages = prebuilt(app)
+            size = sum(len(m.as_bytes()) for m in messages) / len(messages)
+            cpu = platform.processor() or platform.machine()
+            python = f"Python {platform.python_version()}, {platform.system()}"
+            print(f"machine:  {cpu}, {os.cpu_count()} cores, {python}")
+            print(
+                f"workload: {len(messages):,} digest emails (average {size / 1024:.1f} KiB)"
+                f" to an aiosmtpd Sink in another process, {args.concurrency} connections"
+            )
+
+            t0 = time.perf_counter()
+            asyncio.run(raw_send(messages, port, args.concurrency))
+            raw = time.perf_counter() - t0
+            raw_rate = len(messages) / raw
+            print(f"raw:      {raw:.1f} s, {raw_rate:,.0f} emails/s (aiosmtplib pushing pre-built messages)")
+
+            t0 = time.perf_counter()
+            report = Delivery(
+                engine=app.engine,
+                transport=app.transport,
+                renderer=app.renderer,
+                settings=app.settings,
+                clock=lambda: datetime.now(UTC),
+            ).run()
+            ours = time.perf_counter() - t0
+            our_rate = report.emails / ours
+            print(
+                f"paperboy: {ours:.1f} s, {our_rate:,.0f} emails/s (claim, render, send, record each outcome)"
+            )
+            with store.reading(app.engine) as session:
+                counts = store.counts(session=session)["deliveries"]
+            share = our_rate / raw_rate
+            print(f"share:    {share:.0%} of raw (target: at least 70%); deliveries {counts}")
+            ok = report.emails == len(messages) and counts["sent"] == sum(counts.values()) and share >= 0.7
+            print(f"target:   {'yes' if ok else 'NO'}")
+            app.engine.dispose()
+            return 0 if ok else 1
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
