@@ -21,7 +21,7 @@ SUBSCRIBERS = {
 }
 
 
-def config_for(tmp_path: Path, port: int, *, retry_after: str = "5m") -> Path:
+def config_for(tmp_path: Path, port: int, database_url: str, *, retry_after: str = "5m") -> Path:
     subs = "".join(
         f"  - email: {email}\n    name: {email.split('@')[0].title()}\n    keywords: {json.dumps(kw)}\n"
         f"    exclude: {json.dumps(ex)}\n"
@@ -31,7 +31,7 @@ def config_for(tmp_path: Path, port: int, *, retry_after: str = "5m") -> Path:
     return write_config(
         tmp_path / "paperboy.yaml",
         f"""\
-database: sqlite:///{tmp_path}/paperboy.db
+database: "{database_url}"
 inbox: {tmp_path}/inbox
 email:
   from: "paperboy <papers@example.org>"
@@ -102,9 +102,11 @@ def status(config: Path) -> dict:
     return json.loads(result.stdout)
 
 
-def test_run_once_delivers_each_match_exactly_once(tmp_path: Path, smtp_server: tuple[Sink, int]) -> None:
+def test_run_once_delivers_each_match_exactly_once(
+    tmp_path: Path, database_url: str, smtp_server: tuple[Sink, int]
+) -> None:
     sink, port = smtp_server
-    config = config_for(tmp_path, port)
+    config = config_for(tmp_path, port, database_url)
     old = time.time() - 3600
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=old)
 
@@ -155,11 +157,11 @@ def test_run_once_delivers_each_match_exactly_once(tmp_path: Path, smtp_server: 
     assert len({e.id for e in all_atom.entries}) == 91
 
 
-def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path) -> None:
+def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path, database_url: str) -> None:
     from aiosmtpd.controller import Controller
 
     port = free_port()  # nothing listens yet
-    config = config_for(tmp_path, port, retry_after="0s")  # due again at once
+    config = config_for(tmp_path, port, database_url, retry_after="0s")  # due again at once
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
     down = run_cli("--config", config, "run", "--once")
     assert down.returncode == 1

@@ -16,7 +16,7 @@ from tests.conftest import FIXTURES, Sink, copy_digest, run_cli, write_config
 from tests.test_pipeline import fold, naive_match
 
 CONFIG = """\
-database: sqlite:///{tmp}/paperboy.db
+database: "{database}"
 inbox: {tmp}/inbox
 email:
   from: "paperboy <papers@example.org>"
@@ -111,9 +111,13 @@ def articles(sink: Sink, email: str) -> list[tuple[str, int, str]]:
     return out
 
 
-def test_queries_topics_and_ranking_end_to_end(tmp_path: Path, smtp_server: tuple[Sink, int]) -> None:
+def test_queries_topics_and_ranking_end_to_end(
+    tmp_path: Path, database_url: str, smtp_server: tuple[Sink, int]
+) -> None:
     sink, port = smtp_server
-    config = write_config(tmp_path / "paperboy.yaml", CONFIG.format(tmp=tmp_path, port=port))
+    config = write_config(
+        tmp_path / "paperboy.yaml", CONFIG.format(tmp=tmp_path, port=port, database=database_url)
+    )
     for name in ("digest-a.txt", "digest-c.txt"):
         copy_digest(name, tmp_path / "inbox", mtime=time.time() - 3600)
 
@@ -164,9 +168,13 @@ def test_queries_topics_and_ranking_end_to_end(tmp_path: Path, smtp_server: tupl
             }
 
 
-def test_explain_and_check_from_the_command_line(tmp_path: Path, smtp_server: tuple[Sink, int]) -> None:
+def test_explain_and_check_from_the_command_line(
+    tmp_path: Path, database_url: str, smtp_server: tuple[Sink, int]
+) -> None:
     sink, port = smtp_server
-    config = write_config(tmp_path / "paperboy.yaml", CONFIG.format(tmp=tmp_path, port=port))
+    config = write_config(
+        tmp_path / "paperboy.yaml", CONFIG.format(tmp=tmp_path, port=port, database=database_url)
+    )
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
     assert run_cli("--config", config, "run", "--once").returncode == 0
 
