@@ -132,37 +132,36 @@ def next_digest(
     pending = store.pending_for(session=session, subscriber_id=sub.id)
     if not pending:
         return None
-    return _digest(sub, pending, settings=settings, limit=limit, at=at), [
-        d.id for d, _ in pending if d.id is not None
-    ]
+    ids, _, shown = store.digest_rows(
+        session=session, delivery_ids=[d.id for d, _ in pending if d.id is not None], limit=limit
+    )
+    return _digest(sub, ids, shown, settings=settings, at=at), ids
 
 
 def _digest(
     sub: store.Subscriber,
-    rows: list[tuple[store.Delivery, store.Paper]],
+    ids: list[int],
+    shown: list[store.ShownPaper],
     *,
     settings: Settings,
-    limit: int,
     at: datetime,
 ) -> Digest:
-    shown = rows[:limit]
     views = [
         PaperView.build(
             title=paper.title,
             abstract=paper.abstract,
             link=paper_link(settings.email.paper_link, title=paper.title, key=paper.key),
-            terms=delivery.terms,
-            score=delivery.score,
-            via=delivery.via,
+            terms=paper.terms,
+            score=paper.score,
+            via=paper.via,
         )
-        for delivery, paper in shown
+        for paper in shown
     ]
-    ids = [d.id for d, _ in rows if d.id is not None]
     return Digest(
         to_email=sub.email,
         to_name=sub.name,
         papers=views,
-        more=len(rows) - len(shown),
+        more=len(ids) - len(shown),
         feed_url=feed_url(settings, sub.token),
         unsubscribe=unsubscribe_urls(settings, sub.token),
         message_id=message_id(sender=settings.email.from_, token=sub.token, delivery_ids=ids),
@@ -193,11 +192,10 @@ def render_claimed(
     at: datetime,
 ) -> Outgoing:
     """The email carrying the claimed deliveries of ``sub``."""
-    rows = store.claimed_papers(session=session, delivery_ids=delivery_ids)
-    digest = _digest(sub, rows, settings=settings, limit=limit, at=at)
+    ids, attempts, shown = store.digest_rows(session=session, delivery_ids=delivery_ids, limit=limit)
+    digest = _digest(sub, ids, shown, settings=settings, at=at)
     msg = renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
-    attempts = max((d.attempts for d, _ in rows), default=0)
-    return Outgoing(sub.email, msg, [d.id for d, _ in rows if d.id is not None], len(rows), attempts)
+    return Outgoing(sub.email, msg, ids, len(ids), attempts)
 
 
 class TokenBucket:
@@ -349,9 +347,9 @@ class Delivery:
         return reached or not away
 
     def _sent(self, item: Outgoing, report: DeliveryReport) -> None:
-        with store.transaction(self.engine) as session:
+        with self.engine.begin() as conn:  # a plain connection: this runs once per email
             mine = store.mark_sent(
-                session=session,
+                session=conn,
                 delivery_ids=item.delivery_ids,
                 at=self.clock(),
                 message_id=str(item.message["Message-ID"]),

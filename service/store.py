@@ -41,6 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
@@ -503,15 +504,47 @@ def claim_due(
     return claimed, True
 
 
-def claimed_papers(*, session: Session, delivery_ids: Sequence[int]) -> list[tuple[Delivery, Paper]]:
-    """The claimed deliveries with their papers, best matches first."""
-    stmt = (
-        select(Delivery, Paper)
+@dataclass(frozen=True, slots=True)
+class ShownPaper:
+    """A paper as a digest email shows it."""
+
+    title: str
+    abstract: str
+    key: str
+    terms: list[str]
+    score: int
+    via: list[str]
+
+
+def digest_rows(
+    *, session: Session, delivery_ids: Sequence[int], limit: int
+) -> tuple[list[int], int, list[ShownPaper]]:
+    """For an email carrying ``delivery_ids``: their ids, the most attempts any has had,
+    and the ``limit`` best of their papers (best matches first, then the newest)."""
+    counted = session.execute(
+        sa_select(col(Delivery.id), col(Delivery.attempts))
+        .where(col(Delivery.id).in_(delivery_ids))
+        .order_by(col(Delivery.id))
+    ).all()
+    shown = session.execute(
+        sa_select(
+            col(Paper.title),
+            col(Paper.abstract),
+            col(Paper.key),
+            col(Delivery.terms),
+            col(Delivery.score),
+            col(Delivery.via),
+        )
         .join(Paper, col(Paper.id) == col(Delivery.paper_id))
         .where(col(Delivery.id).in_(delivery_ids))
         .order_by(col(Delivery.score).desc(), col(Paper.first_seen_at).desc(), col(Paper.id))
+        .limit(limit)
+    ).all()
+    return (
+        [int(i) for i, _ in counted],
+        max((int(a) for _, a in counted), default=0),
+        [ShownPaper(*row) for row in shown],
     )
-    return [(d, p) for d, p in session.exec(stmt)]
 
 
 def _mine(delivery_ids: Sequence[int], worker: str) -> Any:
@@ -523,7 +556,7 @@ def _mine(delivery_ids: Sequence[int], worker: str) -> Any:
 
 
 def mark_sent(
-    *, session: Session, delivery_ids: Sequence[int], at: datetime, message_id: str, worker: str
+    *, session: Session | Connection, delivery_ids: Sequence[int], at: datetime, message_id: str, worker: str
 ) -> int:
     """The server accepted the message: ``sending -> sent``. Returns how many rows were still ours."""
     result = session.execute(
