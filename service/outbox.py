@@ -40,7 +40,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -199,12 +199,22 @@ def render_claimed(
 
 
 class TokenBucket:
-    """At most ``rate`` messages a second on average, shared by all connections."""
+    """At most ``rate`` messages a second on average, shared by all connections.
 
-    def __init__(self, rate: float | None) -> None:
-        self.rate = rate
+    The bucket holds up to ``max(1, rate)`` tokens (a burst of one second's
+    worth); each message takes one, waiting until it has refilled.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
         self.tokens = 1.0
-        self.last = time.monotonic()
+        self.last = clock()
         self.lock = asyncio.Lock()
 
     async def take(self) -> None:
@@ -212,13 +222,13 @@ class TokenBucket:
             return
         async with self.lock:
             while True:
-                now = time.monotonic()
+                now = self.clock()
                 self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.last) * self.rate)
                 self.last = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                if self.tokens >= 1 - 1e-9:  # rounding must not leave it one ulp short forever
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+                await self.sleep((1 - self.tokens) / self.rate)
 
 
 @dataclass(slots=True)
