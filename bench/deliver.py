@@ -115,9 +115,7 @@ def prebuilt(app: App) -> list[EmailMessage]:
     with store.reading(app.engine) as session:
         for sub in store.active_subscribers(session=session).values():
             assert sub.id is not None
-            ids = [
-                d.id for d, _ in store.pending_for(session=session, subscriber_id=sub.id) if d.id is not None
-            ]
+            ids = store.pending_ids(session=session, subscriber_id=sub.id)
             if ids:
                 item = render_claimed(
                     session,

@@ -95,8 +95,11 @@ class Outgoing:
     email: str
     message: EmailMessage
     delivery_ids: list[int]
-    papers: int
     attempts: int = 0  # made so far for these deliveries (the most of any)
+
+    @property
+    def papers(self) -> int:
+        return len(self.delivery_ids)
 
 
 def feed_url(settings: Settings, token: str) -> str:
@@ -129,12 +132,10 @@ def next_digest(
 ) -> tuple[Digest, list[int]] | None:
     """What ``sub``'s next email would hold (``preview``), or None when nothing is pending."""
     assert sub.id is not None
-    pending = store.pending_for(session=session, subscriber_id=sub.id)
+    pending = store.pending_ids(session=session, subscriber_id=sub.id)
     if not pending:
         return None
-    ids, _, shown = store.digest_rows(
-        session=session, delivery_ids=[d.id for d, _ in pending if d.id is not None], limit=limit
-    )
+    ids, _, shown = store.digest_rows(session=session, delivery_ids=pending, limit=limit)
     return _digest(sub, ids, shown, settings=settings, at=at), ids
 
 
@@ -195,7 +196,7 @@ def render_claimed(
     ids, attempts, shown = store.digest_rows(session=session, delivery_ids=delivery_ids, limit=limit)
     digest = _digest(sub, ids, shown, settings=settings, at=at)
     msg = renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
-    return Outgoing(sub.email, msg, ids, len(ids), attempts)
+    return Outgoing(sub.email, msg, ids, attempts)
 
 
 class TokenBucket:

@@ -362,17 +362,6 @@ def parse_query(rule: str) -> Node:
     return _Parser(rule).parse()
 
 
-def leaves(node: Node, positive: bool = True) -> Iterator[tuple[Leaf, bool]]:
-    """Every leaf with its polarity (False under an odd number of NOTs)."""
-    if isinstance(node, Leaf):
-        yield node, positive
-    elif isinstance(node, Not):
-        yield from leaves(node.child, not positive)
-    else:
-        for child in node.children:
-            yield from leaves(child, positive)
-
-
 # ---------------------------------------------------------------- rule sets
 
 
@@ -415,12 +404,6 @@ class RuleSet:
             (query or "").strip(),
             tuple(topics),
         )
-
-    def terms(self) -> Iterator[Term | Pattern]:
-        yield from (leaf.term for leaf in self.keywords)
-        yield from (leaf.term for leaf in self.exclude)
-        if self.query is not None:
-            yield from (leaf.term for leaf, _ in leaves(self.query))
 
 
 # ---------------------------------------------------------------- matching one paper
@@ -566,7 +549,6 @@ class _Compiled:
 
     rules: RuleSet
     keywords: dict[int | Pattern, str]  # term -> as written
-    exclude: list[_CLeaf]
     query: object  # the query as a tree of ("leaf", _CLeaf, text) ("not", t) ("and", ts) ("or", ts)
     positive: set[int | Pattern]  # every term that can make this rule true
     topics: tuple[int, ...]  # indexes into Index.topics
@@ -606,9 +588,8 @@ class Index:
         self._simple_users = self._users(self.subscribers, simple)
         excluders: dict[int, list[int]] = defaultdict(list)
         for i in simple:
-            for ref, _ in self.subscribers[i].exclude:
-                assert isinstance(ref, int)  # a simple rule set holds no regex
-                excluders[ref].append(i)
+            for tid in self.subscribers[i].exclude_ids:  # a simple rule set holds no regex
+                excluders[tid].append(i)
         self._excluders = {tid: tuple(owners) for tid, owners in excluders.items()}
         self._topic_via = [f"topic:{name}" for name in self.topic_names]
         self._singles: dict[tuple[int, bool], tuple[Match, ...]] = {}
@@ -659,32 +640,23 @@ class Index:
         keywords: dict[int | Pattern, str] = {}
         for leaf in rules.keywords:
             keywords.setdefault(self._ref(leaf.term), leaf.text)
-        exclude = [(self._ref(leaf.term), leaf.scope) for leaf in rules.exclude]
+        exclude = [self._ref(leaf.term) for leaf in rules.exclude]
         positive: set[int | Pattern] = set(keywords)
         query = None if rules.query is None else self._tree(rules.query, positive)
-        simple = (
-            query is None
-            and not any(isinstance(ref, Pattern) for ref in keywords)
-            and not any(isinstance(ref, Pattern) for ref, _ in exclude)
-        )
-        topics = tuple(topic_index[name] for name in dict.fromkeys(rules.topics))
-        test = None if query is None else _closure(query)
+        exclude_patterns = tuple(ref for ref in exclude if isinstance(ref, Pattern))
         plain = not any(isinstance(ref, Pattern) for ref in keywords)
-        exclude_ids = frozenset(ref for ref, _ in exclude if isinstance(ref, int))
-        exclude_patterns = tuple(ref for ref, _ in exclude if isinstance(ref, Pattern))
         return _Compiled(
-            rules,
-            keywords,
-            exclude,
-            query,
-            positive,
-            topics,
-            simple,
-            test,
-            plain,
-            exclude_ids,
-            exclude_patterns,
-            None if query is None else _collector(query),
+            rules=rules,
+            keywords=keywords,
+            query=query,
+            positive=positive,
+            topics=tuple(topic_index[name] for name in dict.fromkeys(rules.topics)),
+            simple=query is None and plain and not exclude_patterns,
+            test=None if query is None else _closure(query),
+            plain_keywords=plain,
+            exclude_ids=frozenset(ref for ref in exclude if isinstance(ref, int)),
+            exclude_patterns=exclude_patterns,
+            collect=None if query is None else _collector(query),
         )
 
     @staticmethod
@@ -925,17 +897,24 @@ def _node_lines(index: Index, node: Node, hits: Hits, depth: int, out: list[str]
     return value
 
 
+def _term_lines(index: Index, leaves: Sequence[Leaf], hits: Hits, pad: str, out: list[str]) -> list[Leaf]:
+    """A line per term, hit or missed; returns the terms that hit."""
+    hit = []
+    for leaf in leaves:
+        value, detail = _leaf_line(index, leaf, hits)
+        if value:
+            hit.append(leaf)
+        out.append(f"{pad}  {leaf}: {detail}")
+    return hit
+
+
 def _rule_lines(index: Index, rules: RuleSet, hits: Hits, depth: int, out: list[str]) -> None:
     pad = "  " * depth
     if rules.keywords:
         at = len(out)
         out.append("")
-        values = []
-        for leaf in rules.keywords:
-            value, detail = _leaf_line(index, leaf, hits)
-            values.append(value)
-            out.append(f"{pad}  {leaf}: {detail}")
-        out[at] = f"{pad}keywords (any of): {'match' if any(values) else 'no match'}"
+        found = _term_lines(index, rules.keywords, hits, pad, out)
+        out[at] = f"{pad}keywords (any of): {'match' if found else 'no match'}"
     if rules.query is not None:
         at = len(out)
         out.append("")
@@ -944,15 +923,9 @@ def _rule_lines(index: Index, rules: RuleSet, hits: Hits, depth: int, out: list[
     if rules.exclude:
         at = len(out)
         out.append("")
-        values = []
-        for leaf in rules.exclude:
-            value, detail = _leaf_line(index, leaf, hits)
-            values.append(value)
-            out.append(f"{pad}  {leaf}: {detail}")
-        hit = [str(leaf) for leaf, v in zip(rules.exclude, values, strict=True) if v]
-        out[at] = f"{pad}exclude (none of): " + (
-            f"excluded by {', '.join(hit)}" if hit else "nothing excluded"
-        )
+        found = _term_lines(index, rules.exclude, hits, pad, out)
+        verdict = f"excluded by {', '.join(map(str, found))}" if found else "nothing excluded"
+        out[at] = f"{pad}exclude (none of): {verdict}"
 
 
 def explain(rules: RuleSet, topics: Mapping[str, RuleSet], title: str, abstract: str) -> Explanation:

@@ -430,15 +430,12 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
     return _insert_new(session, Delivery, rows, ["subscriber_id", "paper_id"])
 
 
-def pending_for(*, session: Session, subscriber_id: int) -> list[tuple[Delivery, Paper]]:
-    """A subscriber's pending deliveries with their papers, best matches first."""
-    stmt = (
-        select(Delivery, Paper)
-        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(Delivery.subscriber_id == subscriber_id, col(Delivery.state) == DeliveryState.PENDING)
-        .order_by(col(Delivery.score).desc(), col(Paper.first_seen_at).desc(), col(Paper.id))
+def pending_ids(*, session: Session, subscriber_id: int) -> list[int]:
+    """A subscriber's pending deliveries (what ``preview`` shows next)."""
+    stmt = select(Delivery.id).where(
+        Delivery.subscriber_id == subscriber_id, col(Delivery.state) == DeliveryState.PENDING
     )
-    return [(d, p) for d, p in session.exec(stmt)]
+    return [i for i in session.exec(stmt) if i is not None]
 
 
 def _due(at: datetime) -> Any:

@@ -57,11 +57,14 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
         assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 2
     with store.transaction(engine) as s:
         assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 0
-        pending = store.pending_for(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
-        assert [(p.key, d.terms, d.via) for d, p in pending] == [  # best first
+        pending = store.pending_ids(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
+        ids, attempts, shown = store.digest_rows(session=s, delivery_ids=pending, limit=10)
+        assert sorted(ids) == sorted(pending) and len(ids) == 2 and attempts == 0
+        assert [(p.key, p.terms, p.via) for p in shown] == [  # best first
             ("a", ["x"], ["keywords"]),
             ("b", ["y"], ["topic:t"]),
         ]
+        assert [p.key for p in store.digest_rows(session=s, delivery_ids=pending, limit=1)[2]] == ["a"]
 
 
 def test_claims_leases_retries_and_failure(engine: Engine) -> None:
