@@ -9,9 +9,10 @@ every message) runs in a separate process on 127.0.0.1. A SQLite store is
 filled with ``--emails`` subscribers, each with a few matched papers from the
 sample digests, so each gets one digest email. Then, in this one run:
 
-- raw: every subscriber's email is rendered in advance (untimed), and plain
-  aiosmtplib pushes those ready messages over ``--concurrency`` connections,
-  one shared queue, nothing else. This is the ceiling.
+- raw: every subscriber's email is rendered to bytes in advance (untimed),
+  and plain aiosmtplib (``sendmail``) pushes those ready messages over
+  ``--concurrency`` connections, one shared queue, nothing else. This is the
+  ceiling.
 - paperboy: the real delivery run (``service.outbox.Delivery``) over the
   same number of connections: claiming rows in the store, rendering each
   email from the templates, sending it, and recording the outcome in the
@@ -34,7 +35,6 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,7 @@ import aiosmtplib  # noqa: E402
 from service import store  # noqa: E402
 from service.cycle import App  # noqa: E402
 from service.outbox import Delivery, paper_limits, render_claimed  # noqa: E402
+from service.render import Mail  # noqa: E402
 from service.settings import parse_settings  # noqa: E402
 
 KEYWORDS = ["LLM", "language model", "diffusion", "agent", "reward model", "vision", "benchmark", "reasoning"]
@@ -107,39 +108,46 @@ subscribers:
     return app
 
 
-def prebuilt(app: App) -> list[EmailMessage]:
-    """Every subscriber's email, rendered as the delivery run would render it."""
-    out = []
-    limits = paper_limits(app.settings)
+def prebuilt(app: App) -> list[Mail]:
+    """Every subscriber's email, rendered as the delivery run renders it: claim a chunk,
+    render it, give it back."""
     at = datetime.now(UTC)
-    with store.reading(app.engine) as session:
-        for sub in store.active_subscribers(session=session).values():
-            assert sub.id is not None
-            ids = store.pending_ids(session=session, subscriber_id=sub.id)
-            if ids:
-                item = render_claimed(
-                    session,
-                    sub,
-                    ids,
-                    renderer=app.renderer,
-                    settings=app.settings,
-                    limit=limits[sub.email],
-                    at=at,
-                )
-                out.append(item.message)
-    return out
+    worker, after, out = "bench-prebuild", 0, []
+    while True:
+        with store.transaction(app.engine) as session:
+            claimed, _ = store.claim_due(
+                session=session, at=at, lease_until=at, worker=worker, max_subscribers=500, after=after
+            )
+        if not claimed:
+            return [item.mail for item in out]
+        after = max(claimed)
+        with store.reading(app.engine) as session:
+            subscribers = store.subscribers_by_id(session=session, ids=list(claimed))
+            out += render_claimed(
+                session,
+                subscribers,
+                worker=worker,
+                renderer=app.renderer,
+                settings=app.settings,
+                limits=paper_limits(app.settings),
+                at=at,
+            )
+        with store.transaction(app.engine) as session:
+            ids = [i for group in claimed.values() for i in group]
+            store.release(session=session, delivery_ids=ids, worker=worker)
 
 
-async def raw_send(messages: list[EmailMessage], port: int, concurrency: int) -> None:
-    queue: asyncio.Queue[EmailMessage] = asyncio.Queue()
-    for msg in messages:
-        queue.put_nowait(msg)
+async def raw_send(mails: list[Mail], port: int, concurrency: int) -> None:
+    queue: asyncio.Queue[Mail] = asyncio.Queue()
+    for mail in mails:
+        queue.put_nowait(mail)
 
     async def worker() -> None:
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=30)
         await client.connect()
         while not queue.empty():
-            await client.send_message(queue.get_nowait(), sender="papers@example.org")
+            mail = queue.get_nowait()
+            await client.sendmail("papers@example.org", [mail.to], mail.data)
         await client.quit()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -157,7 +165,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             app = build_app(Path(tmp), port, args.emails, args.concurrency, random.Random(args.seed))
             messages = prebuilt(app)
-            size = sum(len(m.as_bytes()) for m in messages) / len(messages)
+            size = sum(len(m.data) for m in messages) / len(messages)
             cpu = platform.processor() or platform.machine()
             python = f"Python {platform.python_version()}, {platform.system()}"
             print(f"machine:  {cpu}, {os.cpu_count()} cores, {python}")

@@ -177,11 +177,11 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     if found is None:
         print(f"nothing pending for {args.email}: no email would be sent", file=sys.stderr)
         return OK
-    msg = app.renderer.message(found[0], sender=settings.email.from_, list_id=list_id(settings.email.from_))
+    mail = app.renderer.message(found[0], sender=settings.email.from_, list_id=list_id(settings.email.from_))
     if args.format == "eml":
-        data = msg.as_bytes()
+        data = mail.data
     else:
-        part = msg.get_body(("plain",) if args.format == "text" else ("html",))
+        part = mail.parse().get_body(("plain",) if args.format == "text" else ("html",))
         assert part is not None
         data = str(part.get_content()).encode()
     if args.output:

@@ -21,13 +21,13 @@ import asyncio
 import mailbox
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
+from .render import Mail
 from .settings import Smtp
 
 
@@ -39,7 +39,7 @@ class SendError(Exception):
 
 
 class Connection(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, mail: Mail) -> None: ...
 
 
 class Transport(Protocol):
@@ -59,9 +59,9 @@ class _MaildirConnection:
     def __init__(self, box: mailbox.Maildir) -> None:
         self.box = box
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: Mail) -> None:
         try:
-            self.box.add(message)
+            self.box.add(mail.data)
         except OSError as exc:
             raise SendError(f"cannot write to the maildir: {exc}", temporary=True, network=True) from exc
 
@@ -107,11 +107,12 @@ class _SmtpConnection:
         self.client = client
         self.envelope_from = envelope_from
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: Mail) -> None:
         try:
             if not self.client.is_connected:
                 await self.client.connect()
-            await self.client.send_message(message, sender=self.envelope_from)
+            options = ["SMTPUTF8"] if mail.smtputf8 or not self.envelope_from.isascii() else None
+            await self.client.sendmail(self.envelope_from, [mail.to], mail.data, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             reasons = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)

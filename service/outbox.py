@@ -43,7 +43,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from email.utils import parseaddr
 
 from sqlalchemy import Engine
@@ -52,7 +51,7 @@ from sqlmodel import Session
 from . import store
 from .log import event
 from .mailer import SendError, Transport
-from .render import Digest, PaperView, Renderer, list_id, message_id, paper_link
+from .render import Digest, Mail, PaperView, Renderer, list_id, message_id, paper_link
 from .rules import Index
 from .settings import Settings
 
@@ -93,7 +92,7 @@ class Outgoing:
     """A rendered digest email and the deliveries it carries."""
 
     email: str
-    message: EmailMessage
+    mail: Mail
     delivery_ids: list[int]
     attempts: int = 0  # made so far for these deliveries (the most of any)
 
@@ -132,40 +131,46 @@ def next_digest(
 ) -> tuple[Digest, list[int]] | None:
     """What ``sub``'s next email would hold (``preview``), or None when nothing is pending."""
     assert sub.id is not None
-    pending = store.pending_ids(session=session, subscriber_id=sub.id)
-    if not pending:
+    rows = store.outbox_rows(session=session, subscriber_ids=[sub.id]).get(sub.id)
+    if not rows:
         return None
-    ids, _, shown = store.digest_rows(session=session, delivery_ids=pending, limit=limit)
-    return _digest(sub, ids, shown, settings=settings, at=at), ids
+    shown = store.best_first(rows, limit)
+    papers = store.paper_texts(session=session, paper_ids={r.paper_id for r in shown})
+    return _digest(sub, rows, shown, papers, settings=settings, at=at), [r.id for r in rows]
 
 
 def _digest(
     sub: store.Subscriber,
-    ids: list[int],
-    shown: list[store.ShownPaper],
+    rows: list[store.OutboxRow],
+    shown: list[store.OutboxRow],
+    papers: dict[int, tuple[str, str, str]],
     *,
     settings: Settings,
     at: datetime,
 ) -> Digest:
-    views = [
-        PaperView.build(
-            title=paper.title,
-            abstract=paper.abstract,
-            link=paper_link(settings.email.paper_link, title=paper.title, key=paper.key),
-            terms=paper.terms,
-            score=paper.score,
-            via=paper.via,
+    views = []
+    for row in shown:
+        title, abstract, key = papers[row.paper_id]
+        views.append(
+            PaperView.build(
+                title=title,
+                abstract=abstract,
+                link=paper_link(settings.email.paper_link, title=title, key=key),
+                terms=row.terms,
+                score=row.score,
+                via=row.via,
+            )
         )
-        for paper in shown
-    ]
     return Digest(
         to_email=sub.email,
         to_name=sub.name,
         papers=views,
-        more=len(ids) - len(shown),
+        more=len(rows) - len(shown),
         feed_url=feed_url(settings, sub.token),
         unsubscribe=unsubscribe_urls(settings, sub.token),
-        message_id=message_id(sender=settings.email.from_, token=sub.token, delivery_ids=ids),
+        message_id=message_id(
+            sender=settings.email.from_, token=sub.token, delivery_ids=[r.id for r in rows]
+        ),
         date=at,
     )
 
@@ -184,19 +189,30 @@ def retry_delay(attempt: int, *, first: float, cap: float, rng: random.Random) -
 
 def render_claimed(
     session: Session,
-    sub: store.Subscriber,
-    delivery_ids: list[int],
+    subscribers: dict[int, store.Subscriber],
     *,
+    worker: str,
     renderer: Renderer,
     settings: Settings,
-    limit: int,
+    limits: dict[str, int],
     at: datetime,
-) -> Outgoing:
-    """The email carrying the claimed deliveries of ``sub``."""
-    ids, attempts, shown = store.digest_rows(session=session, delivery_ids=delivery_ids, limit=limit)
-    digest = _digest(sub, ids, shown, settings=settings, at=at)
-    msg = renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
-    return Outgoing(sub.email, msg, ids, attempts)
+) -> list[Outgoing]:
+    """The emails carrying what ``worker`` claimed for ``subscribers`` (by id): three
+    queries for the whole chunk, whatever its size."""
+    rows = store.outbox_rows(session=session, subscriber_ids=list(subscribers), claimed_by=worker)
+    shown = {
+        sid: store.best_first(r, limits.get(subscribers[sid].email, settings.email.max_papers))
+        for sid, r in rows.items()
+    }
+    papers = store.paper_texts(session=session, paper_ids={r.paper_id for s in shown.values() for r in s})
+    sender, lid = settings.email.from_, list_id(settings.email.from_)
+    out = []
+    for sid, claimed in rows.items():
+        sub = subscribers[sid]
+        digest = _digest(sub, claimed, shown[sid], papers, settings=settings, at=at)
+        mail = renderer.message(digest, sender=sender, list_id=lid)
+        out.append(Outgoing(sub.email, mail, [r.id for r in claimed], max(r.attempts for r in claimed)))
+    return out
 
 
 class TokenBucket:
@@ -299,18 +315,17 @@ class Delivery:
         return report
 
     def _render(self, claimed: dict[int, list[int]], limits: dict[str, int], at: datetime) -> list[Outgoing]:
-        out = []
         with store.reading(self.engine) as session:
-            for subscriber_id, ids in claimed.items():
-                sub = session.get(store.Subscriber, subscriber_id)
-                assert sub is not None
-                limit = limits.get(sub.email, self.settings.email.max_papers)
-                out.append(
-                    render_claimed(
-                        session, sub, ids, renderer=self.renderer, settings=self.settings, limit=limit, at=at
-                    )
-                )
-        return out
+            subscribers = store.subscribers_by_id(session=session, ids=list(claimed))
+            return render_claimed(
+                session,
+                subscribers,
+                worker=self.worker,
+                renderer=self.renderer,
+                settings=self.settings,
+                limits=limits,
+                at=at,
+            )
 
     async def _send_all(
         self, outgoing: list[Outgoing], *, workers: int, bucket: TokenBucket, report: DeliveryReport
@@ -329,7 +344,7 @@ class Delivery:
                     item = queue.get_nowait()
                     await bucket.take()
                     try:
-                        await connection.send(item.message)
+                        await connection.send(item.mail)
                     except SendError as exc:
                         self._failed(item, exc, report)
                         if exc.network:
@@ -363,7 +378,7 @@ class Delivery:
                 session=conn,
                 delivery_ids=item.delivery_ids,
                 at=self.clock(),
-                message_id=str(item.message["Message-ID"]),
+                message_id=item.mail.message_id,
                 worker=self.worker,
             )
         if mine < len(item.delivery_ids):  # our lease ran out and another process took over
@@ -376,7 +391,7 @@ class Delivery:
             )
         report.emails += 1
         report.papers += item.papers
-        event(log, "deliver.sent", to=item.email, papers=item.papers, message_id=item.message["Message-ID"])
+        event(log, "deliver.sent", to=item.email, papers=item.papers, message_id=item.mail.message_id)
 
     def _failed(self, item: Outgoing, exc: SendError, report: DeliveryReport) -> None:
         email = self.settings.email

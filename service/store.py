@@ -395,6 +395,10 @@ def active_subscribers(*, session: Session) -> dict[str, Subscriber]:
     return {s.email: s for s in session.exec(stmt)}
 
 
+def subscribers_by_id(*, session: Session, ids: Sequence[int]) -> dict[int, Subscriber]:
+    return {s.id: s for s in session.exec(select(Subscriber).where(col(Subscriber.id).in_(ids))) if s.id}
+
+
 def subscriber_by_email(*, session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
 
@@ -428,14 +432,6 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
         for d in deliveries
     ]
     return _insert_new(session, Delivery, rows, ["subscriber_id", "paper_id"])
-
-
-def pending_ids(*, session: Session, subscriber_id: int) -> list[int]:
-    """A subscriber's pending deliveries (what ``preview`` shows next)."""
-    stmt = select(Delivery.id).where(
-        Delivery.subscriber_id == subscriber_id, col(Delivery.state) == DeliveryState.PENDING
-    )
-    return [i for i in session.exec(stmt) if i is not None]
 
 
 def _due(at: datetime) -> Any:
@@ -502,46 +498,63 @@ def claim_due(
 
 
 @dataclass(frozen=True, slots=True)
-class ShownPaper:
-    """A paper as a digest email shows it."""
+class OutboxRow:
+    """A delivery on its way into an email."""
 
-    title: str
-    abstract: str
-    key: str
-    terms: list[str]
+    id: int
+    paper_id: int
+    attempts: int
     score: int
+    terms: list[str]
     via: list[str]
+    first_seen_at: datetime
 
 
-def digest_rows(
-    *, session: Session, delivery_ids: Sequence[int], limit: int
-) -> tuple[list[int], int, list[ShownPaper]]:
-    """For an email carrying ``delivery_ids``: their ids, the most attempts any has had,
-    and the ``limit`` best of their papers (best matches first, then the newest)."""
-    counted = session.execute(
-        sa_select(col(Delivery.id), col(Delivery.attempts))
-        .where(col(Delivery.id).in_(delivery_ids))
-        .order_by(col(Delivery.id))
-    ).all()
-    shown = session.execute(
+def outbox_rows(
+    *, session: Session, subscriber_ids: Sequence[int], claimed_by: str | None = None
+) -> dict[int, list[OutboxRow]]:
+    """What the next emails of ``subscriber_ids`` carry, by subscriber, in one query: the
+    rows ``claimed_by`` that worker (``sending``), or, with None, the pending ones (``preview``)."""
+    mine = (
+        and_(col(Delivery.state) == DeliveryState.SENDING, col(Delivery.claimed_by) == claimed_by)
+        if claimed_by
+        else col(Delivery.state) == DeliveryState.PENDING
+    )
+    stmt = (
         sa_select(
-            col(Paper.title),
-            col(Paper.abstract),
-            col(Paper.key),
-            col(Delivery.terms),
+            col(Delivery.subscriber_id),
+            col(Delivery.id),
+            col(Delivery.paper_id),
+            col(Delivery.attempts),
             col(Delivery.score),
+            col(Delivery.terms),
             col(Delivery.via),
+            col(Paper.first_seen_at),
         )
         .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(col(Delivery.id).in_(delivery_ids))
-        .order_by(col(Delivery.score).desc(), col(Paper.first_seen_at).desc(), col(Paper.id))
-        .limit(limit)
-    ).all()
-    return (
-        [int(i) for i, _ in counted],
-        max((int(a) for _, a in counted), default=0),
-        [ShownPaper(*row) for row in shown],
+        .where(col(Delivery.subscriber_id).in_(subscriber_ids), mine)
+        .order_by(col(Delivery.id))
     )
+    out: dict[int, list[OutboxRow]] = {}
+    for subscriber_id, *row in session.execute(stmt):
+        out.setdefault(subscriber_id, []).append(OutboxRow(*row))
+    return out
+
+
+def best_first(rows: Iterable[OutboxRow], limit: int) -> list[OutboxRow]:
+    """The ``limit`` rows an email shows: best matches first, then the newest papers."""
+    ordered = sorted(rows, key=lambda r: r.paper_id)
+    ordered.sort(key=lambda r: r.first_seen_at, reverse=True)  # stable: ties keep the paper order
+    ordered.sort(key=lambda r: r.score, reverse=True)
+    return ordered[:limit]
+
+
+def paper_texts(*, session: Session, paper_ids: Iterable[int]) -> dict[int, tuple[str, str, str]]:
+    """(title, abstract, key) of each paper, by id."""
+    stmt = sa_select(col(Paper.id), col(Paper.title), col(Paper.abstract), col(Paper.key)).where(
+        col(Paper.id).in_(list(paper_ids))
+    )
+    return {int(i): (title, abstract, key) for i, title, abstract, key in session.execute(stmt)}
 
 
 def _mine(delivery_ids: Sequence[int], worker: str) -> Any:

@@ -12,6 +12,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from service.mailer import SendError, SmtpTransport
+from service.render import Mail
 from service.settings import Smtp
 from tests.conftest import Sink, free_port
 
@@ -88,7 +89,7 @@ def message() -> EmailMessage:
 async def send(config: Smtp, count: int = 2) -> None:
     async with SmtpTransport(config, sender="paperboy <papers@example.org>").connect() as conn:
         for _ in range(count):
-            await conn.send(message())
+            await conn.send(Mail.of(message()))
 
 
 def test_starttls_is_used_when_offered_and_login_works(starttls_server: tuple[Sink, int]) -> None:
@@ -123,3 +124,38 @@ def test_an_untrusted_certificate_is_refused_by_default(starttls_server: tuple[S
     _, port = starttls_server
     with pytest.raises(SendError, match="network"):
         asyncio.run(send(Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret"), count=1))
+
+
+def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
+    """RFC 6531: a digest to jürgen@… goes with SMTPUTF8 and arrives with the address intact."""
+    from service.render import Digest, PaperView, Renderer, list_id, templates_path
+    from tests.conftest import FIXED_NOW
+
+    sink, port = Sink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        digest = Digest(
+            to_email="jürgen@example.org",
+            to_name="Jürgen",
+            papers=[PaperView.build(title="Grüße", abstract="A.", link="https://x.org/p", terms=[], score=1)],
+            more=0,
+            feed_url="https://x.org/feeds/u/T.atom",
+            unsubscribe=[],
+            message_id="<m@example.org>",
+            date=FIXED_NOW,
+        )
+        mail = Renderer(templates_path()).message(digest, sender="papers@example.org", list_id=list_id("x"))
+        assert mail.smtputf8
+        config = Smtp(host="127.0.0.1", port=port, starttls=False)
+
+        async def go() -> None:
+            async with SmtpTransport(config, sender="papers@example.org").connect() as conn:
+                await conn.send(mail)
+
+        asyncio.run(go())
+    finally:
+        controller.stop()
+    assert sink.envelopes == [("papers@example.org", ["jürgen@example.org"])]
+    assert len(sink.messages) == 1
+    assert "To: Jürgen <jürgen@example.org>\n" in mail.data.decode()  # UTF-8 as is, not encoded-words

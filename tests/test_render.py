@@ -4,7 +4,6 @@ Regenerate after an intended change: PAPERBOY_REGEN_GOLDEN=1 pytest tests/test_r
 """
 
 import os
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import feedparser
@@ -72,8 +71,7 @@ DIGEST = Digest(
 
 @pytest.fixture
 def message():  # type: ignore[no-untyped-def]
-    msg = Renderer(templates_path()).message(DIGEST, sender=SENDER, list_id=list_id(SENDER))
-    return message_from_bytes(msg.as_bytes(), policy=policy.default)
+    return Renderer(templates_path()).message(DIGEST, sender=SENDER, list_id=list_id(SENDER)).parse()
 
 
 def test_email_headers(message) -> None:  # type: ignore[no-untyped-def]

@@ -47,24 +47,33 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
     with store.transaction(engine) as s:
         subs = store.sync_subscribers(session=s, people=[("Ann@X.org", "Ann")], at=FIXED_NOW)
         store.add_papers(session=s, papers=[paper("a"), paper("b")], at=FIXED_NOW)
+        store.add_papers(session=s, papers=[paper("c")], at=FIXED_NOW + timedelta(hours=1))
     ann = subs["ann@x.org"]
+    assert ann.id is not None
     with store.transaction(engine) as s:
         ids = {p.key: p.id for p in s.exec(select(store.Paper))}
         rows = [
             store.NewDelivery(ann.id, ids["a"], 2, ["x"], ["keywords"]),  # type: ignore[arg-type]
             store.NewDelivery(ann.id, ids["b"], 1, ["y"], ["topic:t"]),  # type: ignore[arg-type]
+            store.NewDelivery(ann.id, ids["c"], 1, ["z"], ["query"]),  # type: ignore[arg-type]
         ]
-        assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 2
+        assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 3
     with store.transaction(engine) as s:
         assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 0
-        pending = store.pending_ids(session=s, subscriber_id=ann.id)  # type: ignore[arg-type]
-        ids, attempts, shown = store.digest_rows(session=s, delivery_ids=pending, limit=10)
-        assert sorted(ids) == sorted(pending) and len(ids) == 2 and attempts == 0
-        assert [(p.key, p.terms, p.via) for p in shown] == [  # best first
+        pending = store.outbox_rows(session=s, subscriber_ids=[ann.id])
+        assert list(pending) == [ann.id] and len(pending[ann.id]) == 3
+        assert [r.attempts for r in pending[ann.id]] == [0, 0, 0]
+        shown = store.best_first(pending[ann.id], 10)
+        texts = store.paper_texts(session=s, paper_ids=[r.paper_id for r in shown])
+        # best first; among equals the newest paper first
+        assert [(texts[r.paper_id][2], r.terms, r.via) for r in shown] == [
             ("a", ["x"], ["keywords"]),
+            ("c", ["z"], ["query"]),
             ("b", ["y"], ["topic:t"]),
         ]
-        assert [p.key for p in store.digest_rows(session=s, delivery_ids=pending, limit=1)[2]] == ["a"]
+        assert [texts[r.paper_id][2] for r in store.best_first(pending[ann.id], 1)] == ["a"]
+        # nothing is claimed yet, so a worker's claimed rows are none
+        assert store.outbox_rows(session=s, subscriber_ids=[ann.id], claimed_by="w1") == {}
 
 
 def test_claims_leases_retries_and_failure(engine: Engine) -> None:
