@@ -22,6 +22,7 @@ from .rules import RuleError, explain
 from .scheduler import Service
 from .settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from .text import paper_key
+from .web import Server
 
 log = logging.getLogger("paperboy")
 
@@ -79,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("email", metavar="EMAIL")
     explain.add_argument("paper", metavar="TITLE", help="the paper's title, or enough of it to be unique")
 
+    sub.add_parser("serve", help="only the web server: feeds, unsubscribe, status page (no scheduling)")
+
+    resub = sub.add_parser("resubscribe", help="undo a subscriber's one-click unsubscribe")
+    resub.add_argument("email", metavar="EMAIL")
+
     status = sub.add_parser("status", help="papers, files and deliveries in the store")
     status.add_argument("--json", action="store_true", help="one JSON object")
     return p
@@ -116,7 +122,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         led = Service(args.config, settings, lambda s, stop: _app(s, stop=stop)).run()
         return OK if led else FAILURE
     app = _app(settings)
-    report = app.cycle()
+    report = app.run_job("cycle", send=True)
+    assert report is not None  # run_job returns a report or raises
     new = sum(f.new_papers for f in report.files)
     event(
         log,
@@ -160,7 +167,29 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         f"{index.size} distinct terms, "
         f"delivery by {where}, inbox {settings.inbox}, templates {app.renderer.templates}"
     )
+    http = settings.http
+    print(f"http: {f'{http.host}:{http.port}, public at {http.url}' if http.enabled else 'off'}")
+    for line in _opted_out_lines(app):
+        print(line)
     return OK
+
+
+def _opted_out_lines(app: App) -> list[str]:
+    """The one-click opt-outs the store holds (they win over the configuration), if there is a store."""
+    url = app.engine.url
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+        return []  # no store yet; check creates none
+    try:
+        if store.schema_revision(app.engine) is None:
+            return []
+        with store.reading(app.engine) as session:
+            out = store.opted_out(session=session)
+    except Exception as exc:  # check validates the configuration; an unreachable store is only noted
+        return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
+    return [
+        f"unsubscribed: {s.email} since {s.unsubscribed_at:%Y-%m-%d} (undo: paperboy resubscribe {s.email})"
+        for s in out
+    ]
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
@@ -246,17 +275,48 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with store.reading(engine) as session:
         counts = store.counts(session=session)
         counts["failures"] = store.failures(session=session)
+        counts["unsubscribed_emails"] = [
+            {"email": s.email, "at": s.unsubscribed_at.isoformat() if s.unsubscribed_at else None}
+            for s in store.opted_out(session=session)
+        ]
     if args.json:
         print(json.dumps(counts, sort_keys=True))
     else:
         d = counts["deliveries"]
         print(
             f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}), files {counts['files']}, "
-            f"subscribers {counts['subscribers']}, deliveries pending {d['pending']} sending {d['sending']} "
-            f"sent {d['sent']} failed {d['failed']}, last ingest {counts['last_ingest'] or 'never'}"
+            f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}), "
+            f"deliveries pending {d['pending']} sending {d['sending']} sent {d['sent']} failed {d['failed']} "
+            f"cancelled {d['cancelled']}, last ingest {counts['last_ingest'] or 'never'}"
         )
         for f in counts["failures"]:
             print(f"failed: {f['email']}: {f['papers']} papers after {f['attempts']} attempts: {f['reason']}")
+        for u in counts["unsubscribed_emails"]:
+            print(f"unsubscribed: {u['email']} since {u['at']} (undo: paperboy resubscribe {u['email']})")
+    return OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    app = _app(settings)
+    app.prepare_store()
+    Server(lambda: app, host=settings.http.host, port=settings.http.port).serve()
+    return OK
+
+
+def cmd_resubscribe(args: argparse.Namespace, settings: Settings) -> int:
+    if not any(s.email.lower() == args.email.lower() for s in settings.subscribers):
+        raise UsageError(f"{args.email} is not a subscriber in {args.config}")
+    app = _app(settings)
+    app.prepare_store()
+    with store.transaction(app.engine) as session:
+        before = store.subscriber_by_email(session=session, email=args.email)
+        was_out = before is not None and before.unsubscribed_at is not None
+        store.resubscribe(session=session, email=args.email)
+    if was_out:
+        event(log, "subscriber.resubscribed", email=args.email.lower())
+        print(f"{args.email} receives digests again (new papers from now on)")
+    else:
+        print(f"{args.email} had not unsubscribed; nothing changed")
     return OK
 
 
@@ -278,6 +338,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS = {
     "db": cmd_db,
+    "serve": cmd_serve,
+    "resubscribe": cmd_resubscribe,
     "explain": cmd_explain,
     "run": cmd_run,
     "ingest": cmd_ingest,

@@ -189,6 +189,7 @@ class App:
                 ]
                 name = f"{cfg.title}: papers for {sub.name or 'you'}"
                 jobs.append((feeds.FeedSpec(f"u/{sub.token}", name, "Papers matching your keywords"), items))
+        assert cfg.base_url is not None  # Settings fills it in
         for spec, items in jobs:
             files = feeds.render(
                 spec, items, base_url=cfg.base_url, link_template=self.settings.email.paper_link
@@ -201,6 +202,29 @@ class App:
         return changed
 
     # ------------------------------------------------------------ the whole run
+
+    def run_job(self, job: str, *, send: bool) -> CycleReport | None:
+        """``cycle`` as a recorded job (``poll``, ``deliver``, ``cycle``): its time and outcome
+        go to the store for /healthz, /metrics and the status page. None when it raised."""
+        started, t0 = self.clock(), time.monotonic()
+        report: CycleReport | None = None
+        try:
+            report = self.cycle(send=send)
+            return report
+        finally:
+            run = store.JobRun(
+                job=job,
+                started_at=started,
+                seconds=time.monotonic() - t0,
+                ok=report is not None and report.ok,
+                papers=sum(f.new_papers for f in report.files) if report else 0,
+                emails=report.delivery.emails if report else 0,
+            )
+            try:
+                with store.transaction(self.engine) as session:
+                    store.record_run(session=session, run=run)
+            except Exception as exc:  # the store is away: the job's own outcome matters more
+                event(log, "job.unrecorded", level=logging.WARNING, job=job, reason=str(exc))
 
     def cycle(self, *, send: bool = True) -> CycleReport:
         report = CycleReport()

@@ -76,7 +76,7 @@ def match_new(engine: Engine, index: Index, *, at: datetime) -> tuple[int, int]:
                 result = index.match(paper.title, paper.abstract)
                 for m in result.subscribers:
                     sub = active.get(m.owner)
-                    if sub is not None and sub.id is not None:
+                    if sub is not None and sub.id is not None and sub.unsubscribed_at is None:
                         rows.append(store.NewDelivery(sub.id, paper.id, m.score, list(m.terms), list(m.via)))
                 topic_rows.extend(
                     store.NewTopicPaper(m.owner, paper.id, m.score, list(m.terms)) for m in result.topics

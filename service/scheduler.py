@@ -14,7 +14,10 @@ configuration keeps running. SIGTERM and SIGINT let the current step finish
 
 Only one process schedules per database (:mod:`service.leader`); another
 ``paperboy run`` on the same database waits in standby and takes over when
-the leader stops.
+the leader stops. The leader also serves HTTP (:mod:`service.web`) on a
+thread of its own unless ``http.enabled`` is false; a port that cannot be
+opened stops the process with exit code 1. ``http.*`` changes take effect at
+the next start.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .cycle import App
 from .leader import Leader, leader_for
 from .log import event
 from .settings import Settings, load_settings
+from .web import Server
 
 log = logging.getLogger("paperboy.scheduler")
 
@@ -123,17 +127,7 @@ class Service:
         self.reload_if_changed()
         app = self.app
         try:
-            if kind == "poll":
-                app.prepare_store()
-                app.poll_inbox()
-                app.match()
-                app.write_feeds()
-            elif kind == "deliver":
-                app.prepare_store()
-                app.poll_inbox()
-                app.match()
-                app.deliver()
-                app.write_feeds()
+            app.run_job(kind, send=kind == "deliver")
         except Exception as exc:  # a failed run is logged and tried again next time
             event(log, f"{kind}.failed", level=logging.ERROR, reason=f"{type(exc).__name__}: {exc}")
             log.debug("traceback", exc_info=True)
@@ -149,6 +143,11 @@ class Service:
             event(log, "service.stopped")
             return True
         lost = False
+        try:
+            http = self._start_http()
+        except OSError:
+            leader.release()
+            return False
         try:
             self._schedule_jobs()
             self.scheduler.add_job(self._job, args=["poll"], id="first-poll", name="first poll")
@@ -176,9 +175,28 @@ class Service:
                 self.reload_if_changed_between_jobs()
             self.scheduler.shutdown(wait=True)  # the current step finishes first
         finally:
+            if http:
+                http.stop()
             leader.release()
         event(log, "service.stopped")
         return not lost
+
+    def _start_http(self) -> Server | None:
+        """The web server on its thread (None when ``http.enabled`` is off); OSError when it cannot listen."""
+        cfg = self.app.settings.http
+        if not cfg.enabled:
+            return None
+        server = Server(lambda: self.app, host=cfg.host, port=cfg.port)
+        if not server.start():
+            event(
+                log,
+                "http.failed",
+                level=logging.ERROR,
+                address=f"{cfg.host}:{cfg.port}",
+                hint="is the port taken? set http.port, or http.enabled: false",
+            )
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
+        return server
 
     def _lead(self, leader: Leader) -> bool:
         """Take the leader lock, waiting in standby while another process holds it."""

@@ -159,9 +159,35 @@ class Email(_Model):
         return value
 
 
+class Http(_Model):
+    """The web server inside ``paperboy run`` (and ``paperboy serve``): feeds, unsubscribe, status page."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = None  # how readers reach it; default http://localhost:<port>/
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def url(self) -> str:
+        """The public address, ending in ``/``."""
+        if self.public_url:
+            return self.public_url
+        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::", "::1", "") else self.host
+        return f"http://{host}:{self.port}/"
+
+
 class Feeds(_Model):
     dir: Path = Path("var/feeds")
-    base_url: str = "http://localhost:8080/feeds/"
+    base_url: str | None = None  # where readers fetch the feeds; default <http.public_url>feeds/
     max_entries: int = Field(default=200, ge=1)
     title: str = "paperboy"
 
@@ -172,8 +198,8 @@ class Feeds(_Model):
 
     @field_validator("base_url")
     @classmethod
-    def _slash(cls, value: str) -> str:
-        return value if value.endswith("/") else value + "/"
+    def _slash(cls, value: str | None) -> str | None:
+        return value if value is None or value.endswith("/") else value + "/"
 
 
 class At(ValueError):
@@ -246,8 +272,21 @@ class Settings(_Model):
     schedule: Schedule = Field(default_factory=dict)  # type: ignore[assignment]
     email: Email = Field(default_factory=dict)  # type: ignore[assignment]
     feeds: Feeds = Field(default_factory=dict)  # type: ignore[assignment]
+    http: Http = Field(default_factory=dict)  # type: ignore[assignment]
     topics: dict[str, Topic] = {}
     subscribers: list[Subscriber] = []
+
+    @model_validator(mode="after")
+    def _served_urls(self) -> Settings:
+        """Feed and unsubscribe URLs not set point at the built-in web server."""
+        feeds, email = self.feeds, self.email
+        if feeds.base_url is None:
+            feeds = feeds.model_copy(update={"base_url": self.http.url + "feeds/"})
+        if email.unsubscribe_url is None and self.http.enabled:
+            email = email.model_copy(update={"unsubscribe_url": self.http.url + "unsubscribe/{token}"})
+        if feeds is self.feeds and email is self.email:
+            return self
+        return self.model_copy(update={"feeds": feeds, "email": email})
 
     @field_validator("inbox", "templates_dir")
     @classmethod

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     case,
+    delete,
     event,
     func,
     inspect,
@@ -110,6 +111,8 @@ class Subscriber(SQLModel, table=True):
     token: str = Field(unique=True, index=True)  # private feed URLs, unsubscribe
     active: bool = True  # False once the subscriber left the configuration
     created_at: datetime = _ts()
+    # Set by one-click unsubscribe; wins over the configuration until ``paperboy resubscribe``.
+    unsubscribed_at: datetime | None = _ts(nullable=True)
 
 
 class DeliveryState:
@@ -124,7 +127,8 @@ class DeliveryState:
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
-    ALL = (PENDING, SENDING, SENT, FAILED)
+    CANCELLED = "cancelled"  # the subscriber unsubscribed before it went out
+    ALL = (PENDING, SENDING, SENT, FAILED, CANCELLED)
 
 
 class Delivery(SQLModel, table=True):
@@ -395,6 +399,47 @@ def active_subscribers(*, session: Session) -> dict[str, Subscriber]:
     return {s.email: s for s in session.exec(stmt)}
 
 
+def subscriber_by_token(*, session: Session, token: str) -> Subscriber | None:
+    return session.exec(select(Subscriber).where(Subscriber.token == token)).first()
+
+
+def unsubscribe(*, session: Session, token: str, at: datetime) -> Subscriber | None:
+    """One-click unsubscribe: record the opt-out (once) and cancel what is still pending.
+
+    Returns the subscriber, or None for a token that belongs to no one.
+    """
+    sub = subscriber_by_token(session=session, token=token)
+    if sub is None:
+        return None
+    if sub.unsubscribed_at is None:
+        sub.unsubscribed_at = at
+        session.add(sub)
+        session.execute(
+            update(Delivery)
+            .where(col(Delivery.subscriber_id) == sub.id, col(Delivery.state) == DeliveryState.PENDING)
+            .values(state=DeliveryState.CANCELLED, last_error="unsubscribed", next_attempt_at=None)
+        )
+        session.flush()
+    return sub
+
+
+def resubscribe(*, session: Session, email: str) -> Subscriber | None:
+    """The operator's undo of an opt-out: the subscriber receives new papers again."""
+    sub = subscriber_by_email(session=session, email=email)
+    if sub is not None and sub.unsubscribed_at is not None:
+        sub.unsubscribed_at = None
+        session.add(sub)
+        session.flush()
+    return sub
+
+
+def opted_out(*, session: Session) -> list[Subscriber]:
+    stmt = (
+        select(Subscriber).where(col(Subscriber.unsubscribed_at).is_not(None)).order_by(col(Subscriber.email))
+    )
+    return list(session.exec(stmt))
+
+
 def subscribers_by_id(*, session: Session, ids: Sequence[int]) -> dict[int, Subscriber]:
     return {s.id: s for s in session.exec(select(Subscriber).where(col(Subscriber.id).in_(ids))) if s.id}
 
@@ -467,7 +512,12 @@ def claim_due(
         session.exec(
             select(Delivery.subscriber_id)
             .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
-            .where(_due(at), Subscriber.active == True, col(Delivery.subscriber_id) > after)  # noqa: E712
+            .where(
+                _due(at),
+                Subscriber.active == True,  # noqa: E712
+                col(Subscriber.unsubscribed_at).is_(None),
+                col(Delivery.subscriber_id) > after,
+            )
             .group_by(col(Delivery.subscriber_id))
             .order_by(col(Delivery.subscriber_id))
             .limit(max_subscribers)
@@ -712,6 +762,11 @@ def counts(*, session: Session) -> dict[str, Any]:
     subscribers = session.exec(
         select(func.count()).select_from(Subscriber).where(Subscriber.active == True)  # noqa: E712
     ).one()
+    unsubscribed = session.exec(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(Subscriber.active == True, col(Subscriber.unsubscribed_at).is_not(None))  # noqa: E712
+    ).one()
     unmatched = session.exec(
         select(func.count()).select_from(Paper).where(col(Paper.matched_at).is_(None))
     ).one()
@@ -720,7 +775,64 @@ def counts(*, session: Session) -> dict[str, Any]:
         "papers": int(papers),
         "files": int(files),
         "subscribers": int(subscribers),
+        "unsubscribed": int(unsubscribed),
         "unmatched_papers": int(unmatched),
         "deliveries": by_state,
         "last_ingest": last.isoformat() if isinstance(last, datetime) else None,
     }
+
+
+# ---------------------------------------------------------------- job runs
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a job (``poll``, ``deliver``, ``cycle``): for /healthz, /metrics and the status page."""
+
+    __tablename__ = "job_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    job: str
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    seconds: float
+    ok: bool
+    papers: int = 0  # new papers stored
+    emails: int = 0  # emails sent
+
+
+RUNS_KEPT_DAYS = 90
+
+
+def record_run(*, session: Session, run: JobRun) -> None:
+    """Keep the run, and forget runs older than ``RUNS_KEPT_DAYS``."""
+    session.add(run)
+    session.execute(
+        delete(JobRun).where(col(JobRun.started_at) < run.started_at - timedelta(days=RUNS_KEPT_DAYS))
+    )
+
+
+def last_run(*, session: Session) -> JobRun | None:
+    return session.exec(select(JobRun).order_by(col(JobRun.started_at).desc(), col(JobRun.id).desc())).first()
+
+
+def run_stats(*, session: Session) -> list[tuple[str, int, float, int]]:
+    """Per job: (job, runs, seconds in all, failed runs) over the runs kept."""
+    stmt = select(
+        JobRun.job, func.count(), func.sum(JobRun.seconds), func.sum(case((col(JobRun.ok), 0), else_=1))
+    ).group_by(col(JobRun.job))
+    return [
+        (job, int(n), float(total or 0), int(failed or 0)) for job, n, total, failed in session.exec(stmt)
+    ]
+
+
+def daily_activity(*, session: Session, since: datetime) -> dict[date, tuple[int, int]]:
+    """Per UTC day since ``since``: (papers first seen, emails sent by the recorded runs)."""
+    out: dict[date, list[int]] = {}
+    for (seen,) in session.execute(
+        sa_select(col(Paper.first_seen_at)).where(col(Paper.first_seen_at) >= since)
+    ):
+        out.setdefault(seen.date(), [0, 0])[0] += 1
+    runs = sa_select(col(JobRun.started_at), col(JobRun.emails)).where(
+        col(JobRun.started_at) >= since, col(JobRun.emails) > 0
+    )
+    for started, emails in session.execute(runs):
+        out.setdefault(started.date(), [0, 0])[1] += emails
+    return {day: (p, e) for day, (p, e) in out.items()}

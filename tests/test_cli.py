@@ -2,6 +2,7 @@
 
 import json
 import mailbox
+import re
 import signal
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-from tests.conftest import ROOT, copy_digest, run_cli, write_config
+import httpx
+
+from tests.conftest import ROOT, copy_digest, free_port, run_cli, write_config
 
 
 def maildir_config(tmp_path: Path, extra: str = "") -> Path:
@@ -28,7 +31,9 @@ feeds:
 subscribers:
   - email: bob@example.org
     keywords: [TÜLU, gaussian]
-{extra}""",
+{extra}http:
+  port: {free_port()}
+""",
     )
 
 
@@ -101,7 +106,7 @@ def test_maildir_run_ingest_preview_and_status(tmp_path: Path) -> None:
     assert sent["Subject"] == previewed["Subject"]
     status = json.loads(run_cli("--config", config, "status", "--json").stdout)
     assert status["papers"] == 39 and status["files"] == 1
-    assert status["deliveries"] == {"pending": 0, "sending": 0, "sent": 2, "failed": 0}
+    assert status["deliveries"] == {"pending": 0, "sending": 0, "sent": 2, "failed": 0, "cancelled": 0}
     assert status["failures"] == []
     assert "nothing pending" in run_cli("--config", config, "preview", "bob@example.org").stderr
 
@@ -149,6 +154,12 @@ def test_run_polls_reloads_config_and_stops_on_sigterm(tmp_path: Path) -> None:
                 and b"Pushing Frontiers" in (tmp_path / "feeds" / "all.atom").read_bytes()
             )
         )
+        # the same process serves HTTP: the feed it just wrote, and its health
+        port = re.search(r"port: (\d+)", config.read_text()).group(1)  # type: ignore[union-attr]
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json()["store"] == "ok"
+        feed = httpx.get(f"http://127.0.0.1:{port}/feeds/all.atom", timeout=10)
+        assert feed.status_code == 200 and b"Pushing Frontiers" in feed.content
         time.sleep(1.5)
         config.write_text(config.read_text() + "bogus_key: 1\n")  # an invalid edit
         time.sleep(4)

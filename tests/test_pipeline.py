@@ -124,7 +124,13 @@ def test_run_once_delivers_each_match_exactly_once(
     after_first = status(config)
     assert after_first["papers"] == 39 and after_first["files"] == 1
     sent = sum(map(len, want.values()))
-    assert after_first["deliveries"] == {"pending": 0, "sending": 0, "sent": sent, "failed": 0}
+    assert after_first["deliveries"] == {
+        "pending": 0,
+        "sending": 0,
+        "sent": sent,
+        "failed": 0,
+        "cancelled": 0,
+    }
 
     second = run_cli("--config", config, "run", "--once")
     assert second.returncode == 0, second.stderr
@@ -188,4 +194,5 @@ def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path, databa
         "sending": 0,
         "sent": pending["pending"],
         "failed": 0,
+        "cancelled": 0,
     }

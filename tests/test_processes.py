@@ -83,6 +83,8 @@ email:
   smtp: {{host: 127.0.0.1, port: {port}, concurrency: 2}}
 {extra}feeds:
   dir: {tmp_path}/feeds
+http:
+  port: {free_port()}
 subscribers:
 {subscribers}""",
     )

@@ -135,7 +135,7 @@ def test_claims_leases_retries_and_failure(engine: Engine) -> None:
         )  # the second attempt of two: failed for good
     with store.reading(engine) as s:
         counts = store.counts(session=s)
-        assert counts["deliveries"] == {"pending": 0, "sending": 0, "sent": 2, "failed": 2}
+        assert counts["deliveries"] == {"pending": 0, "sending": 0, "sent": 2, "failed": 2, "cancelled": 0}
         assert store.failures(session=s) == [
             {"email": "b@x.org", "reason": "451 still later", "papers": 2, "attempts": 2}
         ]

@@ -1,0 +1,381 @@
+"""The web server: feeds, one-click unsubscribe, a status page, health and metrics.
+
+Starlette, served by uvicorn, from inside ``paperboy run`` (on a thread
+beside the scheduler, ``http.enabled``) or alone with ``paperboy serve``:
+
+- ``/feeds/all.atom``, ``/feeds/topics/<name>.atom``, ``/feeds/u/<token>.atom``
+  (and ``.rss``): the files ``feeds.dir`` holds, with ``ETag`` and
+  ``Last-Modified`` (a conditional GET gets 304), gzip when asked, and the
+  feed's own content type. Anything else under ``/feeds/`` is a plain 404,
+  the same whether or not a token ever belonged to someone.
+- ``/feeds.opml``: the public feeds (everything, then each topic) for a reader
+  to import at once.
+- ``/unsubscribe/<token>``: GET shows a page with a button; POST with
+  ``List-Unsubscribe=One-Click`` (RFC 8058, what mail providers send; the
+  button sends the same) records the opt-out at once. It wins over the
+  configuration until the operator runs ``paperboy resubscribe EMAIL``.
+- ``/``: the topic feeds, the latest papers and a chart of papers and emails
+  per day (inline SVG); ``/healthz`` (the store answers; the last job run) and
+  ``/metrics`` (Prometheus text format, read from the store at each scrape).
+
+The application asks ``current()`` for the running :class:`~service.cycle.App`
+on every request, so a configuration reloaded by ``paperboy run`` is what the
+server shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import jinja2
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from . import __version__, store
+from .cycle import App
+from .log import event
+from .render import paper_link, templates_path
+from .settings import TOPIC_NAME
+
+log = logging.getLogger("paperboy.web")
+
+FEED_TYPES = {"atom": "application/atom+xml; charset=utf-8", "rss": "application/rss+xml; charset=utf-8"}
+FEED_PATH = re.compile(
+    rf"(?:all|topics/{TOPIC_NAME.pattern.strip('^$')}|u/[A-Za-z0-9_-]{{16,128}})\.(atom|rss)"
+)
+LATEST = 20  # papers on the front page
+CHART_DAYS = 30
+
+
+class FeedFiles(StaticFiles):
+    """``feeds.dir`` as Starlette serves static files (ETag, Last-Modified, 304, HEAD),
+    limited to the feed names paperboy writes and with the feeds' content types."""
+
+    def __init__(self, directory: Callable[[], Path]) -> None:
+        super().__init__(directory=None, check_dir=False)
+        self.current = directory
+
+    def get_directories(self, directory: Any = None, packages: Any = None) -> list[Any]:
+        return []  # looked up per request: the folder can change with the configuration
+
+    def lookup_path(self, path: str) -> tuple[str, Any]:
+        folder = os.path.realpath(self.current())
+        full = os.path.realpath(os.path.join(folder, path))
+        if os.path.commonpath([full, folder]) != folder:
+            return "", None  # a symlink out of the folder
+        try:
+            return full, os.stat(full)
+        except OSError:
+            return "", None
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if not FEED_PATH.fullmatch(path):
+            raise HTTPException(status_code=404)
+        response = await super().get_response(path, scope)
+        kind = path.rpartition(".")[2]
+        if response.status_code == 200:
+            response.headers["content-type"] = FEED_TYPES[kind]
+        response.headers["cache-control"] = "no-cache"  # revalidate: the ETag makes that cheap
+        return response
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    day: date
+    papers: int
+    emails: int
+
+
+def chart(bars: list[Bar], *, width: int = 600, height: int = 140) -> dict[str, Any]:
+    """Geometry for the front page's SVG: two bars a day, each series scaled to its own
+    busiest day (a few emails beside hundreds of papers would not show otherwise)."""
+    top_papers = max([b.papers for b in bars] + [1])
+    top_emails = max([b.emails for b in bars] + [1])
+    slot = width / max(1, len(bars))
+    out = []
+    for i, b in enumerate(bars):
+        x = i * slot
+        ph = round(b.papers / top_papers * (height - 4), 1)
+        eh = round(b.emails / top_emails * (height - 4), 1)
+        out.append(
+            {
+                "bar": b,
+                "x_papers": round(x + slot * 0.1, 1),
+                "x_emails": round(x + slot * 0.5, 1),
+                "w": round(slot * 0.4, 1),
+                "h_papers": ph,
+                "h_emails": eh,
+                "y_papers": round(height - ph, 1),
+                "y_emails": round(height - eh, 1),
+            }
+        )
+    return {"bars": out, "width": width, "height": height, "top_papers": top_papers, "top_emails": top_emails}
+
+
+class StoreCollector:
+    """Prometheus metrics read from the store when scraped (so any process can serve them)."""
+
+    def __init__(self, current: Callable[[], App]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.current()
+        with store.reading(app.engine) as session:
+            counts = store.counts(session=session)
+            runs = store.run_stats(session=session)
+            last = store.last_run(session=session)
+        yield GaugeMetricFamily("paperboy_papers", "Papers in the store", value=counts["papers"])
+        yield GaugeMetricFamily(
+            "paperboy_papers_unmatched", "Papers not matched yet", value=counts["unmatched_papers"]
+        )
+        subs = GaugeMetricFamily("paperboy_subscribers", "Subscribers in the configuration", labels=["state"])
+        subs.add_metric(["receiving"], counts["subscribers"] - counts["unsubscribed"])
+        subs.add_metric(["unsubscribed"], counts["unsubscribed"])
+        yield subs
+        deliveries = GaugeMetricFamily("paperboy_deliveries", "Deliveries by state", labels=["state"])
+        for state, n in sorted(counts["deliveries"].items()):
+            deliveries.add_metric([state], n)
+        yield deliveries
+        seconds = CounterMetricFamily(
+            "paperboy_job_seconds", "Time spent in job runs (the runs kept)", labels=["job"]
+        )
+        total = CounterMetricFamily("paperboy_job_runs", "Job runs (the runs kept)", labels=["job"])
+        failed = CounterMetricFamily("paperboy_job_failures", "Job runs that failed", labels=["job"])
+        for job, n, secs, bad in runs:
+            seconds.add_metric([job], secs)
+            total.add_metric([job], n)
+            failed.add_metric([job], bad)
+        yield from (seconds, total, failed)
+        if last is not None:
+            yield GaugeMetricFamily(
+                "paperboy_last_run_timestamp_seconds",
+                "When the last job run started (Unix time)",
+                value=last.started_at.timestamp(),
+            )
+            yield GaugeMetricFamily(
+                "paperboy_last_run_duration_seconds", "How long the last job run took", value=last.seconds
+            )
+
+
+def opml(title: str, feeds: list[tuple[str, str]]) -> bytes:
+    """An OPML 2.0 subscription list (``feeds``: (title, URL))."""
+    root = ET.Element("opml", version="2.0")
+    ET.SubElement(ET.SubElement(root, "head"), "title").text = title
+    body = ET.SubElement(root, "body")
+    for name, url in feeds:
+        ET.SubElement(body, "outline", type="rss", text=name, title=name, xmlUrl=url)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def create_app(current: Callable[[], App]) -> Starlette:
+    """The web application; ``current()`` gives the running App (settings, store)."""
+
+    def pages() -> jinja2.Environment:
+        folder = templates_path(current().settings.templates_dir)
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(folder)), autoescape=True, undefined=jinja2.StrictUndefined
+        )
+
+    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        settings = current().settings
+        context.setdefault("site", settings.feeds.title)
+        return HTMLResponse(pages().get_template(name).render(**context), status_code=status)
+
+    async def in_thread(fn: Callable[[], Any]) -> Any:
+        return await anyio.to_thread.run_sync(fn)
+
+    def topic_feeds() -> list[dict[str, str]]:
+        settings = current().settings
+        base = settings.feeds.base_url or ""
+        out = [
+            {
+                "name": "all",
+                "title": f"{settings.feeds.title}: every paper",
+                "description": "Every paper paperboy has seen, newest first.",
+                "atom": f"{base}all.atom",
+                "rss": f"{base}all.rss",
+            }
+        ]
+        for name, topic in settings.topics.items():
+            out.append(
+                {
+                    "name": name,
+                    "title": topic.title or name,
+                    "description": topic.description or "",
+                    "atom": f"{base}topics/{name}.atom",
+                    "rss": f"{base}topics/{name}.rss",
+                }
+            )
+        return out
+
+    async def index(request: Request) -> Response:
+        def load() -> dict[str, Any]:
+            app = current()
+            today = app.clock().date()
+            first = today - timedelta(days=CHART_DAYS - 1)
+            with store.reading(app.engine) as session:
+                latest = store.latest_papers(session=session, limit=LATEST)
+                per_day = store.daily_activity(
+                    session=session, since=app.clock() - timedelta(days=CHART_DAYS)
+                )
+                counts = store.counts(session=session)
+                last = store.last_run(session=session)
+            bars = [
+                Bar(first + timedelta(days=i), *per_day.get(first + timedelta(days=i), (0, 0)))
+                for i in range(CHART_DAYS)
+            ]
+            link = app.settings.email.paper_link
+            papers = [(p, paper_link(link, title=p.title, key=p.key)) for p in latest]
+            return {"latest": papers, "chart": chart(bars), "counts": counts, "last": last}
+
+        data = await in_thread(load)
+        return page("index.html.j2", feeds=topic_feeds(), version=__version__, **data)
+
+    async def feeds_opml(request: Request) -> Response:
+        body = opml(current().settings.feeds.title, [(f["title"], f["atom"]) for f in topic_feeds()])
+        return Response(body, media_type="text/x-opml; charset=utf-8")
+
+    async def unsubscribe(request: Request) -> Response:
+        token = request.path_params["token"]
+        app = current()
+        if request.method == "GET":
+            sub = await in_thread(lambda: _find(app, token))
+            if sub is None:
+                return page("unsubscribe.html.j2", 404, state="unknown", token=token)
+            state = "done" if sub.unsubscribed_at else "confirm"
+            return page("unsubscribe.html.j2", state=state, token=token)
+        form = await request.form()
+        if form.get("List-Unsubscribe") != "One-Click":
+            return PlainTextResponse("expected List-Unsubscribe=One-Click (RFC 8058)", status_code=400)
+
+        def record() -> store.Subscriber | None:
+            with store.transaction(app.engine) as session:
+                return store.unsubscribe(session=session, token=token, at=app.clock())
+
+        sub = await in_thread(record)
+        if sub is None:
+            return page("unsubscribe.html.j2", 404, state="unknown", token=token)
+        event(log, "subscriber.unsubscribed", subscriber=sub.id, via="one-click")
+        return page("unsubscribe.html.j2", state="done", token=token)
+
+    async def healthz(request: Request) -> Response:
+        def probe() -> dict[str, Any]:
+            app = current()
+            with store.reading(app.engine) as session:
+                session.execute(text("SELECT 1"))
+                last = store.last_run(session=session)
+            return {
+                "status": "ok",
+                "store": "ok",
+                "last_run": None
+                if last is None
+                else {
+                    "job": last.job,
+                    "started_at": last.started_at.isoformat(),
+                    "seconds": round(last.seconds, 3),
+                    "ok": last.ok,
+                },
+            }
+
+        try:
+            return JSONResponse(await in_thread(probe))
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "failing", "store": f"{type(exc).__name__}: {exc}"[:300]}, status_code=503
+            )
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(current))
+
+    async def metrics(request: Request) -> Response:
+        body = await in_thread(lambda: generate_latest(registry))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return PlainTextResponse("not found" if status == 404 else "error", status_code=status)
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/feeds.opml", feeds_opml),
+            Mount("/feeds", FeedFiles(lambda: current().settings.feeds.dir)),
+            Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+        ],
+        middleware=[Middleware(GZipMiddleware, minimum_size=512)],
+        exception_handlers={HTTPException: not_found},
+    )
+
+
+def _find(app: App, token: str) -> store.Subscriber | None:
+    with store.reading(app.engine) as session:
+        return store.subscriber_by_token(session=session, token=token)
+
+
+class Server:
+    """uvicorn serving :func:`create_app`, in this thread (``serve``) or a background one (``start``)."""
+
+    def __init__(self, current: Callable[[], App], *, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            create_app(current), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.host, self.port = host, port
+        self.thread: threading.Thread | None = None
+
+    def serve(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it
+            # found: let that be ours, so a requested stop exits with 0.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, _frame: event(log, "http.stopped", signal=signum))
+        event(log, "http.listening", url=f"http://{self.host}:{self.port}/")
+        self.server.run()
+
+    def start(self, *, timeout: float = 10.0) -> bool:
+        """Serve on a background thread; False when it could not listen (the port is taken)."""
+        self.thread = threading.Thread(target=self._serve_quietly, name="http", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return bool(self.server.started)
+
+    def _serve_quietly(self) -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; start() reports it
+            self.serve()
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server.started)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
