@@ -2,7 +2,8 @@
 
 Matching writes one ``deliveries`` row per (subscriber, paper) that matched,
 in state ``pending``, with the matched terms and score, before anything is
-sent. Delivery then works in chunks of subscribers:
+sent. Delivery then works in chunks of subscribers, as a pipeline (one thread
+prepares the next chunk while the event loop sends this one):
 
 1. claim (one short transaction): the due rows of a few subscribers become
    ``sending``, leased to this process (``claimed_by``, ``lease_until``).
@@ -12,19 +13,22 @@ sent. Delivery then works in chunks of subscribers:
    first; over ``max_papers`` the rest are counted and linked to the feed).
 3. send, over ``email.smtp.concurrency`` connections at no more than
    ``email.smtp.rate`` messages a second, and record each outcome at once:
-   accepted -> ``sent``; a temporary error (4xx, network, timeout) ->
-   ``pending`` again, due after an exponential backoff with jitter
-   (``retry_after`` doubling up to ``retry_max``); a permanent error (5xx,
-   the recipient refused) or the last of ``max_attempts`` -> ``failed``, with
-   the reason. Rows claimed but not tried (the run stopped, the server went
-   away) go back to ``pending`` without an attempt counted.
+   accepted -> a *sent mark* (one row in ``sent_marks``, its own commit),
+   which the end of the chunk folds into the rows (``sent``) in one
+   statement; a temporary error (4xx, network, timeout) -> ``pending``
+   again, due after an exponential backoff with jitter (``retry_after``
+   doubling up to ``retry_max``); a permanent error (5xx, the recipient
+   refused) or the last of ``max_attempts`` -> ``failed``, with the reason.
+   Rows claimed but not tried (the run stopped, the server went away) go
+   back to ``pending`` without an attempt counted.
 
 A row in ``sending`` whose lease has run out belongs to a process that died:
-it is due again. That is the one window in which a pair can be delivered
-twice: the server accepted the message and the process died before the next
-statement marked it sent. paperboy marks it in its own transaction right
-after the server's reply, so the window is one local database commit; the
-retried message carries the same ``Message-ID``, so mail clients can drop it.
+it is due again, but every claim first folds the sent marks of every
+process, so an email whose mark was committed is never sent again. That
+leaves one window in which a pair can be delivered twice: the server
+accepted the message and the process died before the one-row insert of its
+mark committed. The retried message carries the same ``Message-ID``, so mail
+clients can drop it.
 
 Papers are matched once, when they are new (``papers.matched_at``); a
 subscriber added later receives the papers that arrive after they joined.
@@ -41,6 +45,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -92,6 +97,7 @@ class Outgoing:
     """A rendered digest email and the deliveries it carries."""
 
     email: str
+    subscriber_id: int
     mail: Mail
     delivery_ids: list[int]
     attempts: int = 0  # made so far for these deliveries (the most of any)
@@ -211,7 +217,7 @@ def render_claimed(
         sub = subscribers[sid]
         digest = _digest(sub, claimed, shown[sid], papers, settings=settings, at=at)
         mail = renderer.message(digest, sender=sender, list_id=lid)
-        out.append(Outgoing(sub.email, mail, [r.id for r in claimed], max(r.attempts for r in claimed)))
+        out.append(Outgoing(sub.email, sid, mail, [r.id for r in claimed], max(r.attempts for r in claimed)))
     return out
 
 
@@ -264,6 +270,12 @@ class DeliveryReport:
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    outgoing: list[Outgoing]  # empty: every due row was locked by another process
+    after: int  # the highest subscriber id claimed
+
+
 @dataclass(slots=True)
 class Delivery:
     """One delivery run's wiring."""
@@ -280,44 +292,73 @@ class Delivery:
     def run(self) -> DeliveryReport:
         """Claim, render and send chunk after chunk until nothing is due (or the server is away)."""
         report = DeliveryReport()
+        try:
+            asyncio.run(self._run(report))
+        finally:  # whatever the server accepted is marked sent, even when the run broke off
+            self._fold()
+        return report
+
+    async def _run(self, report: DeliveryReport) -> None:
+        """The pipeline: one thread claims and renders the next chunk while this one is sent,
+        another records each accepted email, so the event loop only talks SMTP."""
         smtp = self.settings.email.smtp
         workers = smtp.concurrency if self.settings.email.transport == "smtp" else 1
         bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
         limits = paper_limits(self.settings)
-        busy = 0
-        after = 0  # one pass over the subscribers: a row that failed in this run waits for the next
-        while not self.stop.is_set():
-            at = self.clock()
-            lease_until = at + timedelta(seconds=self.settings.email.lease)
-            with store.transaction(self.engine) as session:
-                claimed, anything = store.claim_due(
-                    session=session,
-                    at=at,
-                    lease_until=lease_until,
-                    worker=self.worker,
-                    max_subscribers=CLAIM_SUBSCRIBERS,
-                    after=after,
+        loop = asyncio.get_running_loop()
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="paperboy-prepare") as prepare,
+            ThreadPoolExecutor(1, thread_name_prefix="paperboy-mark") as marks,
+        ):
+            busy, after = 0, 0  # one pass over the subscribers: a row that failed waits for the next run
+            ahead: asyncio.Future[Chunk | None] | None = loop.run_in_executor(
+                prepare, self._prepare, 0, limits
+            )
+            while ahead is not None:
+                chunk = await ahead
+                ahead = None
+                if chunk is None:
+                    break  # nothing is due
+                if not chunk.outgoing:  # all due rows are locked by another process claiming them now
+                    busy += 1
+                    if busy > 50 or self.stop.is_set():
+                        break
+                    await asyncio.sleep(0.1)
+                    ahead = loop.run_in_executor(prepare, self._prepare, after, limits)
+                    continue
+                busy, after = 0, chunk.after
+                if not self.stop.is_set():  # render the next chunk while this one is sent
+                    ahead = loop.run_in_executor(prepare, self._prepare, after, limits)
+                reachable = await self._send_all(
+                    chunk.outgoing, workers=workers, bucket=bucket, report=report, marks=marks
                 )
-            if not anything:
-                break
-            if not claimed:  # all due rows are locked by another process claiming them right now
-                busy += 1
-                if busy > 50:
+                await loop.run_in_executor(marks, self._fold)
+                if not reachable or self.stop.is_set():  # the rest stays pending for the next run
+                    if ahead is not None:
+                        prepared = await ahead
+                        if prepared is not None and prepared.outgoing:
+                            self._give_back(prepared.outgoing, report)
                     break
-                time.sleep(0.1)
-                continue
-            busy = 0
-            after = max(claimed)
-            outgoing = self._render(claimed, limits, at)
-            reachable = asyncio.run(self._send_all(outgoing, workers=workers, bucket=bucket, report=report))
-            if not reachable:
-                break  # the server is away: what is left stays pending for the next run
-        return report
 
-    def _render(self, claimed: dict[int, list[int]], limits: dict[str, int], at: datetime) -> list[Outgoing]:
+    def _prepare(self, after: int, limits: dict[str, int]) -> Chunk | None:
+        """Claim the next subscribers' due rows and render their emails (None: nothing due)."""
+        at = self.clock()
+        with store.transaction(self.engine) as session:
+            claimed, anything = store.claim_due(
+                session=session,
+                at=at,
+                lease_until=at + timedelta(seconds=self.settings.email.lease),
+                worker=self.worker,
+                max_subscribers=CLAIM_SUBSCRIBERS,
+                after=after,
+            )
+        if not anything:
+            return None
+        if not claimed:
+            return Chunk([], after)
         with store.reading(self.engine) as session:
             subscribers = store.subscribers_by_id(session=session, ids=list(claimed))
-            return render_claimed(
+            outgoing = render_claimed(
                 session,
                 subscribers,
                 worker=self.worker,
@@ -326,15 +367,23 @@ class Delivery:
                 limits=limits,
                 at=at,
             )
+        return Chunk(outgoing, max(claimed))
 
     async def _send_all(
-        self, outgoing: list[Outgoing], *, workers: int, bucket: TokenBucket, report: DeliveryReport
+        self,
+        outgoing: list[Outgoing],
+        *,
+        workers: int,
+        bucket: TokenBucket,
+        report: DeliveryReport,
+        marks: ThreadPoolExecutor,
     ) -> bool:
         """Send over ``workers`` connections; False when the server could not be reached."""
         queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         for item in outgoing:
             queue.put_nowait(item)
         reached = away = False
+        loop = asyncio.get_running_loop()
 
         async def worker() -> None:
             nonlocal reached, away
@@ -346,7 +395,7 @@ class Delivery:
                     try:
                         await connection.send(item.mail)
                     except SendError as exc:
-                        self._failed(item, exc, report)
+                        await loop.run_in_executor(marks, self._failed, item, exc, report)
                         if exc.network:
                             away = True
                             network_errors += 1
@@ -355,43 +404,46 @@ class Delivery:
                         continue
                     network_errors = 0
                     reached = True
-                    self._sent(item, report)
+                    await loop.run_in_executor(marks, self._sent, item, report)
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(outgoing))))))
         left = []
         while not queue.empty():
             left.append(queue.get_nowait())
         if left:
-            with store.transaction(self.engine) as session:
-                store.release(
-                    session=session,
-                    delivery_ids=[i for o in left for i in o.delivery_ids],
-                    worker=self.worker,
-                )
-            report.not_tried += len(left)
-            event(log, "deliver.released", emails=len(left), reason="not tried in this run; still pending")
+            self._give_back(left, report)
         return reached or not away
 
-    def _sent(self, item: Outgoing, report: DeliveryReport) -> None:
-        with self.engine.begin() as conn:  # a plain connection: this runs once per email
-            mine = store.mark_sent(
-                session=conn,
-                delivery_ids=item.delivery_ids,
-                at=self.clock(),
-                message_id=item.mail.message_id,
-                worker=self.worker,
+    def _give_back(self, left: list[Outgoing], report: DeliveryReport) -> None:
+        """Claimed, not tried: back to pending, no attempt counted."""
+        with store.transaction(self.engine) as session:
+            store.release(
+                session=session, delivery_ids=[i for o in left for i in o.delivery_ids], worker=self.worker
             )
-        if mine < len(item.delivery_ids):  # our lease ran out and another process took over
-            event(
-                log,
-                "deliver.lease_lost",
-                level=logging.WARNING,
-                to=item.email,
-                rows=len(item.delivery_ids) - mine,
+        report.not_tried += len(left)
+        event(log, "deliver.released", emails=len(left), reason="not tried in this run; still pending")
+
+    def _sent(self, item: Outgoing, report: DeliveryReport) -> None:
+        """The server accepted the email: record that at once, in a one-row transaction
+        (the rows become ``sent`` when the chunk's marks are folded, :meth:`_fold`)."""
+        with self.engine.begin() as conn:
+            store.record_sent(
+                session=conn,
+                worker=self.worker,
+                subscriber_id=item.subscriber_id,
+                message_id=item.mail.message_id,
+                at=self.clock(),
+                deliveries=len(item.delivery_ids),
             )
         report.emails += 1
         report.papers += item.papers
         event(log, "deliver.sent", to=item.email, papers=item.papers, message_id=item.mail.message_id)
+
+    def _fold(self) -> None:
+        with store.transaction(self.engine) as session:
+            folded = store.fold_sent(session=session, worker=self.worker)
+        for subscriber_id, rows in folded.lost:  # our lease ran out and another process took over
+            event(log, "deliver.lease_lost", level=logging.WARNING, subscriber=subscriber_id, rows=rows)
 
     def _failed(self, item: Outgoing, exc: SendError, report: DeliveryReport) -> None:
         email = self.settings.email

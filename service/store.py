@@ -14,6 +14,7 @@ with ``BEGIN IMMEDIATE`` so two writers queue instead of failing half-way.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Index,
+    String,
     UniqueConstraint,
     and_,
     case,
@@ -40,8 +43,10 @@ from sqlalchemy import (
     inspect,
     or_,
     text,
+    type_coerce,
     update,
 )
+from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -135,11 +140,15 @@ class Delivery(SQLModel, table=True):
     """The outbox: one row per (subscriber, paper) that matched."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("subscriber_id", "paper_id"),)
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "paper_id"),
+        # a subscriber's rows in one state: claims, sent marks, preview
+        Index("ix_deliveries_subscriber_state", "subscriber_id", "state"),
+    )
     id: int | None = Field(default=None, primary_key=True)
-    subscriber_id: int = Field(foreign_key="subscribers.id", index=True)
+    subscriber_id: int = Field(foreign_key="subscribers.id")
     paper_id: int = Field(foreign_key="papers.id", index=True)
-    state: str = Field(default=DeliveryState.PENDING, index=True)
+    state: str = Field(default=DeliveryState.PENDING)  # indexed with subscriber_id (below)
     score: int = 0
     terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # What brought the paper: "keywords", "query", "topic:<name>" (migration 0002).
@@ -480,13 +489,20 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
 
 
 def _due(at: datetime) -> Any:
-    """Rows to send now: pending and past their retry time, or sending with an expired lease."""
-    return or_(
-        and_(
-            col(Delivery.state) == DeliveryState.PENDING,
-            or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= at),
+    """Rows to send now: pending and past their retry time, or sending with an expired lease.
+
+    Written without a top-level OR so that the planner looks a subscriber's
+    rows up in the (subscriber_id, state) index instead of scanning a state.
+    """
+    return and_(
+        col(Delivery.state).in_([DeliveryState.PENDING, DeliveryState.SENDING]),
+        case(
+            (
+                col(Delivery.state) == DeliveryState.PENDING,
+                or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= at),
+            ),
+            else_=col(Delivery.lease_until) < at,
         ),
-        and_(col(Delivery.state) == DeliveryState.SENDING, col(Delivery.lease_until) < at),
     )
 
 
@@ -508,56 +524,71 @@ def claim_due(
     lets one writer at a time in). The rows become ``sending``, leased to
     ``worker`` until ``lease_until``.
     """
+    fold_sent(session=session)  # an email a dead process sent must not look due again
+    due_rows = (
+        select(Delivery.id)
+        .where(col(Delivery.subscriber_id) == Subscriber.id, _due(at))
+        .correlate(Subscriber)
+        .exists()
+    )
+    # Walk the subscribers in id order and look each one's rows up in the
+    # (subscriber_id, state) index: a chunk costs the same however long the outbox is.
     subscribers = list(
         session.exec(
-            select(Delivery.subscriber_id)
-            .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+            select(Subscriber.id)
             .where(
-                _due(at),
                 Subscriber.active == True,  # noqa: E712
                 col(Subscriber.unsubscribed_at).is_(None),
-                col(Delivery.subscriber_id) > after,
+                col(Subscriber.id) > after,
+                due_rows,
             )
-            .group_by(col(Delivery.subscriber_id))
-            .order_by(col(Delivery.subscriber_id))
+            .order_by(col(Subscriber.id))
             .limit(max_subscribers)
         )
     )
     if not subscribers:
         return {}, False
-    stmt = (
-        select(Delivery.id, Delivery.subscriber_id)
+    rows = (
+        select(Delivery.id)
         .where(_due(at), col(Delivery.subscriber_id).in_(subscribers))
-        .order_by(col(Delivery.id))
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
     )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    rows = session.exec(stmt).all()
+    claim = (
+        update(Delivery)
+        .where(col(Delivery.id).in_(rows.scalar_subquery()))
+        .values(state=DeliveryState.SENDING, lease_until=lease_until, claimed_by=worker)
+        .returning(col(Delivery.id), col(Delivery.subscriber_id))
+    )
     claimed: dict[int, list[int]] = {}
-    for delivery_id, subscriber_id in rows:
-        assert delivery_id is not None
+    for delivery_id, subscriber_id in sorted(session.execute(claim).all()):
         claimed.setdefault(subscriber_id, []).append(delivery_id)
-    ids = [i for group in claimed.values() for i in group]
-    if ids:
-        session.execute(
-            update(Delivery)
-            .where(col(Delivery.id).in_(ids))
-            .values(state=DeliveryState.SENDING, lease_until=lease_until, claimed_by=worker)
-        )
     return claimed, True
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """A delivery on its way into an email."""
+    """A delivery on its way into an email.
+
+    A chunk loads thousands of these and shows a few: the JSON columns stay as
+    the driver returns them until read, and ``seen`` (the paper's
+    ``first_seen_at``) is the database's own value, only ever compared.
+    """
 
     id: int
     paper_id: int
     attempts: int
     score: int
-    terms: list[str]
-    via: list[str]
-    first_seen_at: datetime
+    terms_raw: Any
+    via_raw: Any
+    seen: Any
+
+    @property
+    def terms(self) -> list[str]:
+        return json.loads(self.terms_raw) if isinstance(self.terms_raw, str) else list(self.terms_raw)
+
+    @property
+    def via(self) -> list[str]:
+        return json.loads(self.via_raw) if isinstance(self.via_raw, str) else list(self.via_raw)
 
 
 def outbox_rows(
@@ -577,9 +608,9 @@ def outbox_rows(
             col(Delivery.paper_id),
             col(Delivery.attempts),
             col(Delivery.score),
-            col(Delivery.terms),
-            col(Delivery.via),
-            col(Paper.first_seen_at),
+            type_coerce(col(Delivery.terms), String),  # decoded when shown
+            type_coerce(col(Delivery.via), String),
+            type_coerce(col(Paper.first_seen_at), String),  # compared, never shown
         )
         .join(Paper, col(Paper.id) == col(Delivery.paper_id))
         .where(col(Delivery.subscriber_id).in_(subscriber_ids), mine)
@@ -594,7 +625,7 @@ def outbox_rows(
 def best_first(rows: Iterable[OutboxRow], limit: int) -> list[OutboxRow]:
     """The ``limit`` rows an email shows: best matches first, then the newest papers."""
     ordered = sorted(rows, key=lambda r: r.paper_id)
-    ordered.sort(key=lambda r: r.first_seen_at, reverse=True)  # stable: ties keep the paper order
+    ordered.sort(key=lambda r: r.seen, reverse=True)  # stable: ties keep the paper order
     ordered.sort(key=lambda r: r.score, reverse=True)
     return ordered[:limit]
 
@@ -615,22 +646,97 @@ def _mine(delivery_ids: Sequence[int], worker: str) -> Any:
     )
 
 
-def mark_sent(
-    *, session: Session | Connection, delivery_ids: Sequence[int], at: datetime, message_id: str, worker: str
-) -> int:
-    """The server accepted the message: ``sending -> sent``. Returns how many rows were still ours."""
-    result = session.execute(
-        _mine(delivery_ids, worker).values(
-            state=DeliveryState.SENT,
-            sent_at=at,
+class SentMark(SQLModel, table=True):
+    """The server accepted the email carrying what ``worker`` claimed for ``subscriber_id``.
+
+    Written in its own short transaction the moment the server says 250: a
+    one-row insert, where marking the outbox rows themselves would rewrite a
+    page per paper. :func:`fold_sent` then moves the rows to ``sent`` for many
+    emails at once, and every claim folds first, so a mark left by a process
+    that died still counts.
+    """
+
+    __tablename__ = "sent_marks"
+    id: int | None = Field(default=None, primary_key=True)
+    worker: str
+    subscriber_id: int
+    message_id: str
+    sent_at: datetime = _ts()
+    deliveries: int  # rows the email carried
+
+
+def record_sent(
+    *,
+    session: Session | Connection,
+    worker: str,
+    subscriber_id: int,
+    message_id: str,
+    at: datetime,
+    deliveries: int,
+) -> None:
+    session.execute(
+        sa_insert(SentMark).values(
+            worker=worker,
+            subscriber_id=subscriber_id,
             message_id=message_id,
+            sent_at=at,
+            deliveries=deliveries,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    emails: int
+    rows: int
+    lost: list[tuple[int, int]]  # (subscriber id, rows) no longer ours: the lease ran out first
+
+
+def fold_sent(*, session: Session, worker: str | None = None) -> Folded:
+    """Apply the sent marks (``worker``'s, or everyone's): ``sending -> sent`` for the rows
+    each stands for, in one transaction; the marks are then deleted."""
+    stmt = select(SentMark).order_by(col(SentMark.id)).with_for_update(skip_locked=True)  # one folder each
+    if worker is not None:
+        stmt = stmt.where(SentMark.worker == worker)
+    marks = list(session.exec(stmt))
+    if not marks:
+        return Folded(0, 0, [])
+    ids = [m.id for m in marks]
+    result = session.execute(  # one UPDATE ... FROM for all of them
+        update(Delivery)
+        .where(
+            col(Delivery.subscriber_id) == col(SentMark.subscriber_id),
+            col(Delivery.claimed_by) == col(SentMark.worker),
+            col(Delivery.state) == DeliveryState.SENDING,
+            col(SentMark.id).in_(ids),
+        )
+        .values(
+            state=DeliveryState.SENT,
+            sent_at=col(SentMark.sent_at),
+            message_id=col(SentMark.message_id),
             attempts=Delivery.attempts + 1,
             lease_until=None,
             claimed_by=None,
             last_error=None,
         )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    rows = int(result.rowcount)  # type: ignore[attr-defined]
+    lost: list[tuple[int, int]] = []
+    if rows < sum(m.deliveries for m in marks):  # some lease ran out first: say whose
+        for mark in marks:
+            done = session.exec(
+                select(func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.subscriber_id == mark.subscriber_id,
+                    Delivery.message_id == mark.message_id,
+                    col(Delivery.state) == DeliveryState.SENT,
+                )
+            ).one()
+            if done < mark.deliveries:
+                lost.append((mark.subscriber_id, mark.deliveries - int(done)))
+    session.execute(delete(SentMark).where(col(SentMark.id).in_([m.id for m in marks])))
+    return Folded(len(marks), rows, lost)
 
 
 def mark_failed_attempt(

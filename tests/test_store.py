@@ -99,14 +99,22 @@ def test_claims_leases_retries_and_failure(engine: Engine) -> None:
     assert sorted(first) == [a, b] and all(len(v) == 2 for v in first.values())
     assert claim(FIXED_NOW, "w2") == {}  # claimed rows are not due for anyone else
     with store.transaction(engine) as s:
-        assert (
-            store.mark_sent(session=s, delivery_ids=first[a], at=FIXED_NOW, message_id="<m@x>", worker="w1")
-            == 2
+        store.record_sent(
+            session=s, worker="w1", subscriber_id=a, message_id="<a@x>", at=FIXED_NOW, deliveries=2
         )
-        assert (
-            store.mark_sent(session=s, delivery_ids=first[b], at=FIXED_NOW, message_id="<m@x>", worker="w2")
-            == 0
+        store.record_sent(
+            session=s, worker="w2", subscriber_id=b, message_id="<b@x>", at=FIXED_NOW, deliveries=2
         )
+    with store.transaction(engine) as s:
+        assert store.fold_sent(session=s, worker="w1") == store.Folded(1, 2, [])
+        assert store.fold_sent(session=s, worker="w1") == store.Folded(0, 0, [])  # folded once
+        # w2 never claimed b's rows: its mark moves nothing, and says so
+        assert store.fold_sent(session=s) == store.Folded(1, 0, [(b, 2)])
+    with store.reading(engine) as s:
+        sent = s.exec(select(store.Delivery).where(store.Delivery.state == "sent")).all()
+        assert sorted(d.id for d in sent) == first[a] and {d.message_id for d in sent} == {"<a@x>"}
+        assert all(d.attempts == 1 and d.claimed_by is None for d in sent)
+    with store.transaction(engine) as s:
         store.mark_failed_attempt(
             session=s,
             delivery_ids=first[b],
@@ -240,3 +248,37 @@ def test_inserts_larger_than_one_statement_allows(engine: Engine) -> None:
         ]
         assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 15_000
         assert store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW) == 0
+
+
+def test_a_mark_left_by_a_dead_process_counts_before_anything_is_claimed_again(engine: Engine) -> None:
+    """The server accepted the email, the process recorded its mark and died before folding:
+    after the lease the rows are not claimed again (no duplicate); they are sent."""
+    with store.transaction(engine) as s:
+        subs = store.sync_subscribers(session=s, people=[("a@x.org", None)], at=FIXED_NOW)
+        store.add_papers(session=s, papers=[paper("p"), paper("q")], at=FIXED_NOW)
+        rows = [
+            store.NewDelivery(subs["a@x.org"].id, p.id, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
+            for p in s.exec(select(store.Paper))
+        ]
+        store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW)
+    a = subs["a@x.org"].id
+    assert a is not None
+    lease = FIXED_NOW + timedelta(minutes=10)
+    with store.transaction(engine) as s:
+        [claimed] = store.claim_due(
+            session=s, at=FIXED_NOW, lease_until=lease, worker="w1", max_subscribers=5
+        )[0].values()
+    with store.transaction(engine) as s:
+        store.record_sent(
+            session=s, worker="w1", subscriber_id=a, message_id="<m@x>", at=FIXED_NOW, deliveries=2
+        )
+    # w1 is gone; a later claim folds its mark first
+    with store.transaction(engine) as s:
+        after = lease + timedelta(seconds=1)
+        assert store.claim_due(session=s, at=after, lease_until=after, worker="w2", max_subscribers=5) == (
+            {},
+            False,
+        )
+    with store.reading(engine) as s:
+        states = {d.id: (d.state, d.message_id) for d in s.exec(select(store.Delivery))}
+    assert states == {i: ("sent", "<m@x>") for i in claimed}
