@@ -26,6 +26,7 @@ server shows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -195,10 +196,7 @@ def create_app(current: Callable[[], App]) -> Starlette:
     """The web application; ``current()`` gives the running App (settings, store)."""
 
     def pages() -> jinja2.Environment:
-        folder = templates_path(current().settings.templates_dir)
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(folder)), autoescape=True, undefined=jinja2.StrictUndefined
-        )
+        return _pages(templates_path(current().settings.templates_dir))
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         settings = current().settings
@@ -330,6 +328,14 @@ def create_app(current: Callable[[], App]) -> Starlette:
         ],
         middleware=[Middleware(GZipMiddleware, minimum_size=512)],
         exception_handlers={HTTPException: not_found},
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _pages(folder: Path) -> jinja2.Environment:
+    """The page templates of a folder (kept: Jinja2 reloads a template whose file changed)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)), autoescape=True, undefined=jinja2.StrictUndefined
     )
 
 
