@@ -1,6 +1,6 @@
 """Delivery benchmark: paperboy's outbox against raw aiosmtplib, same messages, same sink.
 
-    .venv/bin/python bench/deliver.py [--emails 10000] [--concurrency 4]
+    .venv/bin/python bench/deliver.py [--emails 10000] [--concurrency 4] [--postgres URL]
 
 (needs the test install: it uses aiosmtpd as the sink.)
 
@@ -34,6 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
 from service import store  # noqa: E402
 from service.cycle import App  # noqa: E402
@@ -74,7 +78,9 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the sink SMTP server did not start")
 
 
-def build_app(folder: Path, port: int, emails: int, concurrency: int, rng: random.Random) -> App:
+def build_app(
+    folder: Path, port: int, emails: int, concurrency: int, rng: random.Random, database: str | None = None
+) -> App:
     people = "".join(
         f"  - email: reader{i:05d}@example.org\n"
         f"    keywords: [{rng.choice(KEYWORDS)}, {rng.choice(KEYWORDS)}]\n"
@@ -82,7 +88,7 @@ def build_app(folder: Path, port: int, emails: int, concurrency: int, rng: rando
     )
     settings = parse_settings(
         f"""\
-database: sqlite:///{folder}/bench.db
+database: "{database or f"sqlite:///{folder}/bench.db"}"
 inbox: {folder}/inbox
 inbox_settle: 0s
 email:
@@ -153,22 +159,49 @@ async def raw_send(mails: list[Mail], port: int, concurrency: int) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+@contextmanager
+def scratch_database(server: str | None) -> Iterator[str | None]:
+    """None (a SQLite file in the temporary folder), or a fresh schema on ``server``."""
+    if server is None:
+        yield None
+        return
+    schema = "bench_" + uuid.uuid4().hex[:12]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{server}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--emails", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="use this PostgreSQL server (a fresh schema, dropped afterwards) instead of a SQLite file,"
+        " e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    )
     args = p.parse_args()
     port = free_port()
     sink = start_sink(port)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            app = build_app(Path(tmp), port, args.emails, args.concurrency, random.Random(args.seed))
+        with tempfile.TemporaryDirectory() as tmp, scratch_database(args.postgres) as database:
+            app = build_app(
+                Path(tmp), port, args.emails, args.concurrency, random.Random(args.seed), database
+            )
             messages = prebuilt(app)
             size = sum(len(m.data) for m in messages) / len(messages)
             cpu = platform.processor() or platform.machine()
             python = f"Python {platform.python_version()}, {platform.system()}"
             print(f"machine:  {cpu}, {os.cpu_count()} cores, {python}")
+            print(f"store:    {'PostgreSQL' if args.postgres else 'SQLite'}")
             print(
                 f"workload: {len(messages):,} digest emails (average {size / 1024:.1f} KiB)"
                 f" to an aiosmtpd Sink in another process, {args.concurrency} connections"
