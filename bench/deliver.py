@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -44,13 +43,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiosmtplib  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
 
 from service import store  # noqa: E402
 from service.cycle import App  # noqa: E402
 from service.outbox import Delivery, paper_limits, render_claimed  # noqa: E402
 from service.render import Mail  # noqa: E402
 from service.settings import parse_settings  # noqa: E402
+from tests.conftest import scratch_schema  # noqa: E402
 
 KEYWORDS = ["LLM", "language model", "diffusion", "agent", "reward model", "vision", "benchmark", "reasoning"]
 
@@ -165,16 +164,8 @@ def scratch_database(server: str | None) -> Iterator[str | None]:
     if server is None:
         yield None
         return
-    schema = "bench_" + uuid.uuid4().hex[:12]
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{server}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema(server, prefix="bench_") as url:
+        yield url
 
 
 def main() -> int:

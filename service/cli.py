@@ -309,9 +309,7 @@ def cmd_resubscribe(args: argparse.Namespace, settings: Settings) -> int:
     app = _app(settings)
     app.prepare_store()
     with store.transaction(app.engine) as session:
-        before = store.subscriber_by_email(session=session, email=args.email)
-        was_out = before is not None and before.unsubscribed_at is not None
-        store.resubscribe(session=session, email=args.email)
+        was_out = store.resubscribe(session=session, email=args.email)
     if was_out:
         event(log, "subscriber.resubscribed", email=args.email.lower())
         print(f"{args.email} receives digests again (new papers from now on)")

@@ -137,12 +137,31 @@ def next_digest(
 ) -> tuple[Digest, list[int]] | None:
     """What ``sub``'s next email would hold (``preview``), or None when nothing is pending."""
     assert sub.id is not None
-    rows = store.outbox_rows(session=session, subscriber_ids=[sub.id]).get(sub.id)
+    rows = store.outbox_rows(session=session, subscriber_ids=[sub.id])
     if not rows:
         return None
-    shown = store.best_first(rows, limit)
-    papers = store.paper_texts(session=session, paper_ids={r.paper_id for r in shown})
-    return _digest(sub, rows, shown, papers, settings=settings, at=at), [r.id for r in rows]
+    digest = _digests(session, {sub.id: sub}, rows, limits={}, settings=settings, at=at, default=limit)
+    return digest[sub.id], [r.id for r in rows[sub.id]]
+
+
+def _digests(
+    session: Session,
+    subscribers: dict[int, store.Subscriber],
+    rows: dict[int, list[store.OutboxRow]],
+    *,
+    limits: dict[str, int],
+    default: int,
+    settings: Settings,
+    at: datetime,
+) -> dict[int, Digest]:
+    """Each subscriber's digest of ``rows`` (by subscriber id): the best ``limits[email]``
+    (else ``default``) papers shown, their texts read in one query for all."""
+    shown = {sid: store.best_first(r, limits.get(subscribers[sid].email, default)) for sid, r in rows.items()}
+    papers = store.paper_texts(session=session, paper_ids={r.paper_id for s in shown.values() for r in s})
+    return {
+        sid: _digest(subscribers[sid], rows[sid], shown[sid], papers, settings=settings, at=at)
+        for sid in rows
+    }
 
 
 def _digest(
@@ -206,19 +225,20 @@ def render_claimed(
     """The emails carrying what ``worker`` claimed for ``subscribers`` (by id): three
     queries for the whole chunk, whatever its size."""
     rows = store.outbox_rows(session=session, subscriber_ids=list(subscribers), claimed_by=worker)
-    shown = {
-        sid: store.best_first(r, limits.get(subscribers[sid].email, settings.email.max_papers))
-        for sid, r in rows.items()
-    }
-    papers = store.paper_texts(session=session, paper_ids={r.paper_id for s in shown.values() for r in s})
+    digests = _digests(
+        session, subscribers, rows, limits=limits, default=settings.email.max_papers, settings=settings, at=at
+    )
     sender, lid = settings.email.from_, list_id(settings.email.from_)
-    out = []
-    for sid, claimed in rows.items():
-        sub = subscribers[sid]
-        digest = _digest(sub, claimed, shown[sid], papers, settings=settings, at=at)
-        mail = renderer.message(digest, sender=sender, list_id=lid)
-        out.append(Outgoing(sub.email, sid, mail, [r.id for r in claimed], max(r.attempts for r in claimed)))
-    return out
+    return [
+        Outgoing(
+            subscribers[sid].email,
+            sid,
+            renderer.message(digests[sid], sender=sender, list_id=lid),
+            [r.id for r in claimed],
+            max(r.attempts for r in claimed),
+        )
+        for sid, claimed in rows.items()
+    ]
 
 
 class TokenBucket:

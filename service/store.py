@@ -439,14 +439,16 @@ def unsubscribe(*, session: Session, token: str, at: datetime) -> Subscriber | N
     return sub
 
 
-def resubscribe(*, session: Session, email: str) -> Subscriber | None:
-    """The operator's undo of an opt-out: the subscriber receives new papers again."""
+def resubscribe(*, session: Session, email: str) -> bool:
+    """The operator's undo of an opt-out: the subscriber receives new papers again.
+    False when there was no opt-out to undo."""
     sub = subscriber_by_email(session=session, email=email)
-    if sub is not None and sub.unsubscribed_at is not None:
-        sub.unsubscribed_at = None
-        session.add(sub)
-        session.flush()
-    return sub
+    if sub is None or sub.unsubscribed_at is None:
+        return False
+    sub.unsubscribed_at = None
+    session.add(sub)
+    session.flush()
+    return True
 
 
 def opted_out(*, session: Session) -> list[Subscriber]:

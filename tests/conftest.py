@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -57,12 +58,19 @@ def postgres_url(postgres_reason: str | None) -> Iterator[str]:
     """A fresh, empty schema on the PostgreSQL test server, dropped afterwards."""
     if postgres_reason:
         pytest.skip(postgres_reason)
-    schema = "t_" + uuid.uuid4().hex[:12]
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with scratch_schema(POSTGRES_URL, prefix="t_") as url:
+        yield url
+
+
+@contextmanager
+def scratch_schema(server: str, *, prefix: str) -> Iterator[str]:
+    """A URL for a new, empty schema on the PostgreSQL ``server``; the schema is dropped afterwards."""
+    schema = prefix + uuid.uuid4().hex[:12]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+        yield f"{server}?options=-csearch_path%3D{schema}"
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
