@@ -37,6 +37,7 @@ subscriber added later receives the papers that arrive after they joined.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -290,6 +291,48 @@ class DeliveryReport:
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
 
 
+class _SentBook:
+    """Accepted emails on their way into ``sent_marks``, committed in groups.
+
+    The event loop hands each accepted email over and goes on sending; one
+    thread commits whatever has gathered since its last commit as one insert
+    (a group commit), so a mark waits for at most one commit before its own.
+    A commit that fails stops the run: the next :meth:`add` or :meth:`drain`
+    raises it.
+    """
+
+    def __init__(
+        self, record: Callable[[list[tuple[Outgoing, datetime]]], None], executor: ThreadPoolExecutor
+    ):
+        self.record, self.executor = record, executor
+        self.waiting: list[tuple[Outgoing, datetime]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    def add(self, item: Outgoing, at: datetime) -> None:
+        if self.error is not None:
+            raise self.error
+        self.waiting.append((item, at))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._commit())
+
+    async def _commit(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.waiting and self.error is None:
+            batch, self.waiting = self.waiting, []
+            try:
+                await loop.run_in_executor(self.executor, self.record, batch)
+            except Exception as exc:  # kept, and raised to the run by add() or drain()
+                self.error = exc
+
+    async def drain(self) -> None:
+        """Wait until every accepted email so far is committed (raises what a commit raised)."""
+        while self.task is not None and not self.task.done():
+            await self.task
+        if self.error is not None:
+            raise self.error
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     outgoing: list[Outgoing]  # empty: every due row was locked by another process
@@ -330,6 +373,7 @@ class Delivery:
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-prepare") as prepare,
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-mark") as marks,
         ):
+            book = _SentBook(functools.partial(self._sent, report=report), marks)
             busy, after = 0, 0  # one pass over the subscribers: a row that failed waits for the next run
             ahead: asyncio.Future[Chunk | None] | None = loop.run_in_executor(
                 prepare, self._prepare, 0, limits
@@ -349,9 +393,12 @@ class Delivery:
                 busy, after = 0, chunk.after
                 if not self.stop.is_set():  # render the next chunk while this one is sent
                     ahead = loop.run_in_executor(prepare, self._prepare, after, limits)
-                reachable = await self._send_all(
-                    chunk.outgoing, workers=workers, bucket=bucket, report=report, marks=marks
-                )
+                try:
+                    reachable = await self._send_all(
+                        chunk.outgoing, workers=workers, bucket=bucket, report=report, book=book
+                    )
+                finally:  # what the server accepted is recorded before anything else
+                    await book.drain()
                 await loop.run_in_executor(marks, self._fold)
                 if not reachable or self.stop.is_set():  # the rest stays pending for the next run
                     if ahead is not None:
@@ -396,7 +443,7 @@ class Delivery:
         workers: int,
         bucket: TokenBucket,
         report: DeliveryReport,
-        marks: ThreadPoolExecutor,
+        book: _SentBook,
     ) -> bool:
         """Send over ``workers`` connections; False when the server could not be reached."""
         queue: asyncio.Queue[Outgoing] = asyncio.Queue()
@@ -415,7 +462,7 @@ class Delivery:
                     try:
                         await connection.send(item.mail)
                     except SendError as exc:
-                        await loop.run_in_executor(marks, self._failed, item, exc, report)
+                        await loop.run_in_executor(book.executor, self._failed, item, exc, report)
                         if exc.network:
                             away = True
                             network_errors += 1
@@ -424,7 +471,7 @@ class Delivery:
                         continue
                     network_errors = 0
                     reached = True
-                    await loop.run_in_executor(marks, self._sent, item, report)
+                    book.add(item, self.clock())
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(outgoing))))))
         left = []
@@ -443,21 +490,23 @@ class Delivery:
         report.not_tried += len(left)
         event(log, "deliver.released", emails=len(left), reason="not tried in this run; still pending")
 
-    def _sent(self, item: Outgoing, report: DeliveryReport) -> None:
-        """The server accepted the email: record that at once, in a one-row transaction
-        (the rows become ``sent`` when the chunk's marks are folded, :meth:`_fold`)."""
+    def _sent(self, accepted: list[tuple[Outgoing, datetime]], report: DeliveryReport) -> None:
+        """The server accepted these emails: record that in one short transaction, one
+        ``sent_marks`` row each (the rows become ``sent`` when the chunk's marks are
+        folded, :meth:`_fold`)."""
         with self.engine.begin() as conn:
             store.record_sent(
                 session=conn,
                 worker=self.worker,
-                subscriber_id=item.subscriber_id,
-                message_id=item.mail.message_id,
-                at=self.clock(),
-                deliveries=len(item.delivery_ids),
+                marks=[
+                    store.NewSentMark(item.subscriber_id, item.mail.message_id, at, len(item.delivery_ids))
+                    for item, at in accepted
+                ],
             )
-        report.emails += 1
-        report.papers += item.papers
-        event(log, "deliver.sent", to=item.email, papers=item.papers, message_id=item.mail.message_id)
+        for item, _ in accepted:
+            report.emails += 1
+            report.papers += item.papers
+            event(log, "deliver.sent", to=item.email, papers=item.papers, message_id=item.mail.message_id)
 
     def _fold(self) -> None:
         with store.transaction(self.engine) as session:

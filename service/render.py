@@ -14,14 +14,18 @@ import binascii
 import functools
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email import message_from_bytes, policy
+from email import message_from_bytes, message_from_string, policy
+from email.charset import Charset
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import jinja2
@@ -33,6 +37,7 @@ from .rules import highlight_spans
 _URL = re.compile(r"https?://[^\s<>\"']+")
 _URL_TRAILING = ".,;:!?)]}'\""
 UTF8 = policy.default.clone(utf8=True)
+TEMPLATE_RECHECK = 1.0  # seconds between looks at a template file for changes
 
 
 def templates_path(override: Path | None = None) -> Path:
@@ -46,11 +51,16 @@ def templates_path(override: Path | None = None) -> Path:
     raise FileNotFoundError(f"no templates found beside {here}; reinstall paperboy")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def one_line(text: str) -> str:
-    """Header-safe: CR, LF and runs of white space become one space."""
-    return " ".join(text.split())
+    """Header-safe: CR, LF and runs of white space become one space; other control
+    characters (which no reader shows and some parsers choke on) are dropped."""
+    return " ".join(_CONTROL.sub(" ", text).split()) if not text.isprintable() else " ".join(text.split())
 
 
+@functools.lru_cache(maxsize=8192)  # one paper goes to many readers
 def paper_link(template: str, *, title: str, key: str) -> str:
     return template.format(title=quote_plus(title), key=quote(key, safe=""))
 
@@ -160,12 +170,17 @@ class Mail:
         return cls(msg["To"].addresses[0].addr_spec, str(msg["Message-ID"]), msg.as_bytes())
 
     def parse(self) -> EmailMessage:
-        parsed = message_from_bytes(self.data, policy=policy.default)
+        """The message read back by the ``email`` parser (as UTF-8 text when it is an
+        SMTPUTF8 message, RFC 6532, so that raw UTF-8 headers read as characters)."""
+        if self.data.isascii():
+            parsed = message_from_bytes(self.data, policy=policy.default)
+        else:
+            parsed = message_from_string(self.data.decode("utf-8"), policy=UTF8)
         assert isinstance(parsed, EmailMessage)
         return parsed
 
 
-def alternative_body(text: str, html: str, *, boundary: str) -> str:
+def alternative_body(text: str, html: str, *, boundary: str) -> bytes:
     """The body of a ``multipart/alternative`` message: the text part, then the HTML part,
     both UTF-8 in quoted-printable.
 
@@ -177,14 +192,15 @@ def alternative_body(text: str, html: str, *, boundary: str) -> str:
     """
     parts = []
     for subtype, content in (("plain", text), ("html", html)):
-        encoded = binascii.b2a_qp(content.encode(), istext=True).decode("ascii")
         parts.append(
             f"--{boundary}\n"
             f'Content-Type: text/{subtype}; charset="utf-8"\n'
-            "Content-Transfer-Encoding: quoted-printable\n\n"
-            f"{encoded}\n"
+            "Content-Transfer-Encoding: quoted-printable\n\n".encode("ascii")
         )
-    return "".join(parts) + f"--{boundary}--\n"
+        parts.append(binascii.b2a_qp(content.encode(), istext=True))
+        parts.append(b"\n")
+    parts.append(f"--{boundary}--\n".encode("ascii"))
+    return b"".join(parts)
 
 
 class Renderer:
@@ -200,6 +216,19 @@ class Renderer:
         # A paper's abstract goes to many readers: wrap it once (the same filter, remembered).
         wordwrap = functools.partial(do_wordwrap, self.text)
         self.text.filters["wordwrap"] = functools.lru_cache(maxsize=4096)(wordwrap)
+        self._loaded: dict[str, tuple[jinja2.Template, float]] = {}
+
+    def _template(self, env: jinja2.Environment, name: str) -> jinja2.Template:
+        """``env.get_template(name)``, asked at most once a second: Jinja2 looks at the file's
+        modification time on every call, so an edited template is still picked up
+        while a delivery run renders thousands of emails."""
+        now = time.monotonic()
+        hit = self._loaded.get(name)
+        if hit is not None and now - hit[1] < TEMPLATE_RECHECK:
+            return hit[0]
+        template = env.get_template(name)
+        self._loaded[name] = (template, now)
+        return template
 
     def check(self) -> None:
         """Load every template, so a broken one stops start-up, not a delivery."""
@@ -209,27 +238,108 @@ class Renderer:
 
     def message(self, digest: Digest, *, sender: str, list_id: str) -> Mail:
         context = {"digest": digest, "papers": digest.papers, "more": digest.more}
-        subject = one_line(self.text.get_template("subject.txt.j2").render(context))
-        text = self.text.get_template("email.txt.j2").render(context)
-        html = self.html.get_template("email.html.j2").render(context)
-        # Headers go through the email package, which folds and encodes them and
-        # refuses a value that would smuggle in a header of its own.
-        # An address outside ASCII can only travel as UTF-8 (RFC 6531, SMTPUTF8).
+        subject = one_line(self._template(self.text, "subject.txt.j2").render(context))
+        text = self._template(self.text, "email.txt.j2").render(context)
+        html = self._template(self.html, "email.html.j2").render(context)
         utf8 = not (digest.to_email.isascii() and sender.isascii())
-        msg = EmailMessage(policy=UTF8 if utf8 else policy.default)
-        msg["Subject"] = subject
-        local, _, domain = digest.to_email.rpartition("@")  # (addr_spec= refuses a local part outside ASCII)
-        msg["To"] = Address(one_line(digest.to_name or ""), username=local, domain=domain)
-        msg["Message-ID"] = digest.message_id
-        if digest.unsubscribe:
-            msg["List-Unsubscribe"] = ", ".join(f"<{url}>" for url in digest.unsubscribe)
-            if any(url.startswith("https://") for url in digest.unsubscribe):
-                msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
         boundary = "=_" + hashlib.sha256(digest.message_id.encode()).hexdigest()[:24]
-        msg["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
-        msg.set_payload(alternative_body(text, html, boundary=boundary))  # already encoded: written as is
-        head = _shared_headers(one_line(sender), format_datetime(digest.date), list_id, utf8)
-        return Mail(digest.to_email, digest.message_id, head + msg.as_bytes())
+        head = [
+            _shared_headers(one_line(sender), format_datetime(digest.date), list_id, utf8),
+            header("Subject", subject),
+            to_header(one_line(digest.to_name or ""), digest.to_email, utf8=utf8),
+            header("Message-ID", digest.message_id),
+        ]
+        if digest.unsubscribe:
+            head.append(list_unsubscribe(digest.unsubscribe))
+            if any(url.startswith("https://") for url in digest.unsubscribe):
+                head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\n")  # RFC 8058
+        head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\n\n'.encode())
+        head.append(alternative_body(text, html, boundary=boundary))
+        return Mail(digest.to_email, digest.message_id, b"".join(head))
+
+
+# Headers are written here rather than by the email package, which parses
+# every value into a token tree and folds it again (that cost a digest more
+# than rendering its templates) and loses the space between two encoded words
+# when it folds a long header outside ASCII. ASCII text is folded at spaces;
+# other text becomes RFC 2047 encoded words (``email.header.Header``), which
+# keep every character, spaces included. Values reach here through
+# ``one_line``, so none can carry a line break, and so no header of its own.
+
+MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
+_PLAIN = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")  # printable ASCII words, single spaces
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_ATOMS = re.compile(f"[{_ATEXT}]+(?: [{_ATEXT}]+)*")  # a phrase that needs no quotes
+_LOCAL = re.compile(f"[{_ATEXT}\u0080-\U0010ffff]+(?:\\.[{_ATEXT}\u0080-\U0010ffff]+)*")  # RFC 6532 dot-atom
+_DOMAIN = re.compile(r"[A-Za-z0-9\u0080-\U0010ffff-]+(?:\.[A-Za-z0-9\u0080-\U0010ffff-]+)*")
+
+
+_UTF8 = Charset("utf-8")
+
+
+def _fold(name: str, words: Sequence[str], sep: str) -> str:
+    """``name: w1<sep>w2...``, a line break before a word that would pass MAX_LINE
+    (the break replaces the space that ends ``sep``; a word longer than a line stays whole)."""
+    lines, line = [], f"{name}:"
+    for i, word in enumerate(words):
+        piece = (sep if i else " ") + word
+        if i and len(line) + len(piece) > MAX_LINE:
+            lines.append(line + sep.rstrip(" "))
+            line = " " + word
+        else:
+            line += piece
+    return "\n".join([*lines, line]) + "\n"
+
+
+def _encoded(name: str, value: str) -> str:
+    """``value`` as RFC 2047 encoded words, folded for a header called ``name``."""
+    return Header(value, "utf-8", header_name=name).encode(linesep="\n")
+
+
+def header(name: str, value: str) -> bytes:
+    """One unstructured header (Subject, Message-ID): ASCII words folded at spaces,
+    anything else (or a run that could be read as an encoded word) encoded."""
+    if len(value) < 900 and "=?" not in value and _PLAIN.fullmatch(value):
+        return _fold(name, value.split(" "), " ").encode("ascii")
+    return f"{name}: {_encoded(name, value)}\n".encode("ascii")
+
+
+def to_header(name: str, email: str, *, utf8: bool = False) -> bytes:
+    """``To: Name <local@domain>``: the name as atoms, a quoted string or encoded words;
+    an address outside ASCII as UTF-8 (RFC 6532: the message then needs SMTPUTF8)."""
+    local, _, domain = email.rpartition("@")
+    if not (_LOCAL.fullmatch(local) and _DOMAIN.fullmatch(domain)):  # a quoted local part, say
+        return _by_email_package("To", Address(name, username=local, domain=domain), utf8=utf8)
+    if not name:
+        return f"To: {email}\n".encode()
+    if "=?" not in name and _ATOMS.fullmatch(name):
+        phrase = name
+    elif name.isascii():
+        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:  # one encoded word, as email.utils.formataddr writes it: split in two, many
+        phrase = _UTF8.header_encode(name)  # readers (Python's own) put a space between them
+    line = f"To: {phrase} <{email}>"
+    if len(line.rpartition("\n")[2]) > MAX_LINE:
+        line = f"To: {phrase}\n <{email}>"
+    return f"{line}\n".encode()
+
+
+def _by_email_package(name: str, value: Any, *, utf8: bool) -> bytes:
+    msg = EmailMessage(policy=UTF8 if utf8 else policy.default)
+    msg[name] = value
+    return msg.as_bytes()[:-1]  # without the blank line that ends the header block
+
+
+_URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"  # what may stay as it is in a URL between < and >
+
+
+def list_unsubscribe(urls: Sequence[str]) -> bytes:
+    """``List-Unsubscribe: <url>, <url>`` (RFC 2369): folded only between URLs, never
+    inside one, and never encoded (a receiving server reads the URLs as they are);
+    a character that cannot stand in a URL is percent-encoded."""
+    return _fold("List-Unsubscribe", [f"<{quote(url, safe=_URL_SAFE)}>" for url in urls], ", ").encode(
+        "ascii"
+    )
 
 
 @functools.lru_cache(maxsize=64)

@@ -3,20 +3,25 @@
 Regenerate after an intended change: PAPERBOY_REGEN_GOLDEN=1 pytest tests/test_render.py
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
 import feedparser
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service import feeds
 from service.render import (
+    MAX_LINE,
     Digest,
     PaperView,
     Renderer,
     list_id,
     markup,
     message_id,
+    one_line,
     paper_link,
     templates_path,
 )
@@ -97,6 +102,72 @@ def test_email_html_part_is_golden(message) -> None:  # type: ignore[no-untyped-
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "<mark>T\\&#34;ULU</mark>" in html and "<mark>reward models</mark>" in html
     assert '<a href="https://github.com/allenai/open-instruct">' in html  # the trailing dot is not in the URL
+
+
+def head_lines(data: bytes) -> list[bytes]:
+    return data.split(b"\n\n", 1)[0].split(b"\n")
+
+
+def test_list_unsubscribe_urls_are_never_encoded_or_broken() -> None:
+    """A receiving server reads List-Unsubscribe as it is: each URL whole between < and >,
+    never an RFC 2047 encoded word (the email package encoded a long mailto: URL that way)."""
+    token = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_"
+    urls = [
+        f"https://papers.example.org/unsubscribe/{token}",
+        f"mailto:papers@example.org?subject=unsubscribe%20{token}",
+    ]
+    digest = dataclasses.replace(DIGEST, unsubscribe=urls)
+    data = Renderer(templates_path()).message(digest, sender=SENDER, list_id=list_id(SENDER)).data
+    lines = head_lines(data)
+    start = next(i for i, line in enumerate(lines) if line.startswith(b"List-Unsubscribe:"))
+    raw = lines[start] + b"".join(line for line in lines[start + 1 :] if line.startswith(b" ")).replace(
+        b"\n", b""
+    )
+    assert b"=?" not in raw
+    assert raw == f"List-Unsubscribe: <{urls[0]}>, <{urls[1]}>".encode()
+    assert lines[start].endswith(b",") and lines[start + 1] == f" <{urls[1]}>".encode()  # folded between URLs
+
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+NAMES = st.text(st.characters(max_codepoint=0x17F, exclude_categories=("Cs",)), max_size=30)
+RENDERER = Renderer(templates_path())
+
+
+@settings(max_examples=150, deadline=None)
+@given(title=TEXT, name=NAMES, local=st.sampled_from(["alice", "a.b+c", "bøb", "x" * 60]))
+def test_headers_read_back_as_written(title: str, name: str, local: str) -> None:
+    """Whatever the title and the reader's name, the headers parse back to them, no other
+    header appears, and lines stay within 78 characters unless one word is longer."""
+    digest = dataclasses.replace(
+        DIGEST, papers=[view(title or "t", "a", ("a",), 1)], to_name=name, to_email=f"{local}@example.org"
+    )
+    mail = RENDERER.message(digest, sender=SENDER, list_id=list_id(SENDER))
+    msg = mail.parse()
+    utf8_address = {"To"} if not local.isascii() else set()  # (the parser calls raw UTF-8 a defect)
+    assert msg.defects == [] and all(msg[h].defects == () for h in set(msg.keys()) - utf8_address)
+    expected_names = [
+        "From",
+        "Date",
+        "List-Id",
+        "Auto-Submitted",
+        "Precedence",
+        "MIME-Version",
+        "Subject",
+        "To",
+    ]
+    expected_names += ["Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post", "Content-Type"]
+    assert msg.keys() == expected_names
+    shown = digest.papers[0].title
+    subject = one_line(f"{len(digest.papers) + digest.more} new papers for you: {shown}")
+    assert str(msg["Subject"]) == subject or (len(shown) > 70 and str(msg["Subject"]).endswith("..."))
+    [to] = msg["To"].addresses
+    assert (to.display_name, to.addr_spec) == (one_line(name), f"{local}@example.org")
+    for line in head_lines(mail.data):
+        text = line.decode("utf-8")
+        assert len(line) <= 998
+        if len(text) > MAX_LINE:  # one word too long to break (after the header's name)
+            word = text.strip() if text.startswith(" ") else text.partition(": ")[2]
+            assert " " not in word.removesuffix(","), text
 
 
 def test_markup_links_urls_marks_terms_and_escapes_the_rest() -> None:

@@ -99,12 +99,8 @@ def test_claims_leases_retries_and_failure(engine: Engine) -> None:
     assert sorted(first) == [a, b] and all(len(v) == 2 for v in first.values())
     assert claim(FIXED_NOW, "w2") == {}  # claimed rows are not due for anyone else
     with store.transaction(engine) as s:
-        store.record_sent(
-            session=s, worker="w1", subscriber_id=a, message_id="<a@x>", at=FIXED_NOW, deliveries=2
-        )
-        store.record_sent(
-            session=s, worker="w2", subscriber_id=b, message_id="<b@x>", at=FIXED_NOW, deliveries=2
-        )
+        store.record_sent(session=s, worker="w1", marks=[store.NewSentMark(a, "<a@x>", FIXED_NOW, 2)])
+        store.record_sent(session=s, worker="w2", marks=[store.NewSentMark(b, "<b@x>", FIXED_NOW, 2)])
     with store.transaction(engine) as s:
         assert store.fold_sent(session=s, worker="w1") == store.Folded(1, 2, [])
         assert store.fold_sent(session=s, worker="w1") == store.Folded(0, 0, [])  # folded once
@@ -269,9 +265,7 @@ def test_a_mark_left_by_a_dead_process_counts_before_anything_is_claimed_again(e
             session=s, at=FIXED_NOW, lease_until=lease, worker="w1", max_subscribers=5
         )[0].values()
     with store.transaction(engine) as s:
-        store.record_sent(
-            session=s, worker="w1", subscriber_id=a, message_id="<m@x>", at=FIXED_NOW, deliveries=2
-        )
+        store.record_sent(session=s, worker="w1", marks=[store.NewSentMark(a, "<m@x>", FIXED_NOW, 2)])
     # w1 is gone; a later claim folds its mark first
     with store.transaction(engine) as s:
         after = lease + timedelta(seconds=1)
