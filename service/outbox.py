@@ -2,20 +2,24 @@
 
 Matching writes one ``deliveries`` row per (subscriber, paper) that matched,
 in state ``pending``, with the matched terms and score, before anything is
-sent. Delivery then works in chunks of subscribers, as a pipeline (one thread
-prepares the next chunk while the event loop sends this one):
+sent. Delivery then works in chunks of subscribers, as a pipeline: one thread
+claims the next chunk while another renders the chunk before it and the event
+loop sends the one before that; the senders take emails from a queue, so they
+never wait for a chunk to finish.
 
 1. claim (one short transaction): the due rows of a few subscribers become
-   ``sending``, leased to this process (``claimed_by``, ``lease_until``).
+   ``sending``, leased to this process (``claimed_by``, ``lease_until``), and
+   come back from the same statement (``RETURNING``) for rendering.
    On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``, so two
    processes never claim the same row; on SQLite writers take turns.
 2. render one email per subscriber with all their claimed papers (best
    first; over ``max_papers`` the rest are counted and linked to the feed).
 3. send, over ``email.smtp.concurrency`` connections at no more than
    ``email.smtp.rate`` messages a second, and record each outcome at once:
-   accepted -> a *sent mark* (one row in ``sent_marks``, its own commit),
-   which the end of the chunk folds into the rows (``sent``) in one
-   statement; a temporary error (4xx, network, timeout) -> ``pending``
+   accepted -> a *sent mark* (one row in ``sent_marks``; a thread commits
+   the marks gathered since its last commit in one insert), which is folded
+   into the rows (``sent``) every FOLD_EVERY emails, in one statement; a
+   temporary error (4xx, network, timeout) -> ``pending``
    again, due after an exponential backoff with jitter (``retry_after``
    doubling up to ``retry_max``); a permanent error (5xx, the recipient
    refused) or the last of ``max_attempts`` -> ``failed``, with the reason.
@@ -26,9 +30,9 @@ A row in ``sending`` whose lease has run out belongs to a process that died:
 it is due again, but every claim first folds the sent marks of every
 process, so an email whose mark was committed is never sent again. That
 leaves one window in which a pair can be delivered twice: the server
-accepted the message and the process died before the one-row insert of its
-mark committed. The retried message carries the same ``Message-ID``, so mail
-clients can drop it.
+accepted the message and the process died before its mark committed (the
+commit then under way, or the one after it: a few milliseconds). The retried
+message carries the same ``Message-ID``, so mail clients can drop it.
 
 Papers are matched once, when they are new (``papers.matched_at``); a
 subscriber added later receives the papers that arrive after they joined.
@@ -50,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -141,14 +146,44 @@ def next_digest(
     rows = store.outbox_rows(session=session, subscriber_ids=[sub.id])
     if not rows:
         return None
-    digest = _digests(session, {sub.id: sub}, rows, limits={}, settings=settings, at=at, default=limit)
+    digest = _digests(
+        session, {sub.id: sub}, rows, Papers(), limits={}, settings=settings, at=at, default=limit
+    )
     return digest[sub.id], [r.id for r in rows[sub.id]]
+
+
+class Papers:
+    """What a delivery run has read of papers: each one goes into many emails, so its
+    first-seen time and its text are read once (at most ``keep`` of each are kept)."""
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self.keep = keep
+        self._seen: dict[int, Any] = {}
+        self._texts: dict[int, tuple[str, str, str]] = {}
+
+    def seen(self, session: Session, paper_ids: set[int]) -> dict[int, Any]:
+        return self._read(self._seen, store.paper_seen, session, paper_ids)
+
+    def texts(self, session: Session, paper_ids: set[int]) -> dict[int, tuple[str, str, str]]:
+        return self._read(self._texts, store.paper_texts, session, paper_ids)
+
+    def _read(
+        self, known: dict[int, Any], read: Callable[..., dict[int, Any]], session: Session, ids: set[int]
+    ) -> Any:
+        missing = ids.difference(known)
+        if missing:
+            if len(known) + len(missing) > self.keep:
+                known.clear()
+                missing = ids
+            known.update(read(session=session, paper_ids=missing))
+        return known
 
 
 def _digests(
     session: Session,
     subscribers: dict[int, store.Subscriber],
     rows: dict[int, list[store.OutboxRow]],
+    papers: Papers,
     *,
     limits: dict[str, int],
     default: int,
@@ -156,12 +191,15 @@ def _digests(
     at: datetime,
 ) -> dict[int, Digest]:
     """Each subscriber's digest of ``rows`` (by subscriber id): the best ``limits[email]``
-    (else ``default``) papers shown, their texts read in one query for all."""
-    shown = {sid: store.best_first(r, limits.get(subscribers[sid].email, default)) for sid, r in rows.items()}
-    papers = store.paper_texts(session=session, paper_ids={r.paper_id for s in shown.values() for r in s})
+    (else ``default``) papers shown; what is not known of the papers yet is read in
+    two queries for all."""
+    seen = papers.seen(session, {r.paper_id for group in rows.values() for r in group})
+    shown = {
+        sid: store.best_first(r, limits.get(subscribers[sid].email, default), seen) for sid, r in rows.items()
+    }
+    texts = papers.texts(session, {r.paper_id for s in shown.values() for r in s})
     return {
-        sid: _digest(subscribers[sid], rows[sid], shown[sid], papers, settings=settings, at=at)
-        for sid in rows
+        sid: _digest(subscribers[sid], rows[sid], shown[sid], texts, settings=settings, at=at) for sid in rows
     }
 
 
@@ -216,18 +254,24 @@ def retry_delay(attempt: int, *, first: float, cap: float, rng: random.Random) -
 def render_claimed(
     session: Session,
     subscribers: dict[int, store.Subscriber],
+    claimed: dict[int, list[store.OutboxRow]],
+    papers: Papers,
     *,
-    worker: str,
     renderer: Renderer,
     settings: Settings,
     limits: dict[str, int],
     at: datetime,
 ) -> list[Outgoing]:
-    """The emails carrying what ``worker`` claimed for ``subscribers`` (by id): three
-    queries for the whole chunk, whatever its size."""
-    rows = store.outbox_rows(session=session, subscriber_ids=list(subscribers), claimed_by=worker)
+    """The emails carrying the ``claimed`` rows of ``subscribers`` (both by subscriber id)."""
     digests = _digests(
-        session, subscribers, rows, limits=limits, default=settings.email.max_papers, settings=settings, at=at
+        session,
+        subscribers,
+        claimed,
+        papers,
+        limits=limits,
+        default=settings.email.max_papers,
+        settings=settings,
+        at=at,
     )
     sender, lid = settings.email.from_, list_id(settings.email.from_)
     return [
@@ -235,10 +279,10 @@ def render_claimed(
             subscribers[sid].email,
             sid,
             renderer.message(digests[sid], sender=sender, list_id=lid),
-            [r.id for r in claimed],
-            max(r.attempts for r in claimed),
+            [r.id for r in rows],
+            max(r.attempts for r in rows),
         )
-        for sid, claimed in rows.items()
+        for sid, rows in claimed.items()
     ]
 
 
@@ -289,6 +333,7 @@ class DeliveryReport:
 
 
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
+FOLD_EVERY = 50  # sent marks folded into the outbox rows after this many (and at the end of a run)
 
 
 class _SentBook:
@@ -302,9 +347,13 @@ class _SentBook:
     """
 
     def __init__(
-        self, record: Callable[[list[tuple[Outgoing, datetime]]], None], executor: ThreadPoolExecutor
+        self,
+        record: Callable[[list[tuple[Outgoing, datetime]]], None],
+        fold: Callable[[], None],
+        executor: ThreadPoolExecutor,
     ):
-        self.record, self.executor = record, executor
+        self.record, self.fold, self.executor = record, fold, executor
+        self.unfolded = 0  # marks committed since the last fold
         self.waiting: list[tuple[Outgoing, datetime]] = []
         self.task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
@@ -321,9 +370,17 @@ class _SentBook:
         while self.waiting and self.error is None:
             batch, self.waiting = self.waiting, []
             try:
-                await loop.run_in_executor(self.executor, self.record, batch)
+                await loop.run_in_executor(self.executor, self._record, batch)
             except Exception as exc:  # kept, and raised to the run by add() or drain()
                 self.error = exc
+
+    def _record(self, batch: list[tuple[Outgoing, datetime]]) -> None:
+        """(On the executor's thread.) Commit the marks; every FOLD_EVERY of them, fold."""
+        self.record(batch)
+        self.unfolded += len(batch)
+        if self.unfolded >= FOLD_EVERY:
+            self.fold()
+            self.unfolded = 0
 
     async def drain(self) -> None:
         """Wait until every accepted email so far is committed (raises what a commit raised)."""
@@ -334,9 +391,16 @@ class _SentBook:
 
 
 @dataclass(frozen=True, slots=True)
-class Chunk:
-    outgoing: list[Outgoing]  # empty: every due row was locked by another process
+class Claim:
+    rows: dict[
+        int, list[store.OutboxRow]
+    ]  # by subscriber; empty: every due row was locked by another process
     after: int  # the highest subscriber id claimed
+    at: datetime
+
+    @property
+    def delivery_ids(self) -> list[int]:
+        return [r.id for group in self.rows.values() for r in group]
 
 
 @dataclass(slots=True)
@@ -362,53 +426,105 @@ class Delivery:
         return report
 
     async def _run(self, report: DeliveryReport) -> None:
-        """The pipeline: one thread claims and renders the next chunk while this one is sent,
-        another records each accepted email, so the event loop only talks SMTP."""
+        """The pipeline. One thread claims chunk after chunk, another renders each claimed
+        chunk into a queue, the event loop's senders take emails from the queue over their
+        connections, and a fourth thread records what the server accepted. So the next
+        chunk is claimed while one is rendered and another sent, and the senders never
+        wait for a chunk to finish."""
         smtp = self.settings.email.smtp
         workers = smtp.concurrency if self.settings.email.transport == "smtp" else 1
         bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
-        limits = paper_limits(self.settings)
-        loop = asyncio.get_running_loop()
+        render = functools.partial(self._render, limits=paper_limits(self.settings), papers=Papers())
+        queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         with (
-            ThreadPoolExecutor(1, thread_name_prefix="paperboy-prepare") as prepare,
+            ThreadPoolExecutor(1, thread_name_prefix="paperboy-claim") as claims,
+            ThreadPoolExecutor(1, thread_name_prefix="paperboy-render") as renders,
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-mark") as marks,
         ):
-            book = _SentBook(functools.partial(self._sent, report=report), marks)
-            busy, after = 0, 0  # one pass over the subscribers: a row that failed waits for the next run
-            ahead: asyncio.Future[Chunk | None] | None = loop.run_in_executor(
-                prepare, self._prepare, 0, limits
-            )
+            book = _SentBook(functools.partial(self._sent, report=report), self._fold, marks)
+            low = asyncio.Event()  # a sender took an email: the producer looks at the queue again
+            senders = [
+                asyncio.create_task(self._sender(queue, low, bucket=bucket, report=report, book=book))
+                for _ in range(workers)
+            ]
+            try:
+                await self._produce(queue, low, senders, claims, renders, render, report)
+                for _ in senders:
+                    queue.put_nowait(None)  # no more: each sender stops when it takes one
+                await asyncio.gather(*senders)
+            finally:
+                for task in senders:
+                    task.cancel()
+                await asyncio.gather(*senders, return_exceptions=True)
+                left = []
+                while not queue.empty():
+                    item = queue.get_nowait()
+                    if item is not None:
+                        left.append(item)
+                if left:  # claimed, not tried: the run stopped or the server went away
+                    self._give_back([i for item in left for i in item.delivery_ids], report, emails=len(left))
+                await book.drain()  # what the server accepted is recorded before the run ends
+
+    async def _produce(
+        self,
+        queue: asyncio.Queue[Outgoing | None],
+        low: asyncio.Event,
+        senders: list[asyncio.Task[None]],
+        claims: ThreadPoolExecutor,
+        renders: ThreadPoolExecutor,
+        render: Callable[[Claim], list[Outgoing]],
+        report: DeliveryReport,
+    ) -> None:
+        """Feed the queue chunk by chunk (one pass over the subscribers: a row that failed
+        waits for the next run) until nothing is due, the run stops or no sender is left."""
+        loop = asyncio.get_running_loop()
+        busy = 0
+        ahead: asyncio.Future[Claim | None] | None = loop.run_in_executor(claims, self._claim, 0)
+        claim: Claim | None = None  # claimed, not queued yet
+        try:
             while ahead is not None:
-                chunk = await ahead
-                ahead = None
-                if chunk is None:
-                    break  # nothing is due
-                if not chunk.outgoing:  # all due rows are locked by another process claiming them now
+                claim, ahead = await ahead, None
+                if claim is None:
+                    return  # nothing is due
+                if not claim.rows:  # all due rows are locked by another process claiming them now
                     busy += 1
                     if busy > 50 or self.stop.is_set():
-                        break
+                        return
                     await asyncio.sleep(0.1)
-                    ahead = loop.run_in_executor(prepare, self._prepare, after, limits)
+                    ahead = loop.run_in_executor(claims, self._claim, claim.after)
                     continue
-                busy, after = 0, chunk.after
-                if not self.stop.is_set():  # render the next chunk while this one is sent
-                    ahead = loop.run_in_executor(prepare, self._prepare, after, limits)
-                try:
-                    reachable = await self._send_all(
-                        chunk.outgoing, workers=workers, bucket=bucket, report=report, book=book
-                    )
-                finally:  # what the server accepted is recorded before anything else
-                    await book.drain()
-                await loop.run_in_executor(marks, self._fold)
-                if not reachable or self.stop.is_set():  # the rest stays pending for the next run
-                    if ahead is not None:
-                        prepared = await ahead
-                        if prepared is not None and prepared.outgoing:
-                            self._give_back(prepared.outgoing, report)
-                    break
+                busy = 0
+                if self.stop.is_set():
+                    return
+                ahead = loop.run_in_executor(claims, self._claim, claim.after)  # claim on meanwhile
+                outgoing = await loop.run_in_executor(renders, render, claim)
+                # queue it once the senders are nearly through what they have (or all gone)
+                while queue.qsize() > len(senders) and not self.stop.is_set():
+                    low.clear()
+                    waiter = asyncio.ensure_future(low.wait())
+                    await asyncio.wait([waiter, *senders], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if all(task.done() for task in senders):
+                        return
+                if self.stop.is_set():
+                    return
+                for item in outgoing:
+                    queue.put_nowait(item)
+                claim = None
+                if all(task.done() for task in senders):
+                    return
+        finally:  # claimed (or rendered) but never queued: give it back
+            unsent = [claim] if claim is not None and claim.rows else []
+            if ahead is not None:
+                later = await ahead
+                if later is not None and later.rows:
+                    unsent.append(later)
+            if unsent:
+                ids = [i for c in unsent for i in c.delivery_ids]
+                self._give_back(ids, report, emails=sum(len(c.rows) for c in unsent))
 
-    def _prepare(self, after: int, limits: dict[str, int]) -> Chunk | None:
-        """Claim the next subscribers' due rows and render their emails (None: nothing due)."""
+    def _claim(self, after: int) -> Claim | None:
+        """Claim the due rows of the next subscribers after ``after`` (None: nothing is due)."""
         at = self.clock()
         with store.transaction(self.engine) as session:
             claimed, anything = store.claim_due(
@@ -421,74 +537,64 @@ class Delivery:
             )
         if not anything:
             return None
-        if not claimed:
-            return Chunk([], after)
+        return Claim(claimed, max(claimed, default=after), at)
+
+    def _render(self, claim: Claim, *, limits: dict[str, int], papers: Papers) -> list[Outgoing]:
         with store.reading(self.engine) as session:
-            subscribers = store.subscribers_by_id(session=session, ids=list(claimed))
-            outgoing = render_claimed(
+            subscribers = store.subscribers_by_id(session=session, ids=list(claim.rows))
+            return render_claimed(
                 session,
                 subscribers,
-                worker=self.worker,
+                claim.rows,
+                papers,
                 renderer=self.renderer,
                 settings=self.settings,
                 limits=limits,
-                at=at,
+                at=claim.at,
             )
-        return Chunk(outgoing, max(claimed))
 
-    async def _send_all(
+    async def _sender(
         self,
-        outgoing: list[Outgoing],
+        queue: asyncio.Queue[Outgoing | None],
+        low: asyncio.Event,
         *,
-        workers: int,
         bucket: TokenBucket,
         report: DeliveryReport,
         book: _SentBook,
-    ) -> bool:
-        """Send over ``workers`` connections; False when the server could not be reached."""
-        queue: asyncio.Queue[Outgoing] = asyncio.Queue()
-        for item in outgoing:
-            queue.put_nowait(item)
-        reached = away = False
+    ) -> None:
+        """One connection: send what the queue holds until it says stop (None), the run
+        stops, or the server cannot be reached twice in a row (the rest is left to the
+        other senders, or given back)."""
         loop = asyncio.get_running_loop()
+        network_errors = 0
+        async with self.transport.connect() as connection:
+            while not self.stop.is_set():
+                item = await queue.get()
+                if item is None:
+                    return
+                low.set()  # the producer looks at the queue's length
+                if self.stop.is_set():
+                    queue.put_nowait(item)  # not tried: given back with the rest
+                    return
+                await bucket.take()
+                try:
+                    await connection.send(item.mail)
+                except SendError as exc:
+                    await loop.run_in_executor(book.executor, self._failed, item, exc, report)
+                    if exc.network:
+                        network_errors += 1
+                        if network_errors >= 2:
+                            return  # reconnecting failed too
+                    continue
+                network_errors = 0
+                book.add(item, self.clock())
 
-        async def worker() -> None:
-            nonlocal reached, away
-            network_errors = 0
-            async with self.transport.connect() as connection:
-                while not queue.empty() and not self.stop.is_set():
-                    item = queue.get_nowait()
-                    await bucket.take()
-                    try:
-                        await connection.send(item.mail)
-                    except SendError as exc:
-                        await loop.run_in_executor(book.executor, self._failed, item, exc, report)
-                        if exc.network:
-                            away = True
-                            network_errors += 1
-                            if network_errors >= 2:
-                                return  # reconnecting failed too: leave the rest to the other workers
-                        continue
-                    network_errors = 0
-                    reached = True
-                    book.add(item, self.clock())
-
-        await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(outgoing))))))
-        left = []
-        while not queue.empty():
-            left.append(queue.get_nowait())
-        if left:
-            self._give_back(left, report)
-        return reached or not away
-
-    def _give_back(self, left: list[Outgoing], report: DeliveryReport) -> None:
+    def _give_back(self, delivery_ids: list[int], report: DeliveryReport, *, emails: int) -> None:
         """Claimed, not tried: back to pending, no attempt counted."""
         with store.transaction(self.engine) as session:
-            store.release(
-                session=session, delivery_ids=[i for o in left for i in o.delivery_ids], worker=self.worker
-            )
-        report.not_tried += len(left)
-        event(log, "deliver.released", emails=len(left), reason="not tried in this run; still pending")
+            store.release(session=session, delivery_ids=delivery_ids, worker=self.worker)
+        report.not_tried += emails
+        event(log, "deliver.released", emails=emails, reason="not tried in this run; still pending")
 
     def _sent(self, accepted: list[tuple[Outgoing, datetime]], report: DeliveryReport) -> None:
         """The server accepted these emails: record that in one short transaction, one

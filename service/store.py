@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -504,6 +505,55 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
     return _insert_new(session, Delivery, rows, ["subscriber_id", "paper_id"])
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A delivery on its way into an email.
+
+    A chunk loads thousands of these and shows a few: the JSON columns stay as
+    the driver returns them until read.
+    """
+
+    id: int
+    paper_id: int
+    attempts: int
+    score: int
+    terms_raw: Any
+    via_raw: Any
+
+    @property
+    def terms(self) -> list[str]:
+        return json.loads(self.terms_raw) if isinstance(self.terms_raw, str) else list(self.terms_raw)
+
+    @property
+    def via(self) -> list[str]:
+        return json.loads(self.via_raw) if isinstance(self.via_raw, str) else list(self.via_raw)
+
+
+_OUTBOX_COLUMNS = (
+    col(Delivery.subscriber_id),
+    col(Delivery.id),
+    col(Delivery.paper_id),
+    col(Delivery.attempts),
+    col(Delivery.score),
+    type_coerce(col(Delivery.terms), String),  # decoded when shown
+    type_coerce(col(Delivery.via), String),
+)
+
+
+def _by_subscriber(result: Any) -> dict[int, list[OutboxRow]]:
+    """(subscriber_id, *OutboxRow fields) rows, grouped by subscriber, each group by id.
+
+    (Sorted as plain values: comparing SQLAlchemy rows goes through Python
+    for every comparison, and cost a claim more than its UPDATE.)
+    """
+    out: dict[int, list[OutboxRow]] = {}
+    for subscriber_id, *row in result.all():
+        out.setdefault(subscriber_id, []).append(OutboxRow(*row))
+    for group in out.values():
+        group.sort(key=attrgetter("id"))
+    return dict(sorted(out.items()))
+
+
 def _due(at: datetime) -> Any:
     """Rows to send now: pending and past their retry time, or sending with an expired lease.
 
@@ -530,11 +580,11 @@ def claim_due(
     worker: str,
     max_subscribers: int,
     after: int = 0,
-) -> tuple[dict[int, list[int]], bool]:
+) -> tuple[dict[int, list[OutboxRow]], bool]:
     """Claim the due deliveries of up to ``max_subscribers`` active subscribers whose id
     is above ``after`` (a run walks the subscribers once, in id order).
 
-    Returns the claimed delivery ids by subscriber, and whether anything was
+    Returns the claimed rows by subscriber (each subscriber's by id), and whether anything was
     due at all (rows another process holds locked are skipped, not waited
     for: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's BEGIN IMMEDIATE
     lets one writer at a time in). The rows become ``sending``, leased to
@@ -573,78 +623,35 @@ def claim_due(
         update(Delivery)
         .where(col(Delivery.id).in_(rows.scalar_subquery()))
         .values(state=DeliveryState.SENDING, lease_until=lease_until, claimed_by=worker)
-        .returning(col(Delivery.id), col(Delivery.subscriber_id))
+        .returning(*_OUTBOX_COLUMNS)  # what the emails need: no second read
     )
-    claimed: dict[int, list[int]] = {}
-    rows_claimed: list[tuple[int, int]] = list(_core(session).execute(claim).all())  # type: ignore[arg-type]
-    for delivery_id, subscriber_id in sorted(rows_claimed):
-        claimed.setdefault(subscriber_id, []).append(delivery_id)
-    return claimed, True
+    return _by_subscriber(_core(session).execute(claim)), True
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """A delivery on its way into an email.
-
-    A chunk loads thousands of these and shows a few: the JSON columns stay as
-    the driver returns them until read, and ``seen`` (the paper's
-    ``first_seen_at``) is the database's own value, only ever compared.
-    """
-
-    id: int
-    paper_id: int
-    attempts: int
-    score: int
-    terms_raw: Any
-    via_raw: Any
-    seen: Any
-
-    @property
-    def terms(self) -> list[str]:
-        return json.loads(self.terms_raw) if isinstance(self.terms_raw, str) else list(self.terms_raw)
-
-    @property
-    def via(self) -> list[str]:
-        return json.loads(self.via_raw) if isinstance(self.via_raw, str) else list(self.via_raw)
-
-
-def outbox_rows(
-    *, session: Session, subscriber_ids: Sequence[int], claimed_by: str | None = None
-) -> dict[int, list[OutboxRow]]:
-    """What the next emails of ``subscriber_ids`` carry, by subscriber, in one query: the
-    rows ``claimed_by`` that worker (``sending``), or, with None, the pending ones (``preview``)."""
-    mine = (
-        and_(col(Delivery.state) == DeliveryState.SENDING, col(Delivery.claimed_by) == claimed_by)
-        if claimed_by
-        else col(Delivery.state) == DeliveryState.PENDING
+def outbox_rows(*, session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[OutboxRow]]:
+    """The pending rows of ``subscriber_ids``, by subscriber, in one query (``preview``)."""
+    stmt = sa_select(*_OUTBOX_COLUMNS).where(
+        col(Delivery.subscriber_id).in_(subscriber_ids), col(Delivery.state) == DeliveryState.PENDING
     )
-    stmt = (
-        sa_select(
-            col(Delivery.subscriber_id),
-            col(Delivery.id),
-            col(Delivery.paper_id),
-            col(Delivery.attempts),
-            col(Delivery.score),
-            type_coerce(col(Delivery.terms), String),  # decoded when shown
-            type_coerce(col(Delivery.via), String),
-            type_coerce(col(Paper.first_seen_at), String),  # compared, never shown
-        )
-        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(col(Delivery.subscriber_id).in_(subscriber_ids), mine)
-        .order_by(col(Delivery.id))
-    )
-    out: dict[int, list[OutboxRow]] = {}
-    for subscriber_id, *row in _core(session).execute(stmt):
-        out.setdefault(subscriber_id, []).append(OutboxRow(*row))  # type: ignore[arg-type]
-    return out
+    return _by_subscriber(_core(session).execute(stmt))
 
 
-def best_first(rows: Iterable[OutboxRow], limit: int) -> list[OutboxRow]:
-    """The ``limit`` rows an email shows: best matches first, then the newest papers."""
+def best_first(rows: Iterable[OutboxRow], limit: int, seen: Mapping[int, Any]) -> list[OutboxRow]:
+    """The ``limit`` rows an email shows: best matches first, then the newest papers
+    (``seen``: each paper's ``first_seen_at``, see :func:`paper_seen`)."""
     ordered = sorted(rows, key=lambda r: r.paper_id)
-    ordered.sort(key=lambda r: r.seen, reverse=True)  # stable: ties keep the paper order
+    ordered.sort(key=lambda r: seen[r.paper_id], reverse=True)  # stable: ties keep the paper order
     ordered.sort(key=lambda r: r.score, reverse=True)
     return ordered[:limit]
+
+
+def paper_seen(*, session: Session, paper_ids: Iterable[int]) -> dict[int, Any]:
+    """When each paper was first seen, by id, as the database holds it: only ever compared."""
+    stmt = sa_select(col(Paper.id), type_coerce(col(Paper.first_seen_at), String)).where(
+        col(Paper.id).in_(list(paper_ids))
+    )
+    rows: Any = _core(session).execute(stmt).all()
+    return dict(rows)
 
 
 def paper_texts(*, session: Session, paper_ids: Iterable[int]) -> dict[int, tuple[str, str, str]]:

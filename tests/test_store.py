@@ -63,7 +63,8 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
         pending = store.outbox_rows(session=s, subscriber_ids=[ann.id])
         assert list(pending) == [ann.id] and len(pending[ann.id]) == 3
         assert [r.attempts for r in pending[ann.id]] == [0, 0, 0]
-        shown = store.best_first(pending[ann.id], 10)
+        seen = store.paper_seen(session=s, paper_ids=ids.values())
+        shown = store.best_first(pending[ann.id], 10, seen)
         texts = store.paper_texts(session=s, paper_ids=[r.paper_id for r in shown])
         # best first; among equals the newest paper first
         assert [(texts[r.paper_id][2], r.terms, r.via) for r in shown] == [
@@ -71,9 +72,17 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
             ("c", ["z"], ["query"]),
             ("b", ["y"], ["topic:t"]),
         ]
-        assert [texts[r.paper_id][2] for r in store.best_first(pending[ann.id], 1)] == ["a"]
-        # nothing is claimed yet, so a worker's claimed rows are none
-        assert store.outbox_rows(session=s, subscriber_ids=[ann.id], claimed_by="w1") == {}
+        assert [texts[r.paper_id][2] for r in store.best_first(pending[ann.id], 1, seen)] == ["a"]
+    with store.transaction(engine) as s:  # a claim returns the same rows, and then none is pending
+        claimed, _ = store.claim_due(
+            session=s,
+            at=FIXED_NOW,
+            lease_until=FIXED_NOW + timedelta(minutes=1),
+            worker="w",
+            max_subscribers=5,
+        )
+        assert claimed == pending
+        assert store.outbox_rows(session=s, subscriber_ids=[ann.id]) == {}
 
 
 def test_claims_leases_retries_and_failure(engine: Engine) -> None:
@@ -93,7 +102,10 @@ def test_claims_leases_retries_and_failure(engine: Engine) -> None:
 
     def claim(at: datetime, worker: str) -> dict[int, list[int]]:
         with store.transaction(engine) as s:
-            return store.claim_due(session=s, at=at, lease_until=lease, worker=worker, max_subscribers=10)[0]
+            claimed = store.claim_due(session=s, at=at, lease_until=lease, worker=worker, max_subscribers=10)[
+                0
+            ]
+        return {sid: [r.id for r in rows] for sid, rows in claimed.items()}
 
     first = claim(FIXED_NOW, "w1")
     assert sorted(first) == [a, b] and all(len(v) == 2 for v in first.values())
@@ -158,14 +170,16 @@ def test_a_permanent_error_fails_at_once_and_release_counts_no_attempt(engine: E
         )
     lease = FIXED_NOW + timedelta(minutes=10)
     with store.transaction(engine) as s:
-        [ids] = store.claim_due(session=s, at=FIXED_NOW, lease_until=lease, worker="w", max_subscribers=5)[
+        [rows] = store.claim_due(session=s, at=FIXED_NOW, lease_until=lease, worker="w", max_subscribers=5)[
             0
         ].values()
+        ids = [r.id for r in rows]
         store.release(session=s, delivery_ids=ids, worker="w")
     with store.transaction(engine) as s:
-        [ids] = store.claim_due(session=s, at=FIXED_NOW, lease_until=lease, worker="w", max_subscribers=5)[
+        [rows] = store.claim_due(session=s, at=FIXED_NOW, lease_until=lease, worker="w", max_subscribers=5)[
             0
         ].values()
+        ids = [r.id for r in rows]
         store.mark_failed_attempt(
             session=s,
             delivery_ids=ids,
@@ -275,4 +289,4 @@ def test_a_mark_left_by_a_dead_process_counts_before_anything_is_claimed_again(e
         )
     with store.reading(engine) as s:
         states = {d.id: (d.state, d.message_id) for d in s.exec(select(store.Delivery))}
-    assert states == {i: ("sent", "<m@x>") for i in claimed}
+    assert states == {r.id: ("sent", "<m@x>") for r in claimed}
