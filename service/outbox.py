@@ -425,6 +425,12 @@ class Delivery:
             self._fold()
         return report
 
+    @property
+    def _low_water(self) -> int:
+        """How many senders (connections) there are; a chunk is queued once the queue is
+        down to one email each."""
+        return self.settings.email.smtp.concurrency if self.settings.email.transport == "smtp" else 1
+
     async def _run(self, report: DeliveryReport) -> None:
         """The pipeline. One thread claims chunk after chunk, another renders each claimed
         chunk into a queue, the event loop's senders take emails from the queue over their
@@ -432,7 +438,7 @@ class Delivery:
         chunk is claimed while one is rendered and another sent, and the senders never
         wait for a chunk to finish."""
         smtp = self.settings.email.smtp
-        workers = smtp.concurrency if self.settings.email.transport == "smtp" else 1
+        workers = self._low_water
         bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
         render = functools.partial(self._render, limits=paper_limits(self.settings), papers=Papers())
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
@@ -442,7 +448,7 @@ class Delivery:
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-mark") as marks,
         ):
             book = _SentBook(functools.partial(self._sent, report=report), self._fold, marks)
-            low = asyncio.Event()  # a sender took an email: the producer looks at the queue again
+            low = asyncio.Event()  # the queue is down to one email per sender: time to add a chunk
             senders = [
                 asyncio.create_task(self._sender(queue, low, bucket=bucket, report=report, book=book))
                 for _ in range(workers)
@@ -499,7 +505,7 @@ class Delivery:
                 ahead = loop.run_in_executor(claims, self._claim, claim.after)  # claim on meanwhile
                 outgoing = await loop.run_in_executor(renders, render, claim)
                 # queue it once the senders are nearly through what they have (or all gone)
-                while queue.qsize() > len(senders) and not self.stop.is_set():
+                while queue.qsize() > self._low_water and not self.stop.is_set():
                     low.clear()
                     waiter = asyncio.ensure_future(low.wait())
                     await asyncio.wait([waiter, *senders], return_when=asyncio.FIRST_COMPLETED)
@@ -572,7 +578,8 @@ class Delivery:
                 item = await queue.get()
                 if item is None:
                     return
-                low.set()  # the producer looks at the queue's length
+                if queue.qsize() <= self._low_water:
+                    low.set()
                 if self.stop.is_set():
                     queue.put_nowait(item)  # not tried: given back with the rest
                     return
