@@ -426,9 +426,9 @@ class Delivery:
         return report
 
     @property
-    def _low_water(self) -> int:
-        """How many senders (connections) there are; a chunk is queued once the queue is
-        down to one email each."""
+    def _senders(self) -> int:
+        """How many connections send at once (a chunk is queued once the queue is down
+        to one email per sender)."""
         return self.settings.email.smtp.concurrency if self.settings.email.transport == "smtp" else 1
 
     async def _run(self, report: DeliveryReport) -> None:
@@ -438,7 +438,7 @@ class Delivery:
         chunk is claimed while one is rendered and another sent, and the senders never
         wait for a chunk to finish."""
         smtp = self.settings.email.smtp
-        workers = self._low_water
+        workers = self._senders
         bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
         render = functools.partial(self._render, limits=paper_limits(self.settings), papers=Papers())
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
@@ -505,7 +505,7 @@ class Delivery:
                 ahead = loop.run_in_executor(claims, self._claim, claim.after)  # claim on meanwhile
                 outgoing = await loop.run_in_executor(renders, render, claim)
                 # queue it once the senders are nearly through what they have (or all gone)
-                while queue.qsize() > self._low_water and not self.stop.is_set():
+                while queue.qsize() > self._senders and not self.stop.is_set():
                     low.clear()
                     waiter = asyncio.ensure_future(low.wait())
                     await asyncio.wait([waiter, *senders], return_when=asyncio.FIRST_COMPLETED)
@@ -578,7 +578,7 @@ class Delivery:
                 item = await queue.get()
                 if item is None:
                     return
-                if queue.qsize() <= self._low_water:
+                if queue.qsize() <= self._senders:
                     low.set()
                 if self.stop.is_set():
                     queue.put_nowait(item)  # not tried: given back with the rest
