@@ -135,8 +135,10 @@ class _SmtpConnection:
                 await self.close()
 
     async def close(self) -> None:
-        if self.client.is_connected:
-            try:
+        try:
+            if self.client.is_connected:
                 await self.client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                self.client.close()
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        finally:  # the socket goes too, even when the session was already half gone
+            self.client.close()
