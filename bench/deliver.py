@@ -163,7 +163,8 @@ async def raw_send(mails: list[Mail], port: int, concurrency: int) -> None:
         await client.connect()
         while not queue.empty():
             mail = queue.get_nowait()
-            await client.sendmail("papers@example.org", [mail.to], mail.data)
+            options = ["BODY=8BITMIME"] if mail.eight_bit else None  # as paperboy sends it
+            await client.sendmail("papers@example.org", [mail.to], mail.data, mail_options=options)
         await client.quit()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -6,7 +6,9 @@ configuration and passed down:
 - :class:`SmtpTransport` (aiosmtplib): STARTTLS when the server offers it
   unless ``starttls`` demands (true) or forbids (false) it; implicit TLS with
   ``tls: true``; login when a username is set; a timeout on every step. Each
-  worker holds one connection and reuses it for all its messages.
+  worker holds one connection and reuses it for all its messages. A message
+  with 8-bit parts goes with ``BODY=8BITMIME``, or quoted-printable to a
+  server that does not offer it.
 - :class:`MaildirTransport`: each message becomes a file in a Maildir
   (``tmp/`` then ``new/``, so a reader never sees half a message). No server
   needed: the default, and what the demo uses.
@@ -111,8 +113,16 @@ class _SmtpConnection:
         try:
             if not self.client.is_connected:
                 await self.client.connect()
-            options = ["SMTPUTF8"] if mail.smtputf8 or not self.envelope_from.isascii() else None
-            await self.client.sendmail(self.envelope_from, [mail.to], mail.data, mail_options=options)
+            data, options = mail.data, []
+            if mail.smtputf8 or not self.envelope_from.isascii():
+                options.append("SMTPUTF8")
+            if mail.eight_bit:
+                await self._greet()
+                if self.client.supports_extension("8BITMIME"):
+                    options.append("BODY=8BITMIME")
+                else:
+                    data = mail.seven_bit()
+            await self.client.sendmail(self.envelope_from, [mail.to], data, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             reasons = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
@@ -126,6 +136,14 @@ class _SmtpConnection:
         except aiosmtplib.SMTPException as exc:
             await self.close()
             raise SendError(str(exc), temporary=True) from exc
+
+    async def _greet(self) -> None:
+        """EHLO (HELO if the server knows no EHLO) unless done: what the server supports."""
+        if self.client.is_ehlo_or_helo_needed:
+            try:
+                await self.client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await self.client.helo()
 
     async def _reset(self) -> None:
         if self.client.is_connected:

@@ -106,11 +106,15 @@ class Sink:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.raw: list[bytes] = []  # each message as it came over the wire
+        self.options: list[list[str]] = []  # each message's MAIL FROM parameters (BODY=8BITMIME...)
 
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        msg = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
-        self.messages.append(msg)  # type: ignore[arg-type]
+        raw = envelope.original_content or envelope.content
+        self.messages.append(message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
+        self.raw.append(raw)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.options.append(list(envelope.mail_options))
         return "250 OK"
 
     def to(self, address: str) -> list[EmailMessage]:

@@ -159,3 +159,50 @@ def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
     assert sink.envelopes == [("papers@example.org", ["jürgen@example.org"])]
     assert len(sink.messages) == 1
     assert "To: Jürgen <jürgen@example.org>\n" in mail.data.decode()  # UTF-8 as is, not encoded-words
+
+
+class SevenBitSink(Sink):
+    """A server that does not offer 8BITMIME (it takes its EHLO line out)."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+        session.host_name = hostname
+        return [line for line in responses if "8BITMIME" not in line]
+
+
+@pytest.mark.parametrize("offers_8bitmime", [True, False])
+def test_8bit_parts_go_as_8bitmime_or_quoted_printable_to_a_server_without_it(offers_8bitmime: bool) -> None:
+    """RFC 6152: raw UTF-8 in a body only with BODY=8BITMIME, to a server that offers it;
+    otherwise the same message in quoted-printable. Either way the reader gets the same text."""
+    from service.render import Renderer, list_id, templates_path
+    from tests.test_render import DIGEST, SENDER
+
+    mail = Renderer(templates_path()).message(DIGEST, sender=SENDER, list_id=list_id(SENDER))
+    assert mail.eight_bit
+    sink = Sink() if offers_8bitmime else SevenBitSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+
+        async def go() -> None:
+            async with SmtpTransport(
+                Smtp(host="127.0.0.1", port=port, starttls=False), sender=SENDER
+            ).connect() as conn:
+                await conn.send(mail)
+                await conn.send(mail)  # the second on the same session, after its EHLO
+
+        asyncio.run(go())
+    finally:
+        controller.stop()
+    assert len(sink.raw) == 2
+    for raw, options in zip(sink.raw, sink.options, strict=True):
+        assert ("BODY=8BITMIME" in options) == offers_8bitmime
+        assert raw.isascii() != offers_8bitmime
+        assert "8bit" in raw.decode().lower() if offers_8bitmime else b"quoted-printable" in raw
+    expected = mail.parse()
+    for msg in sink.messages:
+        assert msg["Message-ID"] == expected["Message-ID"]
+        for subtype in ("plain", "html"):
+            got, want = msg.get_body((subtype,)), expected.get_body((subtype,))
+            assert got is not None and want is not None
+            assert got.get_content().replace("\r\n", "\n") == want.get_content()

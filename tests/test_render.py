@@ -15,15 +15,19 @@ from hypothesis import strategies as st
 
 from service import feeds
 from service.render import (
+    MAX_8BIT_LINE,
     MAX_LINE,
     Digest,
+    Mail,
     PaperView,
     Renderer,
+    alternative_body,
     list_id,
     markup,
     message_id,
     one_line,
     paper_link,
+    short_lines,
     templates_path,
 )
 from tests.conftest import FIXED_NOW
@@ -182,6 +186,71 @@ def test_markup_links_urls_marks_terms_and_escapes_the_rest() -> None:
         'See &lt;b&gt; &amp; <a href="https://x.org/a_b?c=1&amp;d=2">https://x.org/a_b?c=1&amp;d=2</a>). '
         "<mark>LLMs</mark> rock"
     )
+
+
+def parts_of(data: bytes) -> list[tuple[str, str, str]]:
+    """(subtype, Content-Transfer-Encoding, content) of each part of a message."""
+    msg = Mail("x@example.org", "<m@x>", data).parse()
+    return [
+        (p.get_content_subtype(), p["Content-Transfer-Encoding"], p.get_content()) for p in msg.iter_parts()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "eight_bit", "expected"),
+    [
+        ("plain ASCII\nin short lines\n", True, "7bit"),
+        ("Grüße, TÜLU\n", True, "8bit"),
+        ("Grüße, TÜLU\n", False, "quoted-printable"),  # for a server without 8BITMIME
+        ("x" * MAX_8BIT_LINE + "\n", True, "7bit"),
+        ("x" * (MAX_8BIT_LINE + 1) + "\n", True, "quoted-printable"),  # too long for SMTP
+        ("ü" * 500 + "\n", True, "quoted-printable"),  # 500 characters, 1,000 octets
+        ("a NUL \0 in it\n", True, "quoted-printable"),
+        ("--=_b0undary\nlooks like the end\n", True, "quoted-printable"),
+    ],
+)
+def test_a_part_travels_as_it_is_only_where_smtp_allows(content: str, eight_bit: bool, expected: str) -> None:
+    body, any_8bit = alternative_body(
+        [("plain", content), ("html", "<p>ok</p>")], boundary="=_b0undary", eight_bit=eight_bit
+    )
+    data = b'MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary="=_b0undary"\n\n' + body
+    assert parts_of(data) == [("plain", expected, content), ("html", "7bit", "<p>ok</p>")]
+    assert any_8bit == (expected == "8bit")
+    assert max(map(len, data.split(b"\n"))) <= MAX_8BIT_LINE
+
+
+def test_a_digest_goes_8bit_and_seven_bit_gives_the_same_text_in_ascii() -> None:
+    """The default templates keep lines short, so a digest needs no quoted-printable;
+    for a server without 8BITMIME the same parts come back as quoted-printable."""
+    mail = RENDERER.message(DIGEST, sender=SENDER, list_id=list_id(SENDER))
+    assert mail.eight_bit and not mail.smtputf8
+    parts = parts_of(mail.data)
+    assert [(subtype, cte) for subtype, cte, _ in parts] == [("plain", "8bit"), ("html", "8bit")]
+    seven = mail.seven_bit()
+    assert seven.isascii()
+    assert seven.partition(b"\n\n")[0] == mail.data.partition(b"\n\n")[0]  # the same headers, byte for byte
+    assert parts_of(seven) == [(subtype, "quoted-printable", content) for subtype, _, content in parts]
+
+
+HTML_TEXT = st.characters(blacklist_categories=["Cs", "Zs", "Cc"], blacklist_characters="<>")
+
+
+@settings(max_examples=100, deadline=None)
+@given(words=st.lists(st.text(HTML_TEXT, max_size=90), max_size=60))
+def test_short_lines_only_turns_spaces_into_line_breaks(words: list[str]) -> None:
+    """(On escaped HTML text: no angle brackets outside tags.)"""
+    text = " ".join(words)
+    wrapped = short_lines(text, width=40)
+    assert wrapped.replace("\n", " ") == text
+    for line in wrapped.split("\n"):
+        assert len(line) <= 40 or " " not in line  # longer only when one word is
+
+
+def test_short_lines_never_breaks_inside_a_tag() -> None:
+    html = str(markup("See https://github.com/org/repo for code", []))
+    wrapped = short_lines(html, width=10)
+    assert '<a href="https://github.com/org/repo">' in wrapped
+    assert wrapped.replace("\n", " ") == html
 
 
 def test_feed_is_golden_and_parses_cleanly() -> None:
