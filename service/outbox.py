@@ -117,6 +117,12 @@ def feed_url(settings: Settings, token: str) -> str:
     return f"{settings.feeds.base_url}u/{token}.atom"
 
 
+@functools.lru_cache(maxsize=16)
+def _address(mailbox: str) -> str:
+    """The address in ``Name <address>`` (the same sender for every email: parsed once)."""
+    return parseaddr(mailbox)[1]
+
+
 def unsubscribe_urls(settings: Settings, token: str) -> list[str]:
     """The configured unsubscribe URL (if any), then a mailto: to the sender.
 
@@ -126,7 +132,7 @@ def unsubscribe_urls(settings: Settings, token: str) -> list[str]:
     urls = []
     if settings.email.unsubscribe_url:
         urls.append(settings.email.unsubscribe_url.format(token=token, title="", key=""))
-    sender = parseaddr(settings.email.from_)[1]
+    sender = _address(settings.email.from_)
     mailto = f"mailto:{sender}?subject=unsubscribe%20{token}"
     if mailto not in urls:
         urls.append(mailto)
@@ -146,10 +152,8 @@ def next_digest(
     rows = store.outbox_rows(session=session, subscriber_ids=[sub.id])
     if not rows:
         return None
-    digest = _digests(
-        session, {sub.id: sub}, rows, Papers(), limits={}, settings=settings, at=at, default=limit
-    )
-    return digest[sub.id], [r.id for r in rows[sub.id]]
+    [letter], texts = letters(session, {sub.id: sub}, rows, Papers(), limits={}, default=limit)
+    return _digest(letter, texts, settings=settings, at=at), letter.delivery_ids
 
 
 class Papers:
@@ -179,7 +183,21 @@ class Papers:
         return known
 
 
-def _digests(
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """One subscriber's email before it is written: everything the templates need from
+    the store (plain data: writing it needs no database)."""
+
+    subscriber_id: int
+    email: str
+    name: str | None
+    token: str
+    delivery_ids: list[int]  # every row the email carries
+    attempts: int  # made so far for these rows (the most of any)
+    shown: list[store.OutboxRow]  # the best ``max_papers`` of them, in order
+
+
+def letters(
     session: Session,
     subscribers: dict[int, store.Subscriber],
     rows: dict[int, list[store.OutboxRow]],
@@ -187,33 +205,26 @@ def _digests(
     *,
     limits: dict[str, int],
     default: int,
-    settings: Settings,
-    at: datetime,
-) -> dict[int, Digest]:
-    """Each subscriber's digest of ``rows`` (by subscriber id): the best ``limits[email]``
-    (else ``default``) papers shown; what is not known of the papers yet is read in
-    two queries for all."""
+) -> tuple[list[Letter], dict[int, tuple[str, str, str]]]:
+    """Each subscriber's letter for ``rows`` (by subscriber id): the best ``limits[email]``
+    (else ``default``) papers shown; and the texts of the papers shown (what is not
+    known of the papers yet is read in two queries for all)."""
     seen = papers.seen(session, {r.paper_id for group in rows.values() for r in group})
-    shown = {
-        sid: store.best_first(r, limits.get(subscribers[sid].email, default), seen) for sid, r in rows.items()
-    }
-    texts = papers.texts(session, {r.paper_id for s in shown.values() for r in s})
-    return {
-        sid: _digest(subscribers[sid], rows[sid], shown[sid], texts, settings=settings, at=at) for sid in rows
-    }
+    out = []
+    for sid, group in rows.items():
+        sub = subscribers[sid]
+        shown = store.best_first(group, limits.get(sub.email, default), seen)
+        ids = [r.id for r in group]
+        out.append(Letter(sid, sub.email, sub.name, sub.token, ids, max(r.attempts for r in group), shown))
+    texts = papers.texts(session, {r.paper_id for letter in out for r in letter.shown})
+    return out, {i: texts[i] for letter in out for i in (r.paper_id for r in letter.shown)}
 
 
 def _digest(
-    sub: store.Subscriber,
-    rows: list[store.OutboxRow],
-    shown: list[store.OutboxRow],
-    papers: dict[int, tuple[str, str, str]],
-    *,
-    settings: Settings,
-    at: datetime,
+    letter: Letter, papers: dict[int, tuple[str, str, str]], *, settings: Settings, at: datetime
 ) -> Digest:
     views = []
-    for row in shown:
+    for row in letter.shown:
         title, abstract, key = papers[row.paper_id]
         views.append(
             PaperView.build(
@@ -226,17 +237,39 @@ def _digest(
             )
         )
     return Digest(
-        to_email=sub.email,
-        to_name=sub.name,
+        to_email=letter.email,
+        to_name=letter.name,
         papers=views,
-        more=len(rows) - len(shown),
-        feed_url=feed_url(settings, sub.token),
-        unsubscribe=unsubscribe_urls(settings, sub.token),
+        more=len(letter.delivery_ids) - len(letter.shown),
+        feed_url=feed_url(settings, letter.token),
+        unsubscribe=unsubscribe_urls(settings, letter.token),
         message_id=message_id(
-            sender=settings.email.from_, token=sub.token, delivery_ids=[r.id for r in rows]
+            sender=settings.email.from_, token=letter.token, delivery_ids=letter.delivery_ids
         ),
         date=at,
     )
+
+
+def write_letters(
+    letters: list[Letter],
+    texts: dict[int, tuple[str, str, str]],
+    *,
+    renderer: Renderer,
+    settings: Settings,
+    at: datetime,
+) -> list[Outgoing]:
+    """The emails for ``letters`` (``texts``: the papers they show). No database."""
+    sender, lid = settings.email.from_, list_id(settings.email.from_)
+    return [
+        Outgoing(
+            letter.email,
+            letter.subscriber_id,
+            renderer.message(_digest(letter, texts, settings=settings, at=at), sender=sender, list_id=lid),
+            letter.delivery_ids,
+            letter.attempts,
+        )
+        for letter in letters
+    ]
 
 
 def worker_id() -> str:
@@ -263,27 +296,34 @@ def render_claimed(
     at: datetime,
 ) -> list[Outgoing]:
     """The emails carrying the ``claimed`` rows of ``subscribers`` (both by subscriber id)."""
-    digests = _digests(
-        session,
-        subscribers,
-        claimed,
-        papers,
-        limits=limits,
-        default=settings.email.max_papers,
-        settings=settings,
-        at=at,
+    found, texts = letters(
+        session, subscribers, claimed, papers, limits=limits, default=settings.email.max_papers
     )
-    sender, lid = settings.email.from_, list_id(settings.email.from_)
-    return [
-        Outgoing(
-            subscribers[sid].email,
-            sid,
-            renderer.message(digests[sid], sender=sender, list_id=lid),
-            [r.id for r in rows],
-            max(r.attempts for r in rows),
-        )
-        for sid, rows in claimed.items()
-    ]
+    return write_letters(found, texts, renderer=renderer, settings=settings, at=at)
+
+
+class _Rendering:
+    """A run's rendering, on its render thread: each claimed chunk's letters read from
+    the store (papers read once per run, :class:`Papers`) and written."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.limits = paper_limits(delivery.settings)
+        self.papers = Papers()
+
+    def __call__(self, claim: Claim) -> list[Outgoing]:
+        d = self.delivery
+        with store.reading(d.engine) as session:
+            subscribers = store.subscribers_by_id(session=session, ids=list(claim.rows))
+            found, texts = letters(
+                session,
+                subscribers,
+                claim.rows,
+                self.papers,
+                limits=self.limits,
+                default=d.settings.email.max_papers,
+            )
+        return write_letters(found, texts, renderer=d.renderer, settings=d.settings, at=claim.at)
 
 
 class TokenBucket:
@@ -440,7 +480,7 @@ class Delivery:
         smtp = self.settings.email.smtp
         workers = self._senders
         bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
-        render = functools.partial(self._render, limits=paper_limits(self.settings), papers=Papers())
+        render = _Rendering(self)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         with (
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-claim") as claims,
@@ -544,20 +584,6 @@ class Delivery:
         if not anything:
             return None
         return Claim(claimed, max(claimed, default=after), at)
-
-    def _render(self, claim: Claim, *, limits: dict[str, int], papers: Papers) -> list[Outgoing]:
-        with store.reading(self.engine) as session:
-            subscribers = store.subscribers_by_id(session=session, ids=list(claim.rows))
-            return render_claimed(
-                session,
-                subscribers,
-                claim.rows,
-                papers,
-                renderer=self.renderer,
-                settings=self.settings,
-                limits=limits,
-                at=claim.at,
-            )
 
     async def _sender(
         self,

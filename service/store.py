@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -513,14 +513,15 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
     return _insert_new(session, Delivery, rows, ["subscriber_id", "paper_id"])
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxRow(NamedTuple):
     """A delivery on its way into an email.
 
-    A chunk loads thousands of these and shows a few: the JSON columns stay as
-    the driver returns them until read.
+    A chunk loads thousands of these and shows a few: a named tuple (made in C
+    from the driver's row), with the JSON columns as the driver returns them
+    until read.
     """
 
+    subscriber_id: int
     id: int
     paper_id: int
     attempts: int
@@ -537,7 +538,7 @@ class OutboxRow:
         return json.loads(self.via_raw) if isinstance(self.via_raw, str) else list(self.via_raw)
 
 
-_OUTBOX_COLUMNS = (
+_OUTBOX_COLUMNS = (  # in OutboxRow's order
     col(Delivery.subscriber_id),
     col(Delivery.id),
     col(Delivery.paper_id),
@@ -549,17 +550,19 @@ _OUTBOX_COLUMNS = (
 
 
 def _by_subscriber(result: Any) -> dict[int, list[OutboxRow]]:
-    """(subscriber_id, *OutboxRow fields) rows, grouped by subscriber, each group by id.
+    """The rows of ``result`` (_OUTBOX_COLUMNS) grouped by subscriber, each group by id.
 
-    (Sorted as plain values: comparing SQLAlchemy rows goes through Python
+    (Sorted as plain tuples: comparing SQLAlchemy rows goes through Python
     for every comparison, and cost a claim more than its UPDATE.)
     """
     out: dict[int, list[OutboxRow]] = {}
-    for subscriber_id, *row in result.all():
-        out.setdefault(subscriber_id, []).append(OutboxRow(*row))
-    for group in out.values():
-        group.sort(key=attrgetter("id"))
-    return dict(sorted(out.items()))
+    for row in sorted(map(OutboxRow._make, result.all())):  # by subscriber, then id
+        group = out.get(row.subscriber_id)
+        if group is None:
+            out[row.subscriber_id] = [row]
+        else:
+            group.append(row)
+    return out
 
 
 def _due(at: datetime) -> Any:
