@@ -47,6 +47,7 @@ import os
 import random
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -373,6 +374,11 @@ class DeliveryReport:
 
 
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
+# While a run delivers, a thread running Python hands the interpreter lock over after
+# this long (Python's default: 5 ms). Every SMTP reply wakes the event loop, which
+# then waits for the lock while the claim or render thread holds it; at 1 ms the
+# delivery benchmark gained about 4 points of raw throughput (six paired runs).
+SWITCH_INTERVAL = 0.001
 FOLD_EVERY = 50  # sent marks folded into the outbox rows after this many (and at the end of a run)
 
 
@@ -459,9 +465,12 @@ class Delivery:
     def run(self) -> DeliveryReport:
         """Claim, render and send chunk after chunk until nothing is due (or the server is away)."""
         report = DeliveryReport()
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             asyncio.run(self._run(report))
         finally:  # whatever the server accepted is marked sent, even when the run broke off
+            sys.setswitchinterval(switch)
             self._fold()
         return report
 
