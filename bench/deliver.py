@@ -48,7 +48,7 @@ import aiosmtplib  # noqa: E402
 
 from service import store  # noqa: E402
 from service.cycle import App  # noqa: E402
-from service.outbox import Delivery, Papers, paper_limits, render_claimed  # noqa: E402
+from service.outbox import Claim, Delivery, Rendering  # noqa: E402
 from service.render import Mail  # noqa: E402
 from service.settings import parse_settings  # noqa: E402
 from tests.conftest import scratch_schema  # noqa: E402
@@ -129,7 +129,7 @@ def prebuilt(app: App) -> list[Mail]:
     render it, give it back."""
     at = datetime.now(UTC)
     worker, after, out = "bench-prebuild", 0, []
-    papers = Papers()
+    render = Rendering(app.engine, app.renderer, app.settings)
     while True:
         with store.transaction(app.engine) as session:
             claimed, _ = store.claim_due(
@@ -137,22 +137,11 @@ def prebuilt(app: App) -> list[Mail]:
             )
         if not claimed:
             return [item.mail for item in out]
-        after = max(claimed)
-        with store.reading(app.engine) as session:
-            subscribers = store.subscribers_by_id(session=session, ids=list(claimed))
-            out += render_claimed(
-                session,
-                subscribers,
-                claimed,
-                papers,
-                renderer=app.renderer,
-                settings=app.settings,
-                limits=paper_limits(app.settings),
-                at=at,
-            )
+        claim = Claim(claimed, max(claimed), at)
+        after = claim.after
+        out += render(claim)
         with store.transaction(app.engine) as session:
-            ids = [r.id for rows in claimed.values() for r in rows]
-            store.release(session=session, delivery_ids=ids, worker=worker)
+            store.release(session=session, delivery_ids=claim.delivery_ids, worker=worker)
 
 
 async def raw_send(mails: list[Mail], port: int, concurrency: int) -> None:

@@ -208,8 +208,8 @@ def letters(
     default: int,
 ) -> tuple[list[Letter], dict[int, tuple[str, str, str]]]:
     """Each subscriber's letter for ``rows`` (by subscriber id): the best ``limits[email]``
-    (else ``default``) papers shown; and the texts of the papers shown (what is not
-    known of the papers yet is read in two queries for all)."""
+    (else ``default``) papers shown; and the texts of (at least) the papers shown
+    (what is not known of the papers yet is read in two queries for all)."""
     seen = papers.seen(session, {r.paper_id for group in rows.values() for r in group})
     out = []
     for sid, group in rows.items():
@@ -217,8 +217,7 @@ def letters(
         shown = store.best_first(group, limits.get(sub.email, default), seen)
         ids = [r.id for r in group]
         out.append(Letter(sid, sub.email, sub.name, sub.token, ids, max(r.attempts for r in group), shown))
-    texts = papers.texts(session, {r.paper_id for letter in out for r in letter.shown})
-    return out, {i: texts[i] for letter in out for i in (r.paper_id for r in letter.shown)}
+    return out, papers.texts(session, {r.paper_id for letter in out for r in letter.shown})
 
 
 def _digest(
@@ -285,36 +284,18 @@ def retry_delay(attempt: int, *, first: float, cap: float, rng: random.Random) -
     return min(cap, first * 2 ** max(0, attempt - 1)) * rng.uniform(0.5, 1.0)
 
 
-def render_claimed(
-    session: Session,
-    subscribers: dict[int, store.Subscriber],
-    claimed: dict[int, list[store.OutboxRow]],
-    papers: Papers,
-    *,
-    renderer: Renderer,
-    settings: Settings,
-    limits: dict[str, int],
-    at: datetime,
-) -> list[Outgoing]:
-    """The emails carrying the ``claimed`` rows of ``subscribers`` (both by subscriber id)."""
-    found, texts = letters(
-        session, subscribers, claimed, papers, limits=limits, default=settings.email.max_papers
-    )
-    return write_letters(found, texts, renderer=renderer, settings=settings, at=at)
+class Rendering:
+    """Claimed chunks into emails, for one delivery run (or the benchmark): each chunk's
+    letters read from the store in one short read (papers read once per run,
+    :class:`Papers`), then written outside the transaction."""
 
-
-class _Rendering:
-    """A run's rendering, on its render thread: each claimed chunk's letters read from
-    the store (papers read once per run, :class:`Papers`) and written."""
-
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
-        self.limits = paper_limits(delivery.settings)
+    def __init__(self, engine: Engine, renderer: Renderer, settings: Settings) -> None:
+        self.engine, self.renderer, self.settings = engine, renderer, settings
+        self.limits = paper_limits(settings)
         self.papers = Papers()
 
     def __call__(self, claim: Claim) -> list[Outgoing]:
-        d = self.delivery
-        with store.reading(d.engine) as session:
+        with store.reading(self.engine) as session:
             subscribers = store.subscribers_by_id(session=session, ids=list(claim.rows))
             found, texts = letters(
                 session,
@@ -322,9 +303,9 @@ class _Rendering:
                 claim.rows,
                 self.papers,
                 limits=self.limits,
-                default=d.settings.email.max_papers,
+                default=self.settings.email.max_papers,
             )
-        return write_letters(found, texts, renderer=d.renderer, settings=d.settings, at=claim.at)
+        return write_letters(found, texts, renderer=self.renderer, settings=self.settings, at=claim.at)
 
 
 class TokenBucket:
@@ -438,9 +419,8 @@ class _SentBook:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    rows: dict[
-        int, list[store.OutboxRow]
-    ]  # by subscriber; empty: every due row was locked by another process
+    # by subscriber; empty: every due row was locked by another process
+    rows: dict[int, list[store.OutboxRow]]
     after: int  # the highest subscriber id claimed
     at: datetime
 
@@ -489,7 +469,7 @@ class Delivery:
         smtp = self.settings.email.smtp
         workers = self._senders
         bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
-        render = _Rendering(self)
+        render = Rendering(self.engine, self.renderer, self.settings)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         with (
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-claim") as claims,
@@ -640,8 +620,8 @@ class Delivery:
 
     def _sent(self, accepted: list[tuple[Outgoing, datetime]], report: DeliveryReport) -> None:
         """The server accepted these emails: record that in one short transaction, one
-        ``sent_marks`` row each (the rows become ``sent`` when the chunk's marks are
-        folded, :meth:`_fold`)."""
+        ``sent_marks`` row each (the rows become ``sent`` when the marks are folded,
+        :meth:`_fold`)."""
         with self.engine.begin() as conn:
             store.record_sent(
                 session=conn,

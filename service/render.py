@@ -55,8 +55,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def one_line(text: str) -> str:
-    """Header-safe: CR, LF and runs of white space become one space; other control
-    characters (which no reader shows and some parsers choke on) are dropped."""
+    """Header-safe: CR, LF, other control characters (which no reader shows and some
+    parsers choke on) and runs of white space become one space."""
     return " ".join(_CONTROL.sub(" ", text).split()) if not text.isprintable() else " ".join(text.split())
 
 

@@ -232,6 +232,18 @@ def test_a_digest_goes_8bit_and_seven_bit_gives_the_same_text_in_ascii() -> None
     assert parts_of(seven) == [(subtype, "quoted-printable", content) for subtype, _, content in parts]
 
 
+def test_an_smtputf8_message_with_an_8bit_body_reads_back_whole() -> None:
+    """UTF-8 headers and an 8-bit body together: both read back as written."""
+    digest = dataclasses.replace(DIGEST, to_email="jürgen@example.org", to_name="Jürgen")
+    mail = RENDERER.message(digest, sender=SENDER, list_id=list_id(SENDER))
+    assert mail.smtputf8 and mail.eight_bit
+    msg = mail.parse()
+    assert str(msg["To"]) == "Jürgen <jürgen@example.org>"
+    text = msg.get_body(("plain",))
+    assert text is not None
+    assert text.get_content().startswith("Hello Jürgen,\n") and "TÜLU 3" in text.get_content()
+
+
 HTML_TEXT = st.characters(blacklist_categories=["Cs", "Zs", "Cc"], blacklist_characters="<>")
 
 

@@ -242,6 +242,27 @@ def test_files_are_recorded_once_per_content(engine: Engine) -> None:
         assert store.counts(session=s)["files"] == 1
 
 
+def test_a_subscribers_new_deliveries_are_stored_side_by_side(engine: Engine) -> None:
+    """Matching hands rows over paper by paper; they are stored subscriber by subscriber
+    (consecutive ids), so a claim or a sent mark touches a few pages, not one per row."""
+    with store.transaction(engine) as s:
+        store.add_papers(session=s, papers=[paper(f"p{i}") for i in range(5)], at=FIXED_NOW)
+        subs = store.sync_subscribers(
+            session=s, people=[(f"r{i}@x.org", None) for i in range(3)], at=FIXED_NOW
+        )
+        paper_ids = [p.id for p in s.exec(select(store.Paper))]
+        rows = [
+            store.NewDelivery(sub.id, pid, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
+            for pid in paper_ids
+            for sub in subs.values()
+        ]
+        store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW)
+        stored = s.exec(select(store.Delivery).order_by(store.Delivery.id)).all()  # type: ignore[arg-type]
+    assert [(d.subscriber_id, d.paper_id) for d in stored] == sorted(
+        (r.subscriber_id, r.paper_id) for r in rows
+    )
+
+
 def test_inserts_larger_than_one_statement_allows(engine: Engine) -> None:
     """SQLite binds at most 32,766 values per statement, PostgreSQL 65,535: inserts go in chunks."""
     many = [paper(f"paper {i}") for i in range(5000)]  # 5,000 x 7 values
