@@ -153,10 +153,15 @@ class _SmtpConnection:
                 await self.close()
 
     async def close(self) -> None:
+        transport = self.client.transport
         try:
             if self.client.is_connected:
                 await self.client.quit()
         except (aiosmtplib.SMTPException, OSError):
-            pass
+            # A session that cannot even QUIT is broken: drop what is still buffered
+            # (a plain close would wait for the peer to read it, maybe forever, and
+            # leave the socket open past the run).
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
         finally:  # the socket goes too, even when the session was already half gone
             self.client.close()
