@@ -42,6 +42,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    literal_column,
     or_,
     text,
     type_coerce,
@@ -137,19 +138,34 @@ class DeliveryState:
     ALL = (PENDING, SENDING, SENT, FAILED, CANCELLED)
 
 
+# The rows still on their way out. A partial index holds only these (migration 0006): it
+# stays as small as the backlog however long the history grows, and a row leaves it
+# once, when it is sent, instead of moving inside an index of every row at each step.
+# A query uses the index only when its WHERE carries this very condition, literals
+# included (SQLite proves a partial index usable by matching terms, not by
+# evaluating bound parameters): :func:`_live` writes it.
+LIVE_STATES = (DeliveryState.PENDING, DeliveryState.SENDING)
+LIVE_STATES_SQL = "state IN ({})".format(", ".join(f"'{state}'" for state in LIVE_STATES))
+
+
 class Delivery(SQLModel, table=True):
     """The outbox: one row per (subscriber, paper) that matched."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "paper_id"),
-        # a subscriber's rows in one state: claims, sent marks, preview
-        Index("ix_deliveries_subscriber_state", "subscriber_id", "state"),
+        # a subscriber's pending and sending rows: claims, sent marks, preview, unsubscribe
+        Index(
+            "ix_deliveries_live",
+            "subscriber_id",
+            sqlite_where=text(LIVE_STATES_SQL),
+            postgresql_where=text(LIVE_STATES_SQL),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int = Field(foreign_key="subscribers.id")
     paper_id: int = Field(foreign_key="papers.id", index=True)
-    state: str = Field(default=DeliveryState.PENDING)  # indexed with subscriber_id (below)
+    state: str = Field(default=DeliveryState.PENDING)
     score: int = 0
     terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # What brought the paper: "keywords", "query", "topic:<name>" (migration 0002).
@@ -440,7 +456,11 @@ def unsubscribe(*, session: Session, token: str, at: datetime) -> Subscriber | N
         session.add(sub)
         session.execute(
             update(Delivery)
-            .where(col(Delivery.subscriber_id) == sub.id, col(Delivery.state) == DeliveryState.PENDING)
+            .where(
+                col(Delivery.subscriber_id) == sub.id,
+                _live(),
+                col(Delivery.state) == DeliveryState.PENDING,
+            )
             .values(state=DeliveryState.CANCELLED, last_error="unsubscribed", next_attempt_at=None)
         )
         session.flush()
@@ -565,6 +585,12 @@ def _by_subscriber(result: Any) -> dict[int, list[OutboxRow]]:
     return out
 
 
+def _live() -> Any:
+    """``deliveries.state IN ('pending', 'sending')``, with the states as literals: the
+    condition of the partial index ``ix_deliveries_live`` (see ``LIVE_STATES_SQL``)."""
+    return col(Delivery.state).in_([literal_column(f"'{state}'") for state in LIVE_STATES])
+
+
 def _due(at: datetime) -> Any:
     """Rows to send now: pending and past their retry time, or sending with an expired lease.
 
@@ -572,7 +598,7 @@ def _due(at: datetime) -> Any:
     rows up in the (subscriber_id, state) index instead of scanning a state.
     """
     return and_(
-        col(Delivery.state).in_([DeliveryState.PENDING, DeliveryState.SENDING]),
+        _live(),
         case(
             (
                 col(Delivery.state) == DeliveryState.PENDING,
@@ -642,7 +668,9 @@ def claim_due(
 def outbox_rows(*, session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[OutboxRow]]:
     """The pending rows of ``subscriber_ids``, by subscriber, in one query (``preview``)."""
     stmt = sa_select(*_OUTBOX_COLUMNS).where(
-        col(Delivery.subscriber_id).in_(subscriber_ids), col(Delivery.state) == DeliveryState.PENDING
+        col(Delivery.subscriber_id).in_(subscriber_ids),
+        _live(),
+        col(Delivery.state) == DeliveryState.PENDING,
     )
     return _by_subscriber(_core(session).execute(stmt))
 
@@ -755,6 +783,7 @@ def fold_sent(*, session: Session, worker: str | None = None) -> Folded:
         .where(
             col(Delivery.subscriber_id) == col(SentMark.subscriber_id),
             col(Delivery.claimed_by) == col(SentMark.worker),
+            _live(),
             col(Delivery.state) == DeliveryState.SENDING,
             col(SentMark.id).in_(ids),
         )

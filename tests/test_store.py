@@ -1,9 +1,11 @@
 """The store on SQLite and on PostgreSQL: the database refuses duplicates."""
 
+import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -311,3 +313,74 @@ def test_a_mark_left_by_a_dead_process_counts_before_anything_is_claimed_again(e
     with store.reading(engine) as s:
         states = {d.id: (d.state, d.message_id) for d in s.exec(select(store.Delivery))}
     assert states == {r.id: ("sent", "<m@x>") for r in claimed}
+
+
+def _plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Each statement with how the database would find its rows (EXPLAIN)."""
+    out = []
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":  # the tables are tiny: make an index worth its while
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            explain = "EXPLAIN "
+        else:
+            explain = "EXPLAIN QUERY PLAN "
+        for statement, parameters in statements:
+            rows = conn.exec_driver_sql(explain + statement, parameters).all()
+            out.append((statement, [str(row[-1]) for row in rows]))
+    return out
+
+
+def test_the_outbox_is_read_through_the_index_of_rows_still_to_send(engine: Engine) -> None:
+    """Claims, sent marks, preview and unsubscribe find a subscriber's due rows in the partial
+    index of pending and sending rows, never by scanning the table or every row of theirs."""
+    with store.transaction(engine) as s:
+        subs = store.sync_subscribers(session=s, people=[("a@x.org", None), ("b@x.org", None)], at=FIXED_NOW)
+        store.add_papers(session=s, papers=[paper("p"), paper("q")], at=FIXED_NOW)
+        pids = list(s.exec(select(store.Paper.id)))
+        rows = [
+            store.NewDelivery(sub.id, pid, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
+            for sub in subs.values()
+            for pid in pids
+        ]
+        store.add_deliveries(session=s, deliveries=rows, at=FIXED_NOW)
+    a, b = subs["a@x.org"], subs["b@x.org"]
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if re.search(r"\b(FROM|UPDATE) deliveries\b", statement) and not many:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with store.transaction(engine) as s:
+            store.claim_due(session=s, at=FIXED_NOW, lease_until=FIXED_NOW, worker="w", max_subscribers=1)
+            store.record_sent(session=s, worker="w", marks=[store.NewSentMark(a.id, "<m@x>", FIXED_NOW, 2)])  # type: ignore[arg-type]
+        with store.transaction(engine) as s:
+            assert store.fold_sent(session=s, worker="w").rows == 2
+            assert list(store.outbox_rows(session=s, subscriber_ids=[b.id])) == [b.id]  # type: ignore[list-item]
+            assert store.unsubscribe(session=s, token=b.token, at=FIXED_NOW) is not None
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    plans = _plans(engine, seen)
+    kinds = {statement.split()[0] for statement, _ in plans}
+    # the claim (its subscribers, then their rows), the fold, the preview, the cancel
+    assert len(plans) >= 5 and kinds == {"SELECT", "UPDATE"}
+    for statement, plan in plans:
+        text = "\n".join(plan)
+        assert "SCAN deliveries" not in text and "Seq Scan on deliveries" not in text, text  # whole table
+        used = {  # how rows of deliveries are found (SQLite's and PostgreSQL's wording)
+            name
+            for found in _INDEX_USED.findall(text)
+            for name in found
+            if name and (name == "PRIMARY KEY" or "deliveries" in name)
+        }
+        # the partial index, and the primary key for the claim's UPDATE of the rows found there
+        allowed = {"ix_deliveries_live", "PRIMARY KEY", "deliveries_pkey"}
+        assert "ix_deliveries_live" in used and used <= allowed, (statement, text)
+
+
+_INDEX_USED = re.compile(
+    r"SEARCH deliveries USING (?:COVERING )?INDEX (\w+)|SEARCH deliveries USING INTEGER (PRIMARY KEY)"
+    r"|Scan using (\w+) on deliveries|Bitmap Index Scan on (\w+)"
+)
