@@ -160,9 +160,12 @@ class PaperView:
     @property
     def sources(self) -> list[str]:
         """What brought the paper, for people: "your keywords", "your query", "topic llm-safety"."""
-        return [
-            f"topic {v.removeprefix('topic:')}" if v.startswith("topic:") else f"your {v}" for v in self.via
-        ]
+        return list(_sources(self.via))
+
+
+@functools.lru_cache(maxsize=256)  # the templates ask for every paper of every email, twice
+def _sources(via: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"topic {v.removeprefix('topic:')}" if v.startswith("topic:") else f"your {v}" for v in via)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +422,7 @@ def _shared_headers(sender: str, date: str, list_id: str, utf8: bool) -> bytes:
     return msg.as_bytes()[:-1]  # without the blank line that ends the header block
 
 
+@functools.lru_cache(maxsize=16)  # one sender, a Message-ID for every email
 def sender_domain(sender: str) -> str:
     return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
 
