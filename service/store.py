@@ -14,6 +14,7 @@ with ``BEGIN IMMEDIATE`` so two writers queue instead of failing half-way.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -551,11 +552,17 @@ class OutboxRow(NamedTuple):
 
     @property
     def terms(self) -> list[str]:
-        return json.loads(self.terms_raw) if isinstance(self.terms_raw, str) else list(self.terms_raw)
+        return list(_strings(self.terms_raw) if isinstance(self.terms_raw, str) else self.terms_raw)
 
     @property
     def via(self) -> list[str]:
-        return json.loads(self.via_raw) if isinstance(self.via_raw, str) else list(self.via_raw)
+        return list(_strings(self.via_raw) if isinstance(self.via_raw, str) else self.via_raw)
+
+
+@functools.lru_cache(maxsize=4096)  # a few term lists recur across thousands of rows
+def _strings(raw: str) -> tuple[str, ...]:
+    """A JSON list of strings, as the database returned it, decoded."""
+    return tuple(json.loads(raw))
 
 
 _OUTBOX_COLUMNS = (  # in OutboxRow's order
