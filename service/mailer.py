@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
 
@@ -71,6 +72,7 @@ class _MaildirConnection:
 class SmtpTransport:
     def __init__(self, config: Smtp, *, sender: str) -> None:
         self.config = config
+        self.sender = sender
         self.envelope_from = parseaddr(sender)[1]
 
     @asynccontextmanager
@@ -165,3 +167,80 @@ class _SmtpConnection:
                 transport.abort()
         finally:  # the socket goes too, even when the session was already half gone
             self.client.close()
+
+
+class TokenBucket:
+    """At most ``rate`` messages a second on average, shared by all connections.
+
+    The bucket holds up to ``max(1, rate)`` tokens (a burst of one second's
+    worth); each message takes one, waiting until it has refilled.
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.rate, self.clock, self.sleep = rate, clock, sleep
+        self.tokens = 1.0
+        self.last = clock()
+        self.lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        if self.rate is None:
+            return
+        async with self.lock:
+            while True:
+                now = self.clock()
+                self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.last) * self.rate)
+                self.last = now
+                if self.tokens >= 1 - 1e-9:  # rounding must not leave it one ulp short forever
+                    self.tokens = max(0.0, self.tokens - 1)
+                    return
+                await self.sleep((1 - self.tokens) / self.rate)
+
+
+class _Item(Protocol):
+    @property
+    def mail(self) -> Mail: ...
+
+
+async def send_from_queue(
+    queue: asyncio.Queue[Any],
+    transport: Transport,
+    *,
+    bucket: TokenBucket,
+    stopped: Callable[[], bool],
+    took: Callable[[], None],
+    sent: Callable[[Any], None],
+    failed: Callable[[Any, SendError], Awaitable[None]],
+) -> None:
+    """One connection: send the ``mail`` of each item the queue holds until it says stop
+    (None), ``stopped()`` turns true (the item taken goes back to the queue), or the
+    server cannot be reached twice in a row (the rest is left to the other senders).
+    ``took()`` after each item taken; ``sent(item)`` once the server accepted it,
+    ``failed(item, error)`` when it did not."""
+    network_errors = 0
+    async with transport.connect() as connection:
+        while not stopped():
+            item: _Item | None = await queue.get()
+            if item is None:
+                return
+            took()
+            if stopped():
+                queue.put_nowait(item)  # not tried
+                return
+            await bucket.take()
+            try:
+                await connection.send(item.mail)
+            except SendError as exc:
+                await failed(item, exc)
+                if exc.network:
+                    network_errors += 1
+                    if network_errors >= 2:
+                        return  # reconnecting failed too
+                continue
+            network_errors = 0
+            sent(item)

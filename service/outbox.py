@@ -3,9 +3,11 @@
 Matching writes one ``deliveries`` row per (subscriber, paper) that matched,
 in state ``pending``, with the matched terms and score, before anything is
 sent. Delivery then works in chunks of subscribers, as a pipeline: one thread
-claims the next chunk while another renders the chunk before it and the event
-loop sends the one before that; the senders take emails from a queue, so they
-never wait for a chunk to finish.
+claims the next chunk while another renders the chunk before it and the
+senders send the one before that; the senders take emails from a queue, so
+they never wait for a chunk to finish. SMTP sessions run in a child process
+of their own (:mod:`service.courier`): in this one they would wait for the
+interpreter after every server reply while a chunk renders.
 
 1. claim (one short transaction): the due rows of a few subscribers become
    ``sending``, leased to this process (``claimed_by``, ``lease_until``), and
@@ -31,8 +33,13 @@ it is due again, but every claim first folds the sent marks of every
 process, so an email whose mark was committed is never sent again. That
 leaves one window in which a pair can be delivered twice: the server
 accepted the message and the process died before its mark committed (the
-commit then under way, or the one after it: a few milliseconds). The retried
-message carries the same ``Message-ID``, so mail clients can drop it.
+answer on its way from the sending process, the commit then under way, or
+the one after it: a few milliseconds). When the main process dies, the
+sending process sees its pipe close and leaves at once, mid-message, so a
+server never completes a message that nobody can record. When the sending
+process dies alone, the emails it held stay ``sending`` until their lease
+runs out: the ones among them the server had accepted arrive twice. The
+retried message carries the same ``Message-ID``, so mail clients can drop it.
 
 Papers are matched once, when they are new (``papers.matched_at``); a
 subscriber added later receives the papers that arrive after they joined.
@@ -47,10 +54,8 @@ import os
 import random
 import secrets
 import socket
-import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,8 +66,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from . import store
+from .courier import Courier
 from .log import event
-from .mailer import SendError, Transport
+from .mailer import SendError, SmtpTransport, TokenBucket, Transport, send_from_queue
 from .render import Digest, Mail, PaperView, Renderer, list_id, message_id, paper_link
 from .rules import Index
 from .settings import Settings
@@ -308,39 +314,6 @@ class Rendering:
         return write_letters(found, texts, renderer=self.renderer, settings=self.settings, at=claim.at)
 
 
-class TokenBucket:
-    """At most ``rate`` messages a second on average, shared by all connections.
-
-    The bucket holds up to ``max(1, rate)`` tokens (a burst of one second's
-    worth); each message takes one, waiting until it has refilled.
-    """
-
-    def __init__(
-        self,
-        rate: float | None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.rate, self.clock, self.sleep = rate, clock, sleep
-        self.tokens = 1.0
-        self.last = clock()
-        self.lock = asyncio.Lock()
-
-    async def take(self) -> None:
-        if self.rate is None:
-            return
-        async with self.lock:
-            while True:
-                now = self.clock()
-                self.tokens = min(max(1.0, self.rate), self.tokens + (now - self.last) * self.rate)
-                self.last = now
-                if self.tokens >= 1 - 1e-9:  # rounding must not leave it one ulp short forever
-                    self.tokens = max(0.0, self.tokens - 1)
-                    return
-                await self.sleep((1 - self.tokens) / self.rate)
-
-
 @dataclass(slots=True)
 class DeliveryReport:
     emails: int = 0
@@ -355,11 +328,6 @@ class DeliveryReport:
 
 
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
-# While a run delivers, a thread running Python hands the interpreter lock over after
-# this long (Python's default: 5 ms). Every SMTP reply wakes the event loop, which
-# then waits for the lock while the claim or render thread holds it; at 1 ms the
-# delivery benchmark gained about 4 points of raw throughput (six paired runs).
-SWITCH_INTERVAL = 0.001
 FOLD_EVERY = 50  # sent marks folded into the outbox rows after this many (and at the end of a run)
 
 
@@ -445,12 +413,9 @@ class Delivery:
     def run(self) -> DeliveryReport:
         """Claim, render and send chunk after chunk until nothing is due (or the server is away)."""
         report = DeliveryReport()
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             asyncio.run(self._run(report))
         finally:  # whatever the server accepted is marked sent, even when the run broke off
-            sys.setswitchinterval(switch)
             self._fold()
         return report
 
@@ -462,10 +427,11 @@ class Delivery:
 
     async def _run(self, report: DeliveryReport) -> None:
         """The pipeline. One thread claims chunk after chunk, another renders each claimed
-        chunk into a queue, the event loop's senders take emails from the queue over their
-        connections, and a fourth thread records what the server accepted. So the next
-        chunk is claimed while one is rendered and another sent, and the senders never
-        wait for a chunk to finish."""
+        chunk into a queue, the senders take emails from the queue over their connections
+        (SMTP: in the sending process, :class:`Courier`; a maildir: in this event loop),
+        and a fourth thread records what the server accepted. So the next chunk is claimed
+        while one is rendered and another sent, and the senders never wait for a chunk to
+        finish."""
         smtp = self.settings.email.smtp
         workers = self._senders
         bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
@@ -478,10 +444,36 @@ class Delivery:
         ):
             book = _SentBook(functools.partial(self._sent, report=report), self._fold, marks)
             low = asyncio.Event()  # the queue is down to one email per sender: time to add a chunk
-            senders = [
-                asyncio.create_task(self._sender(queue, low, bucket=bucket, report=report, book=book))
-                for _ in range(workers)
-            ]
+
+            def took() -> None:
+                if queue.qsize() <= workers:
+                    low.set()
+
+            def sent(item: Outgoing) -> None:
+                book.add(item, self.clock())
+
+            async def failed(item: Outgoing, exc: SendError) -> None:
+                await asyncio.get_running_loop().run_in_executor(marks, self._failed, item, exc, report)
+
+            courier: Courier | None = None
+            if isinstance(self.transport, SmtpTransport):  # the sessions in a process of their own
+                courier = Courier(self.transport, stop=self.stop, sent=sent, failed=failed, took=took)
+                senders = [asyncio.create_task(courier.run(queue))]
+            else:  # a maildir: file writes, nothing to wait for
+                senders = [
+                    asyncio.create_task(
+                        send_from_queue(
+                            queue,
+                            self.transport,
+                            bucket=bucket,
+                            stopped=self.stop.is_set,
+                            took=took,
+                            sent=sent,
+                            failed=failed,
+                        )
+                    )
+                    for _ in range(workers)
+                ]
             try:
                 await self._produce(queue, low, senders, claims, renders, render, report)
                 for _ in senders:
@@ -498,6 +490,15 @@ class Delivery:
                         left.append(item)
                 if left:  # claimed, not tried: the run stopped or the server went away
                     self._give_back([i for item in left for i in item.delivery_ids], report, emails=len(left))
+                if courier is not None and courier.lost:  # the sending process died mid-send
+                    event(
+                        log,
+                        "deliver.lost",
+                        level=logging.ERROR,
+                        emails=len(courier.lost),
+                        reason="the sending process ended before answering; the rows stay sending"
+                        " and are due again when their lease runs out (an email may then arrive twice)",
+                    )
                 await book.drain()  # what the server accepted is recorded before the run ends
 
     async def _produce(
@@ -573,43 +574,6 @@ class Delivery:
         if not anything:
             return None
         return Claim(claimed, max(claimed, default=after), at)
-
-    async def _sender(
-        self,
-        queue: asyncio.Queue[Outgoing | None],
-        low: asyncio.Event,
-        *,
-        bucket: TokenBucket,
-        report: DeliveryReport,
-        book: _SentBook,
-    ) -> None:
-        """One connection: send what the queue holds until it says stop (None), the run
-        stops, or the server cannot be reached twice in a row (the rest is left to the
-        other senders, or given back)."""
-        loop = asyncio.get_running_loop()
-        network_errors = 0
-        async with self.transport.connect() as connection:
-            while not self.stop.is_set():
-                item = await queue.get()
-                if item is None:
-                    return
-                if queue.qsize() <= self._senders:
-                    low.set()
-                if self.stop.is_set():
-                    queue.put_nowait(item)  # not tried: given back with the rest
-                    return
-                await bucket.take()
-                try:
-                    await connection.send(item.mail)
-                except SendError as exc:
-                    await loop.run_in_executor(book.executor, self._failed, item, exc, report)
-                    if exc.network:
-                        network_errors += 1
-                        if network_errors >= 2:
-                            return  # reconnecting failed too
-                    continue
-                network_errors = 0
-                book.add(item, self.clock())
 
     def _give_back(self, delivery_ids: list[int], report: DeliveryReport, *, emails: int) -> None:
         """Claimed, not tried: back to pending, no attempt counted."""

@@ -34,8 +34,6 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from .rules import RuleError, parse_query, parse_term
 
@@ -296,6 +294,11 @@ class Settings(_Model):
     @field_validator("database")
     @classmethod
     def _database(cls, value: str, info: ValidationInfo) -> str:
+        # here, not at the top: the sending process (service.courier) reads Smtp settings
+        # and starts with every delivery run; SQLAlchemy would add a fifth of a second
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             url = make_url(value)
         except ArgumentError as exc:

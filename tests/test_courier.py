@@ -1,0 +1,218 @@
+"""The sending process (service.courier) against a real aiosmtpd server on 127.0.0.1:
+what it sends, what it hands back when the run stops, and what happens when
+either side dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from service.courier import Courier, CourierError, frame
+from service.mailer import SendError, SmtpTransport
+from service.render import Mail
+from service.settings import Smtp
+from tests.conftest import Sink, free_port
+
+
+class Refusing(Sink):
+    """A sink that refuses every recipient whose address starts with "bad"."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        if address.startswith("bad"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+class SlowRcpt(Sink):
+    """A sink that waits ``delay`` seconds before it answers each RCPT."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(self.delay)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.fixture
+def slow_server() -> Iterator[tuple[SlowRcpt, int]]:
+    sink, port = SlowRcpt(0.3), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+def mail(i: int) -> Mail:
+    data = f"From: a@example.org\nTo: r{i}@example.org\nMessage-ID: <{i}@x>\nSubject: {i}\n\nBody {i}.\n"
+    return Mail(f"r{i}@example.org", f"<{i}@x>", data.encode())
+
+
+@dataclass(frozen=True)
+class Item:
+    n: int
+    mail: Mail
+
+
+def transport(port: int, concurrency: int = 1) -> SmtpTransport:
+    smtp = Smtp(host="127.0.0.1", port=port, starttls=False, timeout=10, concurrency=concurrency)
+    return SmtpTransport(smtp, sender="paperboy <a@example.org>")
+
+
+class Outcomes:
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.failed: list[tuple[int, str, bool]] = []
+        self.stop = threading.Event()
+
+    def courier(self, port: int, concurrency: int = 1, *, stop_after: int | None = None) -> Courier:
+        def sent(item: Item) -> None:
+            self.sent.append(item.n)
+            if stop_after is not None and len(self.sent) >= stop_after:
+                self.stop.set()
+
+        async def failed(item: Item, exc: SendError) -> None:
+            self.failed.append((item.n, str(exc), exc.temporary))
+
+        return Courier(
+            transport(port, concurrency), stop=self.stop, sent=sent, failed=failed, took=lambda: None
+        )
+
+
+def queued(items: list[Item], *, end: bool = True) -> asyncio.Queue[Item | None]:
+    queue: asyncio.Queue[Item | None] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    if end:
+        queue.put_nowait(None)
+    return queue
+
+
+def left(queue: asyncio.Queue[Item | None]) -> list[int]:
+    out = []
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item is not None:
+            out.append(item.n)
+    return sorted(out)
+
+
+def test_every_email_is_sent_once_over_the_configured_sessions(smtp_server: tuple[Sink, int]) -> None:
+    sink, port = smtp_server
+    outcomes = Outcomes()
+    courier = outcomes.courier(port, concurrency=3)
+    queue = queued([Item(i, mail(i)) for i in range(40)])
+    asyncio.run(courier.run(queue))
+    assert sorted(outcomes.sent) == list(range(40)) and outcomes.failed == []
+    assert sorted(to for _, (to,) in sink.envelopes) == sorted(f"r{i}@example.org" for i in range(40))
+    assert [m["Subject"] for m in sink.to("r7@example.org")] == ["7"]
+    assert courier.lost == [] and left(queue) == []
+
+
+def test_a_stop_hands_back_what_the_child_had_not_started(slow_server: tuple[SlowRcpt, int]) -> None:
+    sink, port = slow_server
+    outcomes = Outcomes()
+    courier = outcomes.courier(port, stop_after=1)
+    queue = queued([Item(i, mail(i)) for i in range(8)], end=False)  # the run stops, it does not end
+    asyncio.run(courier.run(queue))
+    delivered = sorted(int(to[1:].split("@")[0]) for _, (to,) in sink.envelopes)
+    assert sorted(outcomes.sent) == delivered and 1 <= len(delivered) <= 2  # the one under way finishes
+    assert courier.lost == []
+    assert sorted(delivered + left(queue)) == list(range(8))  # the rest is back in the queue, untried
+
+
+def test_an_error_comes_back_with_its_kind() -> None:
+    sink, port = Refusing(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        outcomes = Outcomes()
+        courier = outcomes.courier(port)
+        bad = Mail("bad@example.org", "<bad@x>", b"To: bad@example.org\n\nx\n")
+        asyncio.run(courier.run(queued([Item(0, bad), Item(1, mail(1))])))
+    finally:
+        controller.stop()
+    assert outcomes.sent == [1] and [to for _, (to,) in sink.envelopes] == ["r1@example.org"]
+    [(n, reason, temporary)] = outcomes.failed
+    assert n == 0 and reason == "refused: bad@example.org: 550 5.1.1 no such user" and not temporary
+
+
+def test_a_dead_child_is_an_error_and_what_it_held_is_lost_not_handed_back(
+    slow_server: tuple[SlowRcpt, int],
+) -> None:
+    _, port = slow_server
+    outcomes = Outcomes()
+    courier = outcomes.courier(port)
+    queue = queued([Item(i, mail(i)) for i in range(30)])
+
+    async def run() -> None:
+        task = asyncio.create_task(courier.run(queue))
+        while courier.process is None or not courier.in_flight:
+            await asyncio.sleep(0.01)
+        os.kill(courier.process.pid, signal.SIGKILL)
+        await task
+
+    with pytest.raises(CourierError, match="exited with code -9"):
+        asyncio.run(run())
+    lost, rest = sorted(item.n for item in courier.lost), left(queue)
+    # handed to the child and never answered: maybe sent, so neither given back nor sent
+    assert lost and not set(lost) & set(outcomes.sent) and not set(lost) & set(rest)
+    assert sorted(lost + outcomes.sent + rest) == list(range(30))
+
+
+def read_answers(stream: object, until: float) -> list[dict[str, object]]:
+    import json
+
+    out = []
+    while time.monotonic() < until:
+        head = stream.read(8)  # type: ignore[attr-defined]
+        if len(head) < 8:
+            break
+        hlen, blen = struct.unpack("!II", head)
+        out.append(json.loads(stream.read(hlen)))  # type: ignore[attr-defined]
+        stream.read(blen)  # type: ignore[attr-defined]
+    return out
+
+
+def test_the_child_leaves_at_once_when_its_parent_dies(slow_server: tuple[SlowRcpt, int]) -> None:
+    """Its stdin closes without "stop": it exits in the middle of a session, and the
+    server, which never saw the end of the DATA, delivers nothing."""
+    sink, port = slow_server
+    sink.delay = 2.0
+    child = subprocess.Popen(
+        [sys.executable, "-m", "service.courier"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    config = transport(port)
+    child.stdin.write(frame({"smtp": config.config.model_dump(), "sender": config.sender}))
+    for i in range(3):
+        m = mail(i)
+        child.stdin.write(
+            frame({"seq": i, "to": m.to, "message_id": m.message_id, "eight_bit": False}, m.data)
+        )
+    child.stdin.flush()
+    time.sleep(1.0)  # the first email is waiting for its RCPT answer
+    started = time.monotonic()
+    child.stdin.close()  # the parent is gone
+    assert child.wait(timeout=10) == 1
+    assert time.monotonic() - started < 1.0  # not after the RCPT answer (2 s)
+    assert read_answers(child.stdout, time.monotonic() + 1) == []
+    child.stdout.close()
+    time.sleep(2.5)
+    assert sink.messages == []
