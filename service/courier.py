@@ -26,6 +26,8 @@ child -> parent, one frame per email
   ``{"gone": true}`` once every session has given up (the server is away);
   ``{"done": true}`` last, after "end" or "stop".
 
+The child ignores SIGINT and SIGTERM (Ctrl-C reaches the whole process
+group; systemd signals every process of a service): its parent decides.
 The parent's stdin closing without a "stop" means it died: the child exits
 at once, mid-message if need be, so that a server never accepts what the
 parent can no longer record (SMTP delivers a message only at the end of its
@@ -38,6 +40,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import struct
 import sys
 import threading
@@ -285,6 +288,11 @@ async def _serve() -> None:
 
 
 def main() -> None:
+    # Ctrl-C reaches the whole process group, and systemd stops every process of a
+    # service: the parent handles those (it says stop, or dies and closes the pipe).
+    # Left to their default, they would kill the sessions before the answers are in.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(_serve())
 

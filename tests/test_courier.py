@@ -182,6 +182,28 @@ def test_a_dead_child_is_an_error_and_what_it_held_is_lost_not_handed_back(
     assert sorted(lost + outcomes.sent + rest) == list(range(30))
 
 
+def test_ctrl_c_and_sigterm_are_for_the_parent_to_handle(slow_server: tuple[SlowRcpt, int]) -> None:
+    """Both reach the child too (a terminal's process group, systemd's control group); it
+    goes on, and the parent decides (here: it sends everything)."""
+    sink, port = slow_server
+    sink.delay = 0.05
+    outcomes = Outcomes()
+    courier = outcomes.courier(port)
+    queue = queued([Item(i, mail(i)) for i in range(10)])
+
+    async def run() -> None:
+        task = asyncio.create_task(courier.run(queue))
+        while courier.process is None or not outcomes.sent:
+            await asyncio.sleep(0.01)
+        courier.process.send_signal(signal.SIGINT)
+        courier.process.send_signal(signal.SIGTERM)
+        await task
+
+    asyncio.run(run())
+    assert sorted(outcomes.sent) == list(range(10)) and courier.lost == []
+    assert courier.process is not None and courier.process.returncode == 0
+
+
 def read_answers(stream: IO[bytes]) -> list[dict[str, object]]:
     """Every frame the child wrote until it closed its end."""
     out = []
