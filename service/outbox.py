@@ -59,7 +59,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import Engine
@@ -69,7 +68,7 @@ from . import store
 from .courier import Courier
 from .log import event
 from .mailer import SendError, SmtpTransport, TokenBucket, Transport, send_from_queue
-from .render import Digest, Mail, PaperView, Renderer, list_id, message_id, paper_link
+from .render import Digest, Mail, PaperView, Renderer, list_id, message_id, paper_link, sender_address
 from .rules import Index
 from .settings import Settings
 
@@ -124,12 +123,6 @@ def feed_url(settings: Settings, token: str) -> str:
     return f"{settings.feeds.base_url}u/{token}.atom"
 
 
-@functools.lru_cache(maxsize=16)
-def _address(mailbox: str) -> str:
-    """The address in ``Name <address>`` (the same sender for every email: parsed once)."""
-    return parseaddr(mailbox)[1]
-
-
 def unsubscribe_urls(settings: Settings, token: str) -> list[str]:
     """The configured unsubscribe URL (if any), then a mailto: to the sender.
 
@@ -139,7 +132,7 @@ def unsubscribe_urls(settings: Settings, token: str) -> list[str]:
     urls = []
     if settings.email.unsubscribe_url:
         urls.append(settings.email.unsubscribe_url.format(token=token, title="", key=""))
-    sender = _address(settings.email.from_)
+    sender = sender_address(settings.email.from_)
     mailto = f"mailto:{sender}?subject=unsubscribe%20{token}"
     if mailto not in urls:
         urls.append(mailto)
@@ -432,9 +425,7 @@ class Delivery:
         and a fourth thread records what the server accepted. So the next chunk is claimed
         while one is rendered and another sent, and the senders never wait for a chunk to
         finish."""
-        smtp = self.settings.email.smtp
         workers = self._senders
-        bucket = TokenBucket(smtp.rate if self.settings.email.transport == "smtp" else None)
         render = Rendering(self.engine, self.renderer, self.settings)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         with (
@@ -459,7 +450,8 @@ class Delivery:
             if isinstance(self.transport, SmtpTransport):  # the sessions in a process of their own
                 courier = Courier(self.transport, stop=self.stop, sent=sent, failed=failed, took=took)
                 senders = [asyncio.create_task(courier.run(queue))]
-            else:  # a maildir: file writes, nothing to wait for
+            else:  # a maildir: file writes, nothing to wait for (nor any rate to keep)
+                bucket = TokenBucket(None)
                 senders = [
                     asyncio.create_task(
                         send_from_queue(

@@ -422,9 +422,14 @@ def _shared_headers(sender: str, date: str, list_id: str, utf8: bool) -> bytes:
     return msg.as_bytes()[:-1]  # without the blank line that ends the header block
 
 
-@functools.lru_cache(maxsize=16)  # one sender, a Message-ID for every email
+@functools.lru_cache(maxsize=16)  # one sender for every email of a run
+def sender_address(sender: str) -> str:
+    """The address in ``Name <address>``."""
+    return parseaddr(sender)[1]
+
+
 def sender_domain(sender: str) -> str:
-    return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    return sender_address(sender).rpartition("@")[2] or "localhost"
 
 
 def list_id(sender: str) -> str:
