@@ -127,16 +127,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def serving(handler: object) -> Iterator[int]:
+    """An aiosmtpd server on 127.0.0.1 with ``handler``, for the block: its port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Sink, int]]:
     sink = Sink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serving(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 # ---------------------------------------------------------------- configs and the CLI
@@ -145,6 +152,40 @@ def smtp_server() -> Iterator[tuple[Sink, int]]:
 def write_config(path: Path, body: str) -> Path:
     path.write_text(body, encoding="utf-8")
     return path
+
+
+def smtp_config(
+    tmp_path: Path,
+    database_url: str,
+    port: int,
+    people: int,
+    *,
+    extra: str = "",
+    keywords: tuple[str, ...] = ("model",),
+) -> Path:
+    """A configuration delivering by SMTP to 127.0.0.1:``port``, for ``people`` readers
+    (``reader<i>@example.org``, keywords taken in turn); ``extra``: more ``email:`` keys."""
+    subscribers = "".join(
+        f"  - email: reader{i}@example.org\n    keywords: [{keywords[i % len(keywords)]}]\n"
+        for i in range(people)
+    )
+    return write_config(
+        tmp_path / "paperboy.yaml",
+        f"""\
+database: "{database_url}"
+inbox: {tmp_path}/inbox
+inbox_settle: 0s
+email:
+  from: "paperboy <papers@example.org>"
+  transport: smtp
+  smtp: {{host: 127.0.0.1, port: {port}, concurrency: 2}}
+{extra}feeds:
+  dir: {tmp_path}/feeds
+http:
+  port: {free_port()}
+subscribers:
+{subscribers}""",
+    )
 
 
 def copy_digest(name: str, inbox: Path, *, as_name: str | None = None, mtime: float | None = None) -> Path:

@@ -13,13 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlmodel import select
 
 from service import store
@@ -27,8 +26,8 @@ from service.courier import WINDOW_PER_SESSION, Courier, CourierError, frame
 from service.cycle import App
 from service.mailer import SendError, SmtpTransport
 from service.render import Mail
-from service.settings import Smtp, parse_settings
-from tests.conftest import Sink, copy_digest, free_port
+from service.settings import Smtp, load_settings
+from tests.conftest import Sink, copy_digest, serving, smtp_config
 
 
 class Refusing(Sink):
@@ -56,13 +55,9 @@ class SlowRcpt(Sink):
 
 @pytest.fixture
 def slow_server() -> Iterator[tuple[SlowRcpt, int]]:
-    sink, port = SlowRcpt(0.3), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    sink = SlowRcpt(0.3)
+    with serving(sink) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 def mail(i: int) -> Mail:
@@ -76,20 +71,24 @@ class Item:
     mail: Mail
 
 
-def transport(port: int, concurrency: int = 1) -> SmtpTransport:
-    smtp = Smtp(host="127.0.0.1", port=port, starttls=False, timeout=10, concurrency=concurrency)
+def transport(port: int, concurrency: int = 1, rate: float | None = None) -> SmtpTransport:
+    smtp = Smtp(host="127.0.0.1", port=port, starttls=False, timeout=10, concurrency=concurrency, rate=rate)
     return SmtpTransport(smtp, sender="paperboy <a@example.org>")
 
 
 class Outcomes:
     def __init__(self) -> None:
         self.sent: list[int] = []
+        self.sent_at: list[float] = []
         self.failed: list[tuple[int, str, bool]] = []
         self.stop = threading.Event()
 
-    def courier(self, port: int, concurrency: int = 1, *, stop_after: int | None = None) -> Courier:
+    def courier(
+        self, port: int, concurrency: int = 1, *, rate: float | None = None, stop_after: int | None = None
+    ) -> Courier:
         def sent(item: Item) -> None:
             self.sent.append(item.n)
+            self.sent_at.append(time.monotonic())
             if stop_after is not None and len(self.sent) >= stop_after:
                 self.stop.set()
 
@@ -97,7 +96,7 @@ class Outcomes:
             self.failed.append((item.n, str(exc), exc.temporary))
 
         return Courier(
-            transport(port, concurrency), stop=self.stop, sent=sent, failed=failed, took=lambda: None
+            transport(port, concurrency, rate), stop=self.stop, sent=sent, failed=failed, took=lambda: None
         )
 
 
@@ -119,6 +118,18 @@ def left(queue: asyncio.Queue[Item | None]) -> list[int]:
     return sorted(out)
 
 
+async def signal_mid_run(
+    courier: Courier, queue: asyncio.Queue[Item | None], ready: Callable[[], bool], *signals: int
+) -> None:
+    """Run ``courier`` over ``queue``; once ``ready()``, send ``signals`` to its child."""
+    task = asyncio.create_task(courier.run(queue))
+    while courier.process is None or not ready():
+        await asyncio.sleep(0.01)
+    for number in signals:
+        courier.process.send_signal(number)
+    await task
+
+
 def test_every_email_is_sent_once_over_the_configured_sessions(smtp_server: tuple[Sink, int]) -> None:
     sink, port = smtp_server
     outcomes = Outcomes()
@@ -129,6 +140,18 @@ def test_every_email_is_sent_once_over_the_configured_sessions(smtp_server: tupl
     assert sorted(to for _, (to,) in sink.envelopes) == sorted(f"r{i}@example.org" for i in range(40))
     assert [m["Subject"] for m in sink.to("r7@example.org")] == ["7"]
     assert courier.lost == [] and left(queue) == []
+
+
+def test_the_rate_holds_across_the_sessions_of_the_child(smtp_server: tuple[Sink, int]) -> None:
+    """email.smtp.rate is kept where the sending happens: 10 emails at 20 a second over 2
+    sessions take at least 9 intervals of 50 ms (a local sink takes a few ms for all)."""
+    _, port = smtp_server
+    outcomes = Outcomes()
+    asyncio.run(
+        outcomes.courier(port, concurrency=2, rate=20).run(queued([Item(i, mail(i)) for i in range(10)]))
+    )
+    assert sorted(outcomes.sent) == list(range(10))
+    assert outcomes.sent_at[-1] - outcomes.sent_at[0] >= 9 / 20 * 0.9
 
 
 def test_a_stop_hands_back_what_the_child_had_not_started(slow_server: tuple[SlowRcpt, int]) -> None:
@@ -144,16 +167,11 @@ def test_a_stop_hands_back_what_the_child_had_not_started(slow_server: tuple[Slo
 
 
 def test_an_error_comes_back_with_its_kind() -> None:
-    sink, port = Refusing(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        outcomes = Outcomes()
+    sink, outcomes = Refusing(), Outcomes()
+    with serving(sink) as port:
         courier = outcomes.courier(port)
         bad = Mail("bad@example.org", "<bad@x>", b"To: bad@example.org\n\nx\n")
         asyncio.run(courier.run(queued([Item(0, bad), Item(1, mail(1))])))
-    finally:
-        controller.stop()
     assert outcomes.sent == [1] and [to for _, (to,) in sink.envelopes] == ["r1@example.org"]
     [(n, reason, temporary)] = outcomes.failed
     assert n == 0 and reason == "refused: bad@example.org: 550 5.1.1 no such user" and not temporary
@@ -166,16 +184,8 @@ def test_a_dead_child_is_an_error_and_what_it_held_is_lost_not_handed_back(
     outcomes = Outcomes()
     courier = outcomes.courier(port)
     queue = queued([Item(i, mail(i)) for i in range(30)])
-
-    async def run() -> None:
-        task = asyncio.create_task(courier.run(queue))
-        while courier.process is None or not courier.in_flight:
-            await asyncio.sleep(0.01)
-        os.kill(courier.process.pid, signal.SIGKILL)
-        await task
-
     with pytest.raises(CourierError, match="exited with code -9"):
-        asyncio.run(run())
+        asyncio.run(signal_mid_run(courier, queue, lambda: bool(courier.in_flight), signal.SIGKILL))
     lost, rest = sorted(item.n for item in courier.lost), left(queue)
     # handed to the child and never answered: maybe sent, so neither given back nor sent
     assert lost and not set(lost) & set(outcomes.sent) and not set(lost) & set(rest)
@@ -190,16 +200,7 @@ def test_ctrl_c_and_sigterm_are_for_the_parent_to_handle(slow_server: tuple[Slow
     outcomes = Outcomes()
     courier = outcomes.courier(port)
     queue = queued([Item(i, mail(i)) for i in range(10)])
-
-    async def run() -> None:
-        task = asyncio.create_task(courier.run(queue))
-        while courier.process is None or not outcomes.sent:
-            await asyncio.sleep(0.01)
-        courier.process.send_signal(signal.SIGINT)
-        courier.process.send_signal(signal.SIGTERM)
-        await task
-
-    asyncio.run(run())
+    asyncio.run(signal_mid_run(courier, queue, lambda: bool(outcomes.sent), signal.SIGINT, signal.SIGTERM))
     assert sorted(outcomes.sent) == list(range(10)) and courier.lost == []
     assert courier.process is not None and courier.process.returncode == 0
 
@@ -261,26 +262,10 @@ class StopAfter(Sink):
 
 
 def smtp_app(tmp_path: Path, database_url: str, port: int, stop: threading.Event, readers: int) -> App:
-    people = "".join(f"  - email: reader{i:02d}@example.org\n    keywords: [model]\n" for i in range(readers))
-    settings = parse_settings(
-        f"""\
-database: "{database_url}"
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email:
-  from: "paperboy <papers@example.org>"
-  transport: smtp
-  smtp: {{host: 127.0.0.1, port: {port}, starttls: false, concurrency: 2, timeout: 10s}}
-  lease: 10m
-feeds:
-  dir: {tmp_path}/feeds
-subscribers:
-{people}""",
-        source="test.yaml",
-        base=tmp_path,
-    )
+    """Readers ``reader<i>@example.org`` matched (nothing sent yet), delivering to ``port``."""
+    config = smtp_config(tmp_path, database_url, port, readers, extra="  lease: 10m\n")
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=0)
-    app = App(settings, stop=stop, progress=False)
+    app = App(load_settings(config), stop=stop, progress=False)
     app.cycle(send=False)  # ingest and match; nothing sent yet
     return app
 
@@ -303,28 +288,25 @@ def test_a_run_stopped_mid_way_gives_back_what_the_sending_process_had_not_sent(
     tmp_path: Path, database_url: str
 ) -> None:
     stop = threading.Event()
-    sink, port = StopAfter(stop, count=5), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    app = smtp_app(tmp_path, database_url, port, stop, readers=30)
-    try:
-        first = app.deliver()
-        assert first.not_tried > 0 and 5 <= first.emails < 30
-        assert first.emails + first.not_tried <= 30
-        by_reader = states(app)
-        assert all(len(s) == 1 for s in by_reader.values())  # a digest's rows move together
-        assert sum(s == {"sent"} for s in by_reader.values()) == first.emails == len(sink.messages)
-        assert not any("sending" in s for s in by_reader.values())  # every claim given back
-        stop.clear()
-        sink.count = 10_000
-        second = app.deliver()
-        assert second.emails == 30 - first.emails and second.not_tried == 0
-    finally:
-        app.engine.dispose()
-        controller.stop()
-    assert sorted(to for _, (to,) in sink.envelopes) == sorted(
-        f"reader{i:02d}@example.org" for i in range(30)
-    )
+    sink = StopAfter(stop, count=5)
+    with serving(sink) as port:
+        app = smtp_app(tmp_path, database_url, port, stop, readers=30)
+        try:
+            first = app.deliver()
+            assert first.not_tried > 0 and 5 <= first.emails < 30
+            assert first.emails + first.not_tried <= 30
+            by_reader = states(app)
+            assert all(len(s) == 1 for s in by_reader.values())  # a digest's rows move together
+            assert sum(s == {"sent"} for s in by_reader.values()) == first.emails == len(sink.messages)
+            assert not any("sending" in s for s in by_reader.values())  # every claim given back
+            stop.clear()
+            sink.count = 10_000
+            second = app.deliver()
+            assert second.emails == 30 - first.emails and second.not_tried == 0
+        finally:
+            app.engine.dispose()
+    everyone = sorted(f"reader{i}@example.org" for i in range(30))
+    assert sorted(to for _, (to,) in sink.envelopes) == everyone  # each reader once
 
 
 def courier_children() -> list[int]:
@@ -346,33 +328,31 @@ def courier_children() -> list[int]:
 def test_a_sending_process_that_dies_ends_the_run_and_leaves_its_emails_to_the_lease(
     tmp_path: Path, database_url: str
 ) -> None:
-    sink, port = SlowRcpt(0.1), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    app = smtp_app(tmp_path, database_url, port, threading.Event(), readers=30)
+    sink = SlowRcpt(0.1)
     errors: list[BaseException] = []
+    with serving(sink) as port:
+        app = smtp_app(tmp_path, database_url, port, threading.Event(), readers=30)
 
-    def deliver() -> None:
+        def deliver() -> None:
+            try:
+                app.deliver()
+            except BaseException as exc:  # kept for the assertion below
+                errors.append(exc)
+
+        worker = threading.Thread(target=deliver)
+        worker.start()
         try:
-            app.deliver()
-        except BaseException as exc:  # kept for the assertion below
-            errors.append(exc)
-
-    worker = threading.Thread(target=deliver)
-    worker.start()
-    try:
-        deadline = time.monotonic() + 30
-        while len(sink.messages) < 3 or not courier_children():
-            assert time.monotonic() < deadline and worker.is_alive()
-            time.sleep(0.01)
-        for pid in courier_children():
-            os.kill(pid, signal.SIGKILL)
-        worker.join(timeout=30)
-        assert not worker.is_alive()
-        by_reader = states(app)
-    finally:
-        app.engine.dispose()
-        controller.stop()
+            deadline = time.monotonic() + 30
+            while len(sink.messages) < 3 or not courier_children():
+                assert time.monotonic() < deadline and worker.is_alive()
+                time.sleep(0.01)
+            for pid in courier_children():
+                os.kill(pid, signal.SIGKILL)
+            worker.join(timeout=30)
+            assert not worker.is_alive()
+            by_reader = states(app)
+        finally:
+            app.engine.dispose()
     assert len(errors) == 1 and isinstance(errors[0], CourierError)
     received = {to for _, (to,) in sink.envelopes}
     sent = {email for email, s in by_reader.items() if s == {"sent"}}

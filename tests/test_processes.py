@@ -18,10 +18,9 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT, copy_digest, free_port, write_config
+from tests.conftest import ROOT, copy_digest, serving, smtp_config
 
 
 class Recorder:
@@ -48,46 +47,11 @@ class Recorder:
 @pytest.fixture
 def recorder_port(request: pytest.FixtureRequest) -> Iterator[tuple[Recorder, int]]:
     recorder = Recorder(getattr(request, "param", 0.0))
-    port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield recorder, port
-    controller.stop()
+    with serving(recorder) as port:
+        yield recorder, port
 
 
-KEYWORDS = ["model", "LLM", "learning", "vision", "language", "data", "agent", "reward"]
-
-
-def config(
-    tmp_path: Path,
-    database_url: str,
-    port: int,
-    people: int,
-    *,
-    extra: str = "",
-    keywords: tuple[str, ...] = tuple(KEYWORDS),
-) -> Path:
-    subscribers = "".join(
-        f"  - email: reader{i}@example.org\n    keywords: [{keywords[i % len(keywords)]}]\n"
-        for i in range(people)
-    )
-    return write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: "{database_url}"
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email:
-  from: "paperboy <papers@example.org>"
-  transport: smtp
-  smtp: {{host: 127.0.0.1, port: {port}, concurrency: 2}}
-{extra}feeds:
-  dir: {tmp_path}/feeds
-http:
-  port: {free_port()}
-subscribers:
-{subscribers}""",
-    )
+KEYWORDS = ("model", "LLM", "learning", "vision", "language", "data", "agent", "reward")
 
 
 def start(config_path: Path) -> subprocess.Popen[str]:
@@ -115,7 +79,8 @@ def test_two_processes_at_once_store_and_deliver_everything_once(
     recorder, port = recorder_port
     for name in ("digest-a.txt", "digest-b.txt", "digest-c.txt"):
         copy_digest(name, tmp_path / "inbox", mtime=time.time() - 3600)
-    cfg = config(tmp_path, database_url, port, people=12, extra="  max_papers: 1000\n")  # all titles shown
+    # all titles shown
+    cfg = smtp_config(tmp_path, database_url, port, 12, extra="  max_papers: 1000\n", keywords=KEYWORDS)
 
     procs = [start(cfg), start(cfg)]
     results = [p.communicate(timeout=180) for p in procs]
@@ -139,7 +104,7 @@ def test_sigkill_in_the_middle_then_restart_delivers_the_rest(
 ) -> None:
     recorder, port = recorder_port
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
-    cfg = config(tmp_path, database_url, port, people=24, extra="  lease: 3s\n", keywords=("model",))
+    cfg = smtp_config(tmp_path, database_url, port, 24, extra="  lease: 3s\n")
 
     proc = start(cfg)
     deadline = time.monotonic() + 60
@@ -181,7 +146,7 @@ def test_one_leader_schedules_the_other_waits_and_takes_over(
 ) -> None:
     _, port = recorder_port
     (tmp_path / "inbox").mkdir()
-    cfg = config(tmp_path, database_url, port, people=2)
+    cfg = smtp_config(tmp_path, database_url, port, 2, keywords=KEYWORDS)
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs = []
     try:
