@@ -15,7 +15,7 @@ sample digests, so each gets one digest email. Then, in this one run:
   ceiling. It runs before paperboy and again after, and paperboy is compared
   with the mean of the two: on a shared machine the speed drifts by a third
   within minutes, and one raw run alone can catch a fast or a slow spell.
-- paperboy: the real delivery run (``service.outbox.Delivery``) over the
+- paperboy: the real delivery run (``service.delivery.DeliveryRun``) over the
   same number of connections: claiming rows in the store, rendering each
   email from the templates, sending it, and recording the outcome in the
   store, email by email. Its SMTP sessions run in a child process
@@ -50,9 +50,10 @@ sys.path.insert(0, str(ROOT))
 import aiosmtplib  # noqa: E402
 
 from service import store  # noqa: E402
+from service.compose import Composer  # noqa: E402
 from service.cycle import App  # noqa: E402
-from service.outbox import Claim, Delivery, Rendering  # noqa: E402
-from service.render import Mail  # noqa: E402
+from service.delivery import DeliveryRun  # noqa: E402
+from service.message import Mail  # noqa: E402
 from service.settings import parse_settings  # noqa: E402
 from tests.conftest import scratch_schema  # noqa: E402
 
@@ -135,23 +136,24 @@ subscribers:
 
 
 def prebuilt(app: App) -> list[Mail]:
-    """Every subscriber's email, rendered as the delivery run renders it: claim a chunk,
-    render it, give it back."""
+    """Every subscriber's email, composed as the delivery run composes it: claim a chunk,
+    compose it, give it back."""
     at = datetime.now(UTC)
-    worker, after, out = "bench-prebuild", 0, []
-    render = Rendering(app.engine, app.renderer, app.settings)
+    worker, after = "bench-prebuild", 0
+    out: list[Mail] = []
+    compose = Composer(app.engine, app.renderer, app.settings)
     while True:
         with store.transaction(app.engine) as session:
             claimed, _ = store.claim_due(
                 session=session, at=at, lease_until=at, worker=worker, max_subscribers=500, after=after
             )
         if not claimed:
-            return [item.mail for item in out]
-        claim = Claim(claimed, max(claimed), at)
-        after = claim.after
-        out += render(claim)
+            return out
+        after = max(claimed)
+        out += compose(claimed, at=at)
+        ids = [row.id for rows in claimed.values() for row in rows]
         with store.transaction(app.engine) as session:
-            store.release(session=session, delivery_ids=claim.delivery_ids, worker=worker)
+            store.release(session=session, delivery_ids=ids, worker=worker)
 
 
 async def raw_send(mails: list[Mail], port: int, concurrency: int) -> None:
@@ -226,9 +228,9 @@ def main() -> int:
 
             raw_rates = [measure_raw(messages, port, args.concurrency, sink.pid, "raw:")]
             t0, c0, s0 = time.perf_counter(), client_cpu(), cpu_seconds(sink.pid)
-            report = Delivery(
+            report = DeliveryRun(
                 engine=app.engine,
-                transport=app.transport,
+                sender=app.sender,
                 renderer=app.renderer,
                 settings=app.settings,
                 clock=lambda: datetime.now(UTC),

@@ -2,6 +2,8 @@
 
 Exit codes: 0 ok, 1 runtime failure (a send failed, a file could not be
 read), 2 usage or configuration error.
+
+A command is a ``cmd_<name>`` function; :data:`COMMANDS` maps the names.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, store
+from .compose import next_digest, paper_limits
 from .cycle import App, subscriber_rules, topic_rules
 from .log import event, setup
-from .outbox import next_digest, paper_limits
-from .render import list_id
+from .message import list_id
 from .rules import RuleError, explain
-from .scheduler import Service
 from .settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 from .text import paper_key
-from .web import Server
+
+# The scheduler (APScheduler) and the web server (Starlette, uvicorn) are imported by
+# the commands that use them: the others (status, check, explain, preview...) start
+# without paying for them.
 
 log = logging.getLogger("paperboy")
 
@@ -119,6 +123,8 @@ def _app(settings: Settings, **kwargs: object) -> App:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.once:
+        from .scheduler import Service
+
         led = Service(args.config, settings, lambda s, stop: _app(s, stop=stop)).run()
         return OK if led else FAILURE
     app = _app(settings)
@@ -202,11 +208,11 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
         sub = store.subscriber_by_email(session=session, email=args.email)
         assert sub is not None
         limit = paper_limits(settings)[sub.email]
-        found = next_digest(session, sub, settings=settings, limit=limit, at=app.clock())
-    if found is None:
+        digest = next_digest(session, sub, settings=settings, limit=limit, at=app.clock())
+    if digest is None:
         print(f"nothing pending for {args.email}: no email would be sent", file=sys.stderr)
         return OK
-    mail = app.renderer.message(found[0], sender=settings.email.from_, list_id=list_id(settings.email.from_))
+    mail = app.renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
     if args.format == "eml":
         data = mail.data
     else:
@@ -297,6 +303,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .web import Server
+
     app = _app(settings)
     app.prepare_store()
     Server(lambda: app, host=settings.http.host, port=settings.http.port).serve()

@@ -43,13 +43,11 @@ import os
 import signal
 import struct
 import sys
-import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .mailer import SendError, SmtpTransport, TokenBucket, send_from_queue
-from .render import Mail
+from .mailer import Outcomes, SendError, TokenBucket, send_from_queue
+from .message import Mail
 from .settings import Smtp
 
 log = logging.getLogger("paperboy.courier")
@@ -76,29 +74,20 @@ class CourierError(Exception):
     """The child process ended before it said it was done (its error is on stderr)."""
 
 
-class Courier:
-    """Send a run's emails through a child process: items come from ``queue`` (None:
-    no more), each outcome comes back through the callbacks. :meth:`run` returns
-    once the child is done; the items it handed back untried are back in the queue;
-    ``lost`` holds those it never answered for (it died: maybe sent, maybe not)."""
+class CourierSender:
+    """A :class:`~service.mailer.Sender` whose SMTP sessions run in a child process:
+    :meth:`run` returns once the child is done; the emails it handed back untried
+    are back in the queue; ``lost`` holds those it never answered for (it died:
+    maybe sent, maybe not)."""
 
-    def __init__(
-        self,
-        transport: SmtpTransport,
-        *,
-        stop: threading.Event,
-        sent: Callable[[Any], None],
-        failed: Callable[[Any, SendError], Awaitable[None]],
-        took: Callable[[], None],
-    ) -> None:
-        self.transport, self.stop = transport, stop
-        self.sent, self.failed, self.took = sent, failed, took
-        self.sessions = transport.config.concurrency
-        self.in_flight: dict[int, Any] = {}  # handed to the child, not answered yet
-        self.lost: list[Any] = []
+    def __init__(self, smtp: Smtp, *, sender: str) -> None:
+        self.smtp, self.sender = smtp, sender
+        self.connections = smtp.concurrency
+        self.in_flight: dict[int, Mail] = {}  # handed to the child, not answered yet
+        self.lost: list[Mail] = []
         self.process: asyncio.subprocess.Process | None = None
 
-    async def run(self, queue: asyncio.Queue[Any]) -> None:
+    async def run(self, queue: asyncio.Queue[Mail | None], outcomes: Outcomes) -> None:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -111,11 +100,10 @@ class Courier:
         done = False
         forward: asyncio.Task[None] | None = None
         try:
-            config = {"smtp": self.transport.config.model_dump(), "sender": self.transport.sender}
-            writer.write(frame(config))
-            window = asyncio.Semaphore(self.sessions * WINDOW_PER_SESSION)
-            forward = asyncio.create_task(self._forward(queue, writer, window))
-            done = await self._answers(child.stdout, queue, window, forward, writer)
+            writer.write(frame({"smtp": self.smtp.model_dump(), "sender": self.sender}))
+            window = asyncio.Semaphore(self.connections * WINDOW_PER_SESSION)
+            forward = asyncio.create_task(self._forward(queue, writer, window, outcomes))
+            done = await self._answers(child.stdout, queue, window, forward, writer, outcomes)
         finally:
             if forward is not None:
                 forward.cancel()
@@ -130,26 +118,29 @@ class Courier:
             raise CourierError(f"the sending process (service.courier) exited with code {code}")
 
     async def _forward(
-        self, queue: asyncio.Queue[Any], writer: asyncio.StreamWriter, window: asyncio.Semaphore
+        self,
+        queue: asyncio.Queue[Mail | None],
+        writer: asyncio.StreamWriter,
+        window: asyncio.Semaphore,
+        outcomes: Outcomes,
     ) -> None:
         """Hand the child what the queue holds, at most ``window`` emails ahead of its
         answers; then say stop (no more, or the run stops)."""
         seq = 0
         last = "stop"
         try:
-            while not self.stop.is_set():
+            while not outcomes.stopped():
                 await window.acquire()
-                item = await queue.get()
-                if item is None:
+                mail = await queue.get()
+                if mail is None:
                     last = "end"
                     break
-                self.took()
-                if self.stop.is_set():
-                    queue.put_nowait(item)  # not tried
+                outcomes.took()
+                if outcomes.stopped():
+                    queue.put_nowait(mail)  # not tried
                     break
                 seq += 1
-                self.in_flight[seq] = item
-                mail: Mail = item.mail
+                self.in_flight[seq] = mail
                 header = {"seq": seq, "to": mail.to, "message_id": mail.message_id}
                 writer.write(frame({**header, "eight_bit": mail.eight_bit}, mail.data))
                 await writer.drain()
@@ -165,10 +156,11 @@ class Courier:
     async def _answers(
         self,
         reader: asyncio.StreamReader,
-        queue: asyncio.Queue[Any],
+        queue: asyncio.Queue[Mail | None],
         window: asyncio.Semaphore,
         forward: asyncio.Task[None],
         writer: asyncio.StreamWriter,
+        outcomes: Outcomes,
     ) -> bool:
         """Take the child's answers until it is done (True) or gone without a word (False)."""
         while True:
@@ -184,15 +176,15 @@ class Courier:
                     await asyncio.gather(forward, return_exceptions=True)
                     await self._say(writer, "stop")
                 continue
-            item = self.in_flight.pop(header["seq"])
+            mail = self.in_flight.pop(header["seq"])
             window.release()
             if header.get("sent"):
-                self.sent(item)
+                outcomes.sent(mail)
             elif "error" in header:
                 error = SendError(header["error"], temporary=header["temporary"], network=header["network"])
-                await self.failed(item, error)
+                await outcomes.failed(mail, error)
             else:  # untried
-                queue.put_nowait(item)
+                queue.put_nowait(mail)
 
 
 # ---------------------------------------------------------------- the child's side
@@ -202,6 +194,10 @@ class Courier:
 class _Email:
     seq: int
     mail: Mail
+
+    @staticmethod
+    def mail_of(email: _Email) -> Mail:
+        return email.mail
 
 
 async def _serve() -> None:
@@ -221,6 +217,8 @@ async def _serve() -> None:
         config, _ = await read_frame(reader)
     except asyncio.IncompleteReadError:
         return
+    from .smtp import SmtpTransport  # aiosmtplib: only the sending process needs it
+
     smtp = Smtp.model_validate(config["smtp"])
     transport = SmtpTransport(smtp, sender=config["sender"])
     bucket = TokenBucket(smtp.rate)
@@ -235,6 +233,7 @@ async def _serve() -> None:
             send_from_queue(
                 queue,
                 transport,
+                mail=_Email.mail_of,
                 bucket=bucket,
                 stopped=lambda: stopping,
                 took=lambda: None,

@@ -21,14 +21,14 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from . import feeds, store
+from .delivery import DeliveryReport, DeliveryRun
 from .ingest import FileReport, ingest_file, scan_inbox
 from .log import event
-from .mailer import MaildirTransport, SmtpTransport, Transport
-from .outbox import Delivery, DeliveryReport, match_new
+from .mailer import Sender, build_sender
+from .match import match_new
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
-from .settings import Settings
-from .settings import Subscriber as SubscriberSettings
+from .settings import Settings, SubscriberConfig
 
 log = logging.getLogger("paperboy.cycle")
 
@@ -39,7 +39,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def subscriber_rules(sub: SubscriberSettings) -> RuleSet:
+def subscriber_rules(sub: SubscriberConfig) -> RuleSet:
     return RuleSet.build(sub.email.lower(), sub.keywords, sub.exclude, query=sub.query, topics=sub.topics)
 
 
@@ -52,12 +52,6 @@ def topic_rules(settings: Settings) -> dict[str, RuleSet]:
 def build_index(settings: Settings) -> Index:
     """Every subscriber's and topic's rules in one index (the settings were validated already)."""
     return Index([subscriber_rules(s) for s in settings.subscribers], list(topic_rules(settings).values()))
-
-
-def build_transport(settings: Settings) -> Transport:
-    if settings.email.transport == "smtp":
-        return SmtpTransport(settings.email.smtp, sender=settings.email.from_)
-    return MaildirTransport(settings.email.maildir)
 
 
 @dataclass(slots=True)
@@ -80,14 +74,14 @@ class App:
         settings: Settings,
         *,
         engine: Engine | None = None,
-        transport: Transport | None = None,
+        sender: Sender | None = None,
         clock: Clock = utcnow,
         stop: threading.Event | None = None,
         progress: bool | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine or store.make_engine(settings.database)
-        self.transport = transport or build_transport(settings)
+        self._sender = sender
         self.renderer = Renderer(templates_path(settings.templates_dir))
         self.index = build_index(settings)
         self.clock = clock
@@ -139,10 +133,18 @@ class App:
             event(log, "match.done", papers=papers, deliveries=queued)
         return papers, queued
 
+    @property
+    def sender(self) -> Sender:
+        """Who sends: the one given, else the configuration's (made when first needed,
+        so that commands that send nothing import no SMTP client)."""
+        if self._sender is None:
+            self._sender = build_sender(self.settings)
+        return self._sender
+
     def deliver(self) -> DeliveryReport:
-        run = Delivery(
+        run = DeliveryRun(
             engine=self.engine,
-            transport=self.transport,
+            sender=self.sender,
             renderer=self.renderer,
             settings=self.settings,
             clock=self.clock,
@@ -162,44 +164,7 @@ class App:
         return report
 
     def write_feeds(self) -> int:
-        cfg = self.settings.feeds
-        changed = 0
-        with store.reading(self.engine) as session:
-            everything = [
-                feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at)
-                for p in store.latest_papers(session=session, limit=cfg.max_entries)
-            ]
-            jobs = [(feeds.FeedSpec("all", cfg.title, "Every paper paperboy has seen"), everything)]
-            for name, topic in self.settings.topics.items():
-                items = [
-                    feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(t.terms))
-                    for t, p in store.topic_papers(session=session, topic=name, limit=cfg.max_entries)
-                ]
-                about = topic.description or f"Papers on {name}, chosen by paperboy"
-                jobs.append(
-                    (feeds.FeedSpec(f"topics/{name}", topic.title or f"{cfg.title}: {name}", about), items)
-                )
-            for sub in store.active_subscribers(session=session).values():
-                assert sub.id is not None
-                items = [
-                    feeds.FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
-                    for d, p in store.subscriber_papers(
-                        session=session, subscriber_id=sub.id, limit=cfg.max_entries
-                    )
-                ]
-                name = f"{cfg.title}: papers for {sub.name or 'you'}"
-                jobs.append((feeds.FeedSpec(f"u/{sub.token}", name, "Papers matching your keywords"), items))
-        assert cfg.base_url is not None  # Settings fills it in
-        for spec, items in jobs:
-            files = feeds.render(
-                spec, items, base_url=cfg.base_url, link_template=self.settings.email.paper_link
-            )
-            changed += feeds.write(spec, files, cfg.dir)
-        if changed:
-            event(
-                log, "feeds.written", changed=changed, feeds=len(jobs), dir=cfg.dir, entries=len(everything)
-            )
-        return changed
+        return feeds.write_all(self.engine, self.settings)
 
     # ------------------------------------------------------------ the whole run
 

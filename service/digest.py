@@ -67,8 +67,9 @@ class Entry:
 
 
 @dataclass(slots=True)
-class Digest:
-    """What a parse found. ``entries`` is filled as :func:`parse` is iterated."""
+class DigestFile:
+    """What a parse found in one digest file: its date line and its problems, filled as
+    :func:`parse` is iterated (the entries themselves are what it yields)."""
 
     name: str
     date: date | None = None
@@ -96,7 +97,7 @@ def _looks_like_abstract(text: str) -> bool:
     return len(text) > TITLE_MAX or (len(text) > 120 and text.endswith(_SENTENCE_END))
 
 
-def _read_lines(stream: BinaryIO, digest: Digest) -> Iterator[tuple[int, str, bool]]:
+def _read_lines(stream: BinaryIO, digest: DigestFile) -> Iterator[tuple[int, str, bool]]:
     """Yield (line number, cleaned text, blank line before it) for non-blank lines."""
     blank_before = True
     number = 0
@@ -134,7 +135,7 @@ def _read_lines(stream: BinaryIO, digest: Digest) -> Iterator[tuple[int, str, bo
         blank_before = False
 
 
-def _paragraphs(lines: Iterator[tuple[int, str, bool]], digest: Digest) -> Iterator[tuple[int, str]]:
+def _paragraphs(lines: Iterator[tuple[int, str, bool]], digest: DigestFile) -> Iterator[tuple[int, str]]:
     """Join runs of non-blank lines (a hard-wrapped paragraph) into one; yield (first line, text)."""
     start, size = 0, 0
     parts: list[str] = []
@@ -165,7 +166,7 @@ def _sniff(stream: BinaryIO, name: str) -> None:
         raise DigestError(f"{name}: this is a binary file, not a digest; nothing ingested")
 
 
-def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entry]:
+def parse(stream: BinaryIO, digest: DigestFile, *, mtime: datetime) -> Iterator[Entry]:
     """Yield the good entries of the digest in ``stream``; record problems in ``digest``.
 
     Raises :class:`DigestError` before yielding anything when the file has
@@ -218,10 +219,10 @@ def parse(stream: BinaryIO, digest: Digest, *, mtime: datetime) -> Iterator[Entr
         )
 
 
-def parse_bytes(data: bytes, *, name: str, mtime: datetime) -> tuple[Digest, list[Entry]]:
+def parse_bytes(data: bytes, *, name: str, mtime: datetime) -> tuple[DigestFile, list[Entry]]:
     """Parse a whole digest held in memory (tests, small files)."""
     import io
 
-    digest = Digest(name)
+    digest = DigestFile(name)
     entries = list(parse(io.BytesIO(data), digest, mtime=mtime))
     return digest, entries

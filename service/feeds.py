@@ -1,6 +1,7 @@
-"""Atom and RSS 2.0 feeds (feedgen), written atomically.
+"""Atom and RSS 2.0 feeds (feedgen): what goes into each, where it lives, writing it.
 
-Files under ``feeds.dir``:
+Files under ``feeds.dir`` (their names are made here and nowhere else:
+:data:`ALL`, :func:`topic_feed`, :func:`subscriber_feed`, :data:`FEED_FILE`):
 
 - ``all.atom`` / ``all.rss``: every paper, newest first;
 - ``topics/<name>.atom`` / ``.rss``: the papers each topic matched (public);
@@ -17,7 +18,9 @@ unchanged feed is rewritten byte for byte the same.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -26,10 +29,40 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from feedgen.feed import FeedGenerator
+from sqlalchemy import Engine
 
+from . import store
+from .log import event
 from .render import paper_link
+from .settings import TOPIC_NAME, Settings
+
+log = logging.getLogger("paperboy.feeds")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+ALL = "all"  # every paper
+SUFFIXES = ("atom", "rss")
+TOKEN = r"[A-Za-z0-9_-]{16,128}"
+
+
+def topic_feed(name: str) -> str:
+    """The feed of a topic (public), as a name under ``feeds.dir`` without its suffix."""
+    return f"topics/{name}"
+
+
+def subscriber_feed(token: str) -> str:
+    """A subscriber's private feed, behind their token (never their address)."""
+    return f"u/{token}"
+
+
+# Every file name a feed can have (what the web server agrees to serve).
+FEED_FILE = re.compile(
+    rf"(?:{ALL}|topics/{TOPIC_NAME.pattern.strip('^$')}|u/{TOKEN})\.({'|'.join(SUFFIXES)})"
+)
+
+
+def feed_url(base_url: str, name: str, kind: str = "atom") -> str:
+    return f"{base_url}{name}.{kind}"
 
 
 def entry_id(key: str) -> str:
@@ -47,7 +80,7 @@ class FeedItem:
 
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
-    name: str  # path under feeds.dir, without the suffix: "all", "topics/<name>", "u/<token>"
+    name: str  # path under feeds.dir, without the suffix: ALL, topic_feed(), subscriber_feed()
     title: str
     subtitle: str
 
@@ -82,7 +115,7 @@ def render(
     for suffix, kind, serialize in (
         (".atom", "application/atom+xml", fg.atom_str),
         (".rss", "application/rss+xml", fg.rss_str),
-    ):
+    ):  # the two of SUFFIXES
         fg.link(href=base_url, rel="alternate", replace=True)
         fg.link(href=self_url + suffix, rel="self", type=kind)
         out[suffix] = serialize(pretty=True)
@@ -111,3 +144,39 @@ def _atomic_write(path: Path, data: bytes) -> bool:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_all(engine: Engine, settings: Settings) -> int:
+    """Render every feed from the store and write those that changed; how many files changed."""
+    cfg = settings.feeds
+    changed = 0
+    with store.reading(engine) as session:
+        everything = [
+            FeedItem(p.key, p.title, p.abstract, p.first_seen_at)
+            for p in store.latest_papers(session=session, limit=cfg.max_entries)
+        ]
+        jobs = [(FeedSpec(ALL, cfg.title, "Every paper paperboy has seen"), everything)]
+        for name, topic in settings.topics.items():
+            items = [
+                FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(t.terms))
+                for t, p in store.topic_papers(session=session, topic=name, limit=cfg.max_entries)
+            ]
+            about = topic.description or f"Papers on {name}, chosen by paperboy"
+            jobs.append((FeedSpec(topic_feed(name), topic.title or f"{cfg.title}: {name}", about), items))
+        for sub in store.active_subscribers(session=session).values():
+            assert sub.id is not None
+            items = [
+                FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
+                for d, p in store.subscriber_papers(
+                    session=session, subscriber_id=sub.id, limit=cfg.max_entries
+                )
+            ]
+            title = f"{cfg.title}: papers for {sub.name or 'you'}"
+            jobs.append((FeedSpec(subscriber_feed(sub.token), title, "Papers matching your keywords"), items))
+    assert cfg.base_url is not None  # Settings fills it in
+    for spec, items in jobs:
+        files = render(spec, items, base_url=cfg.base_url, link_template=settings.email.paper_link)
+        changed += write(spec, files, cfg.dir)
+    if changed:
+        event(log, "feeds.written", changed=changed, feeds=len(jobs), dir=cfg.dir, entries=len(everything))
+    return changed

@@ -25,7 +25,7 @@ from typing import BinaryIO
 from sqlalchemy import Engine
 
 from . import store
-from .digest import Digest, DigestError, Problem, parse
+from .digest import DigestError, DigestFile, Problem, parse
 from .log import event
 from .text import paper_key
 
@@ -117,7 +117,7 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
             return FileReport(path, "known")
     st = path.stat()
     mtime = datetime.fromtimestamp(st.st_mtime, tz=UTC)
-    digest = Digest(str(path))
+    digest = DigestFile(str(path))
     report = FileReport(path, "ingested", problems=digest.problems)
     try:
         with store.transaction(engine) as session, path.open("rb") as raw:

@@ -29,7 +29,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -56,18 +55,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from . import __version__, store
+from . import __version__, feeds, store
 from .cycle import App
 from .log import event
 from .render import paper_link, templates_path
-from .settings import TOPIC_NAME
 
 log = logging.getLogger("paperboy.web")
 
 FEED_TYPES = {"atom": "application/atom+xml; charset=utf-8", "rss": "application/rss+xml; charset=utf-8"}
-FEED_PATH = re.compile(
-    rf"(?:all|topics/{TOPIC_NAME.pattern.strip('^$')}|u/[A-Za-z0-9_-]{{16,128}})\.(atom|rss)"
-)
 LATEST = 20  # papers on the front page
 CHART_DAYS = 30
 
@@ -94,7 +89,7 @@ class FeedFiles(StaticFiles):
             return "", None
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        if not FEED_PATH.fullmatch(path):
+        if not feeds.FEED_FILE.fullmatch(path):
             raise HTTPException(status_code=404)
         response = await super().get_response(path, scope)
         kind = path.rpartition(".")[2]
@@ -182,12 +177,12 @@ class StoreCollector:
             )
 
 
-def opml(title: str, feeds: list[tuple[str, str]]) -> bytes:
-    """An OPML 2.0 subscription list (``feeds``: (title, URL))."""
+def opml(title: str, outlines: list[tuple[str, str]]) -> bytes:
+    """An OPML 2.0 subscription list (``outlines``: (title, URL) of each feed)."""
     root = ET.Element("opml", version="2.0")
     ET.SubElement(ET.SubElement(root, "head"), "title").text = title
     body = ET.SubElement(root, "body")
-    for name, url in feeds:
+    for name, url in outlines:
         ET.SubElement(body, "outline", type="rss", text=name, title=name, xmlUrl=url)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
@@ -211,11 +206,11 @@ def create_app(current: Callable[[], App]) -> Starlette:
         base = settings.feeds.base_url or ""
         out = [
             {
-                "name": "all",
+                "name": feeds.ALL,
                 "title": f"{settings.feeds.title}: every paper",
                 "description": "Every paper paperboy has seen, newest first.",
-                "atom": f"{base}all.atom",
-                "rss": f"{base}all.rss",
+                "atom": feeds.feed_url(base, feeds.ALL, "atom"),
+                "rss": feeds.feed_url(base, feeds.ALL, "rss"),
             }
         ]
         for name, topic in settings.topics.items():
@@ -224,8 +219,8 @@ def create_app(current: Callable[[], App]) -> Starlette:
                     "name": name,
                     "title": topic.title or name,
                     "description": topic.description or "",
-                    "atom": f"{base}topics/{name}.atom",
-                    "rss": f"{base}topics/{name}.rss",
+                    "atom": feeds.feed_url(base, feeds.topic_feed(name), "atom"),
+                    "rss": feeds.feed_url(base, feeds.topic_feed(name), "rss"),
                 }
             )
         return out

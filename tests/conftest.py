@@ -1,98 +1,111 @@
-"""Shared test fixtures: real SQLite files, a real PostgreSQL schema, a real SMTP server."""
+"""Fixtures: real SQLite files, a real PostgreSQL database, a real SMTP server.
+
+Plain helpers (paths, the clock, the sink, configurations) are in ``helpers.py``."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
 from service import store
-
-FIXTURES = Path(__file__).parent / "fixtures"
-ROOT = Path(__file__).parent.parent
-POSTGRES_URL = os.environ.get("PAPERBOY_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-FIXED_NOW = datetime(2026, 3, 15, 7, 0, tzinfo=UTC)
-
-
-def fixed_clock() -> datetime:
-    return FIXED_NOW
-
+from tests.helpers import (
+    POSTGRES_URL,
+    Sink,
+    admin_connection,
+    database_at,
+    postgres_available,
+    scratch_schema,
+    serving,
+)
 
 # ---------------------------------------------------------------- databases
-
-
-def _postgres_available() -> str | None:
-    try:
-        engine = create_engine(POSTGRES_URL)
-        with engine.connect() as conn:
-            conn.execute(text("select 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:  # any failure to connect means: no server here
-        return f"no PostgreSQL at {POSTGRES_URL}: {type(exc).__name__}"
+#
+# Migrating a database from empty costs a test about a second (Alembic, six
+# revisions). So the schema is built once per session, in a template, and each
+# test gets a copy: a copied SQLite file, or on PostgreSQL a database created
+# from a template database (as procrastinate's tests do). Tests of the
+# migrations themselves take ``empty_database_url``.
 
 
 @pytest.fixture(scope="session")
 def postgres_reason() -> str | None:
-    reason = _postgres_available()
+    reason = postgres_available()
     if reason and os.environ.get("CI"):
         pytest.fail(f"PostgreSQL tests must run in CI: {reason}")
     return reason
 
 
-@pytest.fixture
-def postgres_url(postgres_reason: str | None) -> Iterator[str]:
-    """A fresh, empty schema on the PostgreSQL test server, dropped afterwards."""
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the newest schema revision."""
+    path = tmp_path_factory.mktemp("template") / "paperboy.db"
+    engine = store.make_engine(f"sqlite:///{path}")
+    store.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_reason: str | None) -> Iterator[str]:
+    """The name of a PostgreSQL database at the newest schema revision (dropped at the end)."""
     if postgres_reason:
         pytest.skip(postgres_reason)
-    with scratch_schema(POSTGRES_URL, prefix="t_") as url:
-        yield url
-
-
-@contextmanager
-def scratch_schema(server: str, *, prefix: str) -> Iterator[str]:
-    """A URL for a new, empty schema on the PostgreSQL ``server``; the schema is dropped afterwards."""
-    schema = prefix + uuid.uuid4().hex[:12]
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{server}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    name = f"paperboy_template_{uuid.uuid4().hex[:8]}"
+    with admin_connection() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = store.make_engine(database_at(name))
+    store.upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin_connection() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'paperboy.db'}"
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """A new PostgreSQL database at the newest schema revision, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with admin_connection() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
+    try:
+        yield database_at(name)
+    finally:
+        with admin_connection() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store at the newest schema revision, on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'paperboy.db'}"
+        target = tmp_path / "paperboy.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store (no schema yet), on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'paperboy.db'}"
+        return
+    reason = request.getfixturevalue("postgres_reason")
+    if reason:
+        pytest.skip(reason)
+    with scratch_schema(POSTGRES_URL, prefix="t_") as url:
+        yield url
 
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     eng = store.make_engine(database_url)
-    store.upgrade(eng)
     yield eng
     eng.dispose()
 
@@ -100,113 +113,8 @@ def engine(database_url: str) -> Iterator[Engine]:
 # ---------------------------------------------------------------- SMTP
 
 
-class Sink:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.envelopes: list[tuple[str, list[str]]] = []
-        self.raw: list[bytes] = []  # each message as it came over the wire
-        self.options: list[list[str]] = []  # each message's MAIL FROM parameters (BODY=8BITMIME...)
-
-    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
-        raw = envelope.original_content or envelope.content
-        self.messages.append(message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
-        self.raw.append(raw)
-        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        self.options.append(list(envelope.mail_options))
-        return "250 OK"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if address in str(m["To"])]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serving(handler: object) -> Iterator[int]:
-    """An aiosmtpd server on 127.0.0.1 with ``handler``, for the block: its port."""
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
-
-
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Sink, int]]:
     sink = Sink()
     with serving(sink) as port:
         yield sink, port
-
-
-# ---------------------------------------------------------------- configs and the CLI
-
-
-def write_config(path: Path, body: str) -> Path:
-    path.write_text(body, encoding="utf-8")
-    return path
-
-
-def smtp_config(
-    tmp_path: Path,
-    database_url: str,
-    port: int,
-    people: int,
-    *,
-    extra: str = "",
-    keywords: tuple[str, ...] = ("model",),
-) -> Path:
-    """A configuration delivering by SMTP to 127.0.0.1:``port``, for ``people`` readers
-    (``reader<i>@example.org``, keywords taken in turn); ``extra``: more ``email:`` keys."""
-    subscribers = "".join(
-        f"  - email: reader{i}@example.org\n    keywords: [{keywords[i % len(keywords)]}]\n"
-        for i in range(people)
-    )
-    return write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: "{database_url}"
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email:
-  from: "paperboy <papers@example.org>"
-  transport: smtp
-  smtp: {{host: 127.0.0.1, port: {port}, concurrency: 2}}
-{extra}feeds:
-  dir: {tmp_path}/feeds
-http:
-  port: {free_port()}
-subscribers:
-{subscribers}""",
-    )
-
-
-def copy_digest(name: str, inbox: Path, *, as_name: str | None = None, mtime: float | None = None) -> Path:
-    inbox.mkdir(parents=True, exist_ok=True)
-    target = inbox / (as_name or name)
-    shutil.copyfile(FIXTURES / name, target)
-    if mtime is not None:
-        os.utime(target, (mtime, mtime))
-    return target
-
-
-def run_cli(
-    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run ``paperboy`` as a user does, in a child process."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "service", *map(str, args)],
-        cwd=cwd or ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

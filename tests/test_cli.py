@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, copy_digest, free_port, run_cli, write_config
+from tests.helpers import ROOT, copy_digest, free_port, run_cli, write_config
 
 
 def maildir_config(tmp_path: Path, extra: str = "") -> Path:

@@ -3,7 +3,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from service.digest import MAX_LINE, DigestError, parse_bytes, year_for
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 MTIME = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 TITLE_A = "A Study of Things"

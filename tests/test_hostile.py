@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.digest import Digest, DigestError, parse
-from tests.conftest import Sink, run_cli, write_config
+from service.digest import DigestError, DigestFile, parse
+from tests.helpers import Sink, run_cli, write_config
 
 MTIME = datetime(2026, 3, 15, tzinfo=UTC)
 
@@ -49,7 +49,7 @@ def digests(draw: st.DrawFn) -> bytes:
 
 
 def check(data: bytes) -> None:
-    digest = Digest("fuzz.txt")
+    digest = DigestFile("fuzz.txt")
     try:
         entries = list(parse(io.BytesIO(data), digest, mtime=MTIME))
     except DigestError:

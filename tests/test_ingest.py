@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from service import store
 from service.ingest import ingest_file, scan_inbox
-from tests.conftest import FIXED_NOW, FIXTURES, copy_digest
+from tests.helpers import FIXED_NOW, FIXTURES, copy_digest
 
 
 def counts(engine: Engine) -> dict:

@@ -1,208 +1,114 @@
-"""The SMTP transport against real aiosmtpd servers: STARTTLS, implicit TLS, AUTH."""
+"""The sending side in this process: the rate limit (with a fake clock) and the
+in-process sender over a maildir."""
+
+from __future__ import annotations
 
 import asyncio
-import ssl
-import subprocess
-from collections.abc import Iterator
-from email.message import EmailMessage
+import mailbox
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 
-from service.mailer import SendError, SmtpTransport
-from service.render import Mail
-from service.settings import Smtp
-from tests.conftest import Sink, free_port
+from service.mailer import InProcessSender, MaildirTransport, Outcomes, SendError, TokenBucket
+from service.message import Mail
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+@pytest.mark.parametrize(("rate", "messages", "waited"), [(5.0, 11, 2.0), (0.5, 3, 4.0), (100.0, 50, 0.49)])
+def test_token_bucket_spaces_messages_at_the_rate(rate: float, messages: int, waited: float) -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    async def send_all() -> None:
+        bucket = TokenBucket(rate, clock=lambda: now[0], sleep=sleep)
+        for _ in range(messages):
+            await bucket.take()
+
+    asyncio.run(send_all())
+    # the first message goes at once, then one every 1/rate seconds (the clock never moved on its own)
+    assert sum(sleeps) == pytest.approx(waited)
 
 
-def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
-    ok = auth_data.login == b"papers" and auth_data.password == b"s3cret"
-    return AuthResult(success=ok)
+def test_no_rate_means_no_waiting() -> None:
+    async def fail(seconds: float) -> None:
+        raise AssertionError("slept")
+
+    async def send_all() -> None:
+        bucket = TokenBucket(None, clock=lambda: 0.0, sleep=fail)
+        for _ in range(100):
+            await bucket.take()
+
+    asyncio.run(send_all())
 
 
-def server(certificate: tuple[Path, Path], *, implicit: bool) -> Iterator[tuple[Sink, int]]:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(*map(str, certificate))
-    sink, port = Sink(), free_port()
-    # aiosmtpd cannot tell that an implicit-TLS session is encrypted; AUTH is still over TLS here
-    kwargs = (
-        {"ssl_context": ctx, "auth_require_tls": False}
-        if implicit
-        else {"tls_context": ctx, "require_starttls": True}
-    )
-    controller = Controller(
-        sink, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_required=True, **kwargs
-    )
-    controller.start()
-    try:
-        yield sink, port
-    finally:
-        controller.stop()
+def test_token_bucket_allows_a_burst_after_idle_time() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    async def run() -> None:
+        bucket = TokenBucket(4.0, clock=lambda: now[0], sleep=sleep)
+        await bucket.take()
+        now[0] = 10.0  # idle for a long time after sending: the bucket is full (4 tokens, not 40)
+        for _ in range(6):
+            await bucket.take()
+
+    asyncio.run(run())
+    assert sum(sleeps) == pytest.approx(2 / 4.0)  # 4 at once, the 5th and 6th a quarter second apart
 
 
-@pytest.fixture
-def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[Sink, int]]:
-    yield from server(certificate, implicit=False)
+def test_a_bucket_banks_nothing_before_its_first_message() -> None:
+    """The time between making the bucket and the first send (sessions connecting, say)
+    is no credit: the first message goes at once, every later one waits its turn."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    async def run() -> None:
+        bucket = TokenBucket(20.0, clock=lambda: now[0], sleep=sleep)
+        now[0] = 5.0  # the sessions took long to connect
+        for _ in range(10):
+            await bucket.take()
+
+    asyncio.run(run())
+    assert sum(sleeps) == pytest.approx(9 / 20.0)
 
 
-@pytest.fixture
-def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[Sink, int]]:
-    yield from server(certificate, implicit=True)
+def test_the_in_process_sender_sends_everything_once_over_its_connections(tmp_path: Path) -> None:
+    """Three connections share one queue: every email once, and the one None that ends
+    the run stops every connection."""
+    sent: list[int] = []
+    took = []
 
+    async def failed(mail: Mail, exc: SendError) -> None:
+        raise AssertionError(exc)
 
-def message() -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "papers@example.org", "alice@example.org", "Grüße"
-    msg.set_content("hello")
-    return msg
-
-
-async def send(config: Smtp, count: int = 2) -> None:
-    async with SmtpTransport(config, sender="paperboy <papers@example.org>").connect() as conn:
-        for _ in range(count):
-            await conn.send(Mail.of(message()))
-
-
-def test_starttls_is_used_when_offered_and_login_works(starttls_server: tuple[Sink, int]) -> None:
-    sink, port = starttls_server
-    config = Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret", validate_certs=False)
-    asyncio.run(send(config))
-    assert [m["Subject"] for m in sink.messages] == ["Grüße", "Grüße"]
-    assert sink.envelopes[0] == ("papers@example.org", ["alice@example.org"])
-
-
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_implicit_tls(tls_server: tuple[Sink, int]) -> None:
-    sink, port = tls_server
-    config = Smtp(
-        host="127.0.0.1", port=port, tls=True, username="papers", password="s3cret", validate_certs=False
-    )
-    asyncio.run(send(config, count=1))
-    assert len(sink.messages) == 1
-
-
-def test_forbidding_starttls_where_the_server_requires_it_fails_clearly(
-    starttls_server: tuple[Sink, int],
-) -> None:
-    _, port = starttls_server
-    config = Smtp(host="127.0.0.1", port=port, starttls=False, validate_certs=False)
-    with pytest.raises(SendError) as err:
-        asyncio.run(send(config, count=1))
-    assert "530" in str(err.value) and not err.value.temporary
-
-
-def test_an_untrusted_certificate_is_refused_by_default(starttls_server: tuple[Sink, int]) -> None:
-    _, port = starttls_server
-    with pytest.raises(SendError, match="network"):
-        asyncio.run(send(Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret"), count=1))
-
-
-def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
-    """RFC 6531: a digest to jürgen@… goes with SMTPUTF8 and arrives with the address intact."""
-    from service.render import Digest, PaperView, Renderer, list_id, templates_path
-    from tests.conftest import FIXED_NOW
-
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
-    controller.start()
-    try:
-        digest = Digest(
-            to_email="jürgen@example.org",
-            to_name="Jürgen",
-            papers=[PaperView.build(title="Grüße", abstract="A.", link="https://x.org/p", terms=[], score=1)],
-            more=0,
-            feed_url="https://x.org/feeds/u/T.atom",
-            unsubscribe=[],
-            message_id="<m@example.org>",
-            date=FIXED_NOW,
+    async def run() -> None:
+        queue: asyncio.Queue[Mail | None] = asyncio.Queue()
+        for i in range(20):
+            queue.put_nowait(
+                Mail(f"r{i}@example.org", f"<{i}@x>", f"Subject: {i}\n\n{i}\n".encode(), subscriber_id=i)
+            )
+        queue.put_nowait(None)
+        outcomes = Outcomes(
+            took=lambda: took.append(1),
+            sent=lambda m: sent.append(m.subscriber_id),
+            failed=failed,
+            stopped=lambda: False,
         )
-        mail = Renderer(templates_path()).message(digest, sender="papers@example.org", list_id=list_id("x"))
-        assert mail.smtputf8
-        config = Smtp(host="127.0.0.1", port=port, starttls=False)
+        sender = InProcessSender(MaildirTransport(tmp_path / "mail"), connections=3)
+        await asyncio.wait_for(sender.run(queue, outcomes), timeout=60)
+        assert sender.lost == []
 
-        async def go() -> None:
-            async with SmtpTransport(config, sender="papers@example.org").connect() as conn:
-                await conn.send(mail)
-
-        asyncio.run(go())
-    finally:
-        controller.stop()
-    assert sink.envelopes == [("papers@example.org", ["jürgen@example.org"])]
-    assert len(sink.messages) == 1
-    assert "To: Jürgen <jürgen@example.org>\n" in mail.data.decode()  # UTF-8 as is, not encoded-words
-
-
-class SevenBitSink(Sink):
-    """A server that does not offer 8BITMIME (it takes its EHLO line out)."""
-
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
-        session.host_name = hostname
-        return [line for line in responses if "8BITMIME" not in line]
-
-
-@pytest.mark.parametrize("offers_8bitmime", [True, False])
-def test_8bit_parts_go_as_8bitmime_or_quoted_printable_to_a_server_without_it(offers_8bitmime: bool) -> None:
-    """RFC 6152: raw UTF-8 in a body only with BODY=8BITMIME, to a server that offers it;
-    otherwise the same message in quoted-printable. Either way the reader gets the same text."""
-    from service.render import Renderer, list_id, templates_path
-    from tests.test_render import DIGEST, SENDER
-
-    mail = Renderer(templates_path()).message(DIGEST, sender=SENDER, list_id=list_id(SENDER))
-    assert mail.eight_bit
-    sink = Sink() if offers_8bitmime else SevenBitSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-
-        async def go() -> None:
-            async with SmtpTransport(
-                Smtp(host="127.0.0.1", port=port, starttls=False), sender=SENDER
-            ).connect() as conn:
-                await conn.send(mail)
-                await conn.send(mail)  # the second on the same session, after its EHLO
-
-        asyncio.run(go())
-    finally:
-        controller.stop()
-    assert len(sink.raw) == 2
-    for raw, options in zip(sink.raw, sink.options, strict=True):
-        assert ("BODY=8BITMIME" in options) == offers_8bitmime
-        assert raw.isascii() != offers_8bitmime
-        assert "8bit" in raw.decode().lower() if offers_8bitmime else b"quoted-printable" in raw
-    expected = mail.parse()
-    for msg in sink.messages:
-        assert msg["Message-ID"] == expected["Message-ID"]
-        for subtype in ("plain", "html"):
-            got, want = msg.get_body((subtype,)), expected.get_body((subtype,))
-            assert got is not None and want is not None
-            assert got.get_content().replace("\r\n", "\n") == want.get_content()
+    asyncio.run(run())
+    assert sorted(sent) == list(range(20)) and len(took) == 20
+    assert len(mailbox.Maildir(tmp_path / "mail", create=False)) == 20

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT, copy_digest, serving, smtp_config
+from tests.helpers import ROOT, copy_digest, serving, smtp_config
 
 
 class Recorder:

@@ -1,46 +1,20 @@
-"""Rendered email and feed, compared with golden files.
+"""The rendered email (templates and message), compared with golden files.
 
 Regenerate after an intended change: PAPERBOY_REGEN_GOLDEN=1 pytest tests/test_render.py
 """
 
 import dataclasses
-import os
 import string
-from pathlib import Path
 
-import feedparser
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import feeds
-from service.render import (
-    MAX_8BIT_LINE,
-    MAX_LINE,
-    Digest,
-    Mail,
-    PaperView,
-    Renderer,
-    alternative_body,
-    list_id,
-    markup,
-    message_id,
-    one_line,
-    paper_link,
-    short_lines,
-    templates_path,
-)
-from tests.conftest import FIXED_NOW
+from service.message import MAX_8BIT_LINE, MAX_LINE, Mail, alternative_body, list_id, message_id, one_line
+from service.render import Digest, PaperView, Renderer, markup, paper_link, short_lines, templates_path
+from tests.helpers import FIXED_NOW, golden
 
-GOLDEN = Path(__file__).parent / "golden"
 SENDER = "paperboy <papers@example.org>"
-
-
-def golden(name: str, actual: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("PAPERBOY_REGEN_GOLDEN"):
-        path.write_text(actual, encoding="utf-8")
-    assert actual == path.read_text(encoding="utf-8"), f"{name} differs; see the module docstring"
 
 
 def view(
@@ -263,25 +237,3 @@ def test_short_lines_never_breaks_inside_a_tag() -> None:
     wrapped = short_lines(html, width=10)
     assert '<a href="https://github.com/org/repo">' in wrapped
     assert wrapped.replace("\n", " ") == html
-
-
-def test_feed_is_golden_and_parses_cleanly() -> None:
-    items = [
-        feeds.FeedItem("tulu 3", "TÜLU 3 <b>bold</b>", "Abstract & more", FIXED_NOW, ("tulu",)),
-        feeds.FeedItem("older paper", "Older Paper", "Old abstract", FIXED_NOW.replace(day=1)),
-    ]
-    spec = feeds.FeedSpec("u/TOKEN", "paperboy: papers for Alice", "Papers matching your keywords")
-    files = feeds.render(
-        spec,
-        items,
-        base_url="https://papers.example.org/feeds/",
-        link_template="https://huggingface.co/papers?q={title}",
-    )
-    golden("feed.atom", files[".atom"].decode())
-    for suffix, version in ((".atom", "atom10"), (".rss", "rss20")):
-        parsed = feedparser.parse(files[suffix])
-        assert not parsed.bozo, parsed.get("bozo_exception")
-        assert parsed.version == version
-        assert [e.title for e in parsed.entries] == ["TÜLU 3 <b>bold</b>", "Older Paper"]
-        assert parsed.entries[0].id == feeds.entry_id("tulu 3")
-        assert parsed.entries[0].link == "https://huggingface.co/papers?q=T%C3%9CLU+3+%3Cb%3Ebold%3C%2Fb%3E"

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from service import store
-from tests.conftest import FIXED_NOW, copy_digest, free_port, run_cli, write_config
+from tests.helpers import FIXED_NOW, copy_digest, free_port, run_cli, write_config
 
 
 def test_tokens_are_random_not_derived_from_the_address(engine: Engine, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from service import store
-from tests.conftest import FIXED_NOW
+from service.compose import best_first
+from tests.helpers import FIXED_NOW
 
 
 def paper(key: str, title: str | None = None) -> store.NewPaper:
@@ -66,7 +67,7 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
         assert list(pending) == [ann.id] and len(pending[ann.id]) == 3
         assert [r.attempts for r in pending[ann.id]] == [0, 0, 0]
         seen = store.paper_seen(session=s, paper_ids=ids.values())
-        shown = store.best_first(pending[ann.id], 10, seen)
+        shown = best_first(pending[ann.id], 10, seen)
         texts = store.paper_texts(session=s, paper_ids=[r.paper_id for r in shown])
         # best first; among equals the newest paper first
         assert [(texts[r.paper_id][2], r.terms, r.via) for r in shown] == [
@@ -74,7 +75,7 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
             ("c", ["z"], ["query"]),
             ("b", ["y"], ["topic:t"]),
         ]
-        assert [texts[r.paper_id][2] for r in store.best_first(pending[ann.id], 1, seen)] == ["a"]
+        assert [texts[r.paper_id][2] for r in best_first(pending[ann.id], 1, seen)] == ["a"]
     with store.transaction(engine) as s:  # a claim returns the same rows, and then none is pending
         claimed, _ = store.claim_due(
             session=s,
@@ -116,10 +117,10 @@ def test_claims_leases_retries_and_failure(engine: Engine) -> None:
         store.record_sent(session=s, worker="w1", marks=[store.NewSentMark(a, "<a@x>", FIXED_NOW, 2)])
         store.record_sent(session=s, worker="w2", marks=[store.NewSentMark(b, "<b@x>", FIXED_NOW, 2)])
     with store.transaction(engine) as s:
-        assert store.fold_sent(session=s, worker="w1") == store.Folded(1, 2, [])
-        assert store.fold_sent(session=s, worker="w1") == store.Folded(0, 0, [])  # folded once
+        assert store.fold_sent(session=s, worker="w1") == store.FoldReport(1, 2, [])
+        assert store.fold_sent(session=s, worker="w1") == store.FoldReport(0, 0, [])  # folded once
         # w2 never claimed b's rows: its mark moves nothing, and says so
-        assert store.fold_sent(session=s) == store.Folded(1, 0, [(b, 2)])
+        assert store.fold_sent(session=s) == store.FoldReport(1, 0, [(b, 2)])
     with store.reading(engine) as s:
         sent = s.exec(select(store.Delivery).where(store.Delivery.state == "sent")).all()
         assert sorted(d.id for d in sent) == first[a] and {d.message_id for d in sent} == {"<a@x>"}

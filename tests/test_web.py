@@ -24,7 +24,7 @@ from service import store
 from service.cycle import App
 from service.settings import parse_settings
 from service.web import Server
-from tests.conftest import FIXTURES, ROOT, Sink, copy_digest, free_port, run_cli, write_config
+from tests.helpers import FIXTURES, ROOT, Sink, copy_digest, free_port, run_cli, write_config
 
 TOKEN_OF_NO_ONE = "Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4"
 

@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from service import store
 from service.cycle import App
 from service.settings import parse_settings
-from tests.conftest import FIXED_NOW, copy_digest, free_port
+from tests.helpers import FIXED_NOW, copy_digest, free_port
 
 SUBSCRIBERS = ["alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]
 

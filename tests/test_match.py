@@ -12,8 +12,7 @@ from pathlib import Path
 
 import feedparser
 
-from tests.conftest import FIXTURES, Sink, copy_digest, run_cli, write_config
-from tests.test_pipeline import fold, naive_match
+from tests.helpers import FIXTURES, Sink, copy_digest, fold, naive_match, run_cli, write_config
 
 CONFIG = """\
 database: "{database}"

@@ -5,6 +5,7 @@ and the chunk rendered ahead of it both give their unsent rows back, nothing sta
 from __future__ import annotations
 
 import mailbox
+import random
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -16,11 +17,11 @@ from sqlmodel import select
 
 from service import store
 from service.cycle import App
-from service.mailer import Connection, MaildirTransport
-from service.outbox import CLAIM_SUBSCRIBERS
-from service.render import Mail
+from service.delivery import CLAIM_SUBSCRIBERS, retry_delay
+from service.mailer import Connection, InProcessSender, MaildirTransport
+from service.message import Mail
 from service.settings import parse_settings
-from tests.conftest import copy_digest
+from tests.helpers import copy_digest
 
 READERS = CLAIM_SUBSCRIBERS * 2 + 20  # three chunks: one sending, one rendered ahead, one not claimed
 
@@ -69,7 +70,7 @@ subscribers:
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=0)
     stop = threading.Event()
     transport = StopAfter(tmp_path / "mail", stop, count=7)
-    app = App(settings, transport=transport, stop=stop, progress=False)
+    app = App(settings, sender=InProcessSender(transport), stop=stop, progress=False)
     try:
         app.cycle(send=False)  # ingest and match; nothing sent yet
         first = app.deliver()
@@ -94,3 +95,12 @@ subscribers:
         for m in mailbox.Maildir(tmp_path / "mail", create=False)
     )
     assert len(received) == READERS and set(received.values()) == {1}  # everyone once
+
+
+def test_retry_delays_double_up_to_the_cap_with_jitter() -> None:
+    rng = random.Random(1)
+    delays = [retry_delay(n, first=60, cap=3600, rng=rng) for n in range(1, 10)]
+    for n, delay in enumerate(delays, start=1):
+        base = min(3600, 60 * 2 ** (n - 1))
+        assert base * 0.5 <= delay < base  # jitter: between half and all of the base delay
+    assert max(delays) < 3600

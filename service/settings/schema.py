@@ -1,12 +1,10 @@
-"""The configuration file: its schema, and loading it with errors a person can act on.
+"""The configuration's schema: pydantic models that forbid unknown keys.
 
-One YAML file, validated by pydantic models that forbid unknown keys, so a
-typo stops start-up instead of passing silently. Every error names the file,
-the line and the key (``config/paperboy.yaml:14: subscribers[1].keywordz:
-unknown key; did you mean 'keywords'?``). ``${VAR}`` and ``${VAR:-default}``
-stand for environment variables in any string value. Relative paths, and a
-relative SQLite database, are taken from the folder of the config file, so the
-service behaves the same whatever the working directory.
+Each key's type, default and check. Relative paths, and a relative SQLite
+database, are taken from the folder of the config file (the ``base`` in the
+validation context), so the service behaves the same whatever the working
+directory. Rules are checked with the rule language's own parser; cron
+lines with :mod:`.cron`.
 """
 
 from __future__ import annotations
@@ -19,30 +17,18 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
-from .rules import RuleError, parse_query, parse_term
-
-DEFAULT_CONFIG = Path("config/paperboy.yaml")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used. ``str()`` is the message for the operator."""
-
+from .cron import check_cron
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -93,7 +79,7 @@ class Schedule(_Model):
     @classmethod
     def _cron(cls, value: str) -> str:
         try:
-            CronTrigger.from_crontab(value)
+            check_cron(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a cron line (minute hour day month weekday): {exc}") from None
         return value
@@ -209,6 +195,10 @@ class At(ValueError):
 
 
 def _term(value: str) -> str:
+    # The rules are imported here, not at the top: the sending process reads Smtp
+    # settings and has no use for them.
+    from ..rules import RuleError, parse_term
+
     try:
         parse_term(value)
     except RuleError as exc:
@@ -231,6 +221,8 @@ class _Rules(_Model):
     @classmethod
     def _query(cls, value: str | None) -> str | None:
         if value is not None:
+            from ..rules import RuleError, parse_query
+
             try:
                 parse_query(value)
             except RuleError as exc:
@@ -238,18 +230,22 @@ class _Rules(_Model):
         return value
 
 
-class Topic(_Rules):
+class TopicConfig(_Rules):
+    """One entry of ``topics``."""
+
     title: str | None = None  # the feed's title; the topic's name when unset
     description: str | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> Topic:
+    def _something(self) -> TopicConfig:
         if not self.keywords and self.query is None:
             raise ValueError("a topic needs keywords or a query")
         return self
 
 
-class Subscriber(_Rules):
+class SubscriberConfig(_Rules):
+    """One entry of ``subscribers`` (the store's row for them is :class:`service.store.Subscriber`)."""
+
     email: str
     name: str | None = None
     topics: list[str] = []
@@ -271,8 +267,8 @@ class Settings(_Model):
     email: Email = Field(default_factory=dict)  # type: ignore[assignment]
     feeds: Feeds = Field(default_factory=dict)  # type: ignore[assignment]
     http: Http = Field(default_factory=dict)  # type: ignore[assignment]
-    topics: dict[str, Topic] = {}
-    subscribers: list[Subscriber] = []
+    topics: dict[str, TopicConfig] = {}
+    subscribers: list[SubscriberConfig] = []
 
     @model_validator(mode="after")
     def _served_urls(self) -> Settings:
@@ -321,7 +317,7 @@ class Settings(_Model):
 
     @field_validator("topics")
     @classmethod
-    def _topic_names(cls, topics: dict[str, Topic]) -> dict[str, Topic]:
+    def _topic_names(cls, topics: dict[str, TopicConfig]) -> dict[str, TopicConfig]:
         for name in topics:
             if not TOPIC_NAME.match(name):
                 raise At(
@@ -333,7 +329,9 @@ class Settings(_Model):
 
     @field_validator("subscribers")
     @classmethod
-    def _subscribers(cls, subscribers: list[Subscriber], info: ValidationInfo) -> list[Subscriber]:
+    def _subscribers(
+        cls, subscribers: list[SubscriberConfig], info: ValidationInfo
+    ) -> list[SubscriberConfig]:
         seen: dict[str, int] = {}
         for i, sub in enumerate(subscribers):
             first = seen.setdefault(sub.email.lower(), i)
@@ -355,143 +353,3 @@ class Settings(_Model):
                     )
                     raise At(("subscribers", i, "topics", j), f"unknown topic {name!r}{hint}")
         return subscribers
-
-
-# ---------------------------------------------------------------- loading
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _position(node: Any, path: tuple[Any, ...]) -> int | None:
-    """The 1-based line of ``path`` in the YAML tree (or of its nearest parent)."""
-    line = None
-    for part in path:
-        if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
-            node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line = node.lc.item(part)[0] + 1
-            node = node[part]
-        else:
-            break
-    return line
-
-
-def _dotted(path: tuple[Any, ...], tree: Any = None) -> str:
-    """``subscribers[2].keywords[0]``; a subscriber is named by address too, when it has one."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-        if (
-            out.startswith("subscribers[")
-            and out.endswith("]")
-            and out.count("[") == 1
-            and "email" not in path
-        ):
-            email = _subscriber_email(tree, part)
-            if email:
-                out += f" ({email})"
-    return out or "(top level)"
-
-
-def _subscriber_email(tree: Any, i: Any) -> str | None:
-    try:
-        email = tree["subscribers"][i]["email"]
-    except (TypeError, KeyError, IndexError):
-        return None
-    return email if isinstance(email, str) else None
-
-
-def _expand(node: Any, path: tuple[Any, ...], errors: list[tuple[tuple[Any, ...], str]]) -> Any:
-    """Replace ``${VAR}`` in every string of the tree, in place."""
-
-    def sub(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
-        if value is None:
-            if default is None:
-                errors.append((path, f"environment variable {name} is not set"))
-                return ""
-            return default
-        return value
-
-    if isinstance(node, dict):
-        for key in list(node):
-            node[key] = _expand(node[key], (*path, key), errors)
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            node[i] = _expand(item, (*path, i), errors)
-    elif isinstance(node, str):
-        return _ENV.sub(sub, node)
-    return node
-
-
-def _hint(model: type[BaseModel], path: tuple[Any, ...], key: str) -> str:
-    """'did you mean ...' for an unknown key, from the model that refused it."""
-    for part in path:
-        if isinstance(part, int):
-            continue
-        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
-        annotation = getattr(field, "annotation", None)
-        inner = getattr(annotation, "__args__", (annotation,))
-        nested = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
-        if nested is None:
-            return ""
-        model = nested
-    names = [f.alias or n for n, f in model.model_fields.items()]
-    close = difflib.get_close_matches(key, names, n=1)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; known keys here: {', '.join(names)}"
-
-
-def parse_settings(text: str, *, source: str, base: Path | None) -> Settings:
-    """Validate configuration ``text``; ``source`` names it in messages."""
-    try:
-        tree = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: not valid YAML: {exc.problem}") from None
-    if tree is None:
-        tree = CommentedMap()
-    if not isinstance(tree, CommentedMap):
-        raise ConfigError(f"{source}:1: the configuration must be a mapping of keys")
-    env_errors: list[tuple[tuple[Any, ...], str]] = []
-    _expand(tree, (), env_errors)
-    if env_errors:
-        raise ConfigError(
-            "\n".join(f"{source}:{_position(tree, p) or 1}: {_dotted(p)}: {msg}" for p, msg in env_errors)
-        )
-    try:
-        return Settings.model_validate(tree, context={"base": base})
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = err["loc"]
-            located = (err.get("ctx") or {}).get("error")
-            if isinstance(located, At):  # the validator named a key deeper than its own
-                loc = located.loc
-            line = _position(tree, loc) or 1
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key" + _hint(Settings, loc[:-1], str(loc[-1]))
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}:{line}: {_dotted(loc, tree)}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
-
-
-def load_settings(path: Path) -> Settings:
-    """Read and validate the configuration file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such configuration file; start from config/paperboy.yaml "
-            "in the paperboy repository, or pass --config"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
-    return parse_settings(text, source=str(path), base=path.resolve().parent)

@@ -6,12 +6,11 @@ import json
 import os
 import re
 import time
-import unicodedata
 from pathlib import Path
 
 import feedparser
 
-from tests.conftest import FIXTURES, Sink, copy_digest, free_port, run_cli, write_config
+from tests.helpers import FIXTURES, Sink, copy_digest, fold, free_port, naive_match, run_cli, write_config
 
 SUBSCRIBERS = {
     "alice@example.org": (["instruction-following", "reward model"], ["survey"]),
@@ -47,23 +46,6 @@ feeds:
 subscribers:
 {subs}""",
     )
-
-
-def fold(text: str) -> str:
-    text = re.sub(r"\\[\"'`^~=.]\{?([A-Za-z])\}?", r"\1", text)
-    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    return "".join(c for c in text if not unicodedata.combining(c))
-
-
-def naive_match(keyword: str, text: str) -> bool:
-    """The spec's semantics, written independently of the index: one regex per keyword."""
-    words = re.findall(r"[^\W_]+", fold(keyword))
-    stem = words[-1]
-    last = re.escape(stem) + r"(?:s|es)?"
-    if stem.endswith("y"):
-        last = f"(?:{last}|{re.escape(stem[:-1])}ies)"
-    pattern = r"(?<![^\W_])" + r"[\W_]+".join([*map(re.escape, words[:-1]), last]) + r"(?![^\W_])"
-    return re.search(pattern, fold(text)) is not None
 
 
 def expected(digests: list[str]) -> dict[str, set[str]]:

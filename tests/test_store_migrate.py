@@ -10,11 +10,11 @@ from sqlalchemy import text
 from sqlmodel import SQLModel, select
 
 from service import store
-from tests.conftest import FIXED_NOW, run_cli, write_config
+from tests.helpers import FIXED_NOW, run_cli, write_config
 
 
-def test_migrations_build_exactly_the_tables_the_code_declares(database_url: str) -> None:
-    engine = store.make_engine(database_url)
+def test_migrations_build_exactly_the_tables_the_code_declares(empty_database_url: str) -> None:
+    engine = store.make_engine(empty_database_url)
     assert store.upgrade(engine) == (None, store.head_revision())
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
@@ -23,9 +23,9 @@ def test_migrations_build_exactly_the_tables_the_code_declares(database_url: str
     engine.dispose()
 
 
-def test_a_database_from_the_first_release_is_stamped_then_upgraded(database_url: str) -> None:
+def test_a_database_from_the_first_release_is_stamped_then_upgraded(empty_database_url: str) -> None:
     """The first release made its tables with create_all and kept no alembic_version."""
-    engine = store.make_engine(database_url)
+    engine = store.make_engine(empty_database_url)
     store.upgrade(engine, store.FIRST_RELEASE)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE alembic_version"))

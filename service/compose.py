@@ -1,0 +1,178 @@
+"""Composing: a subscriber's claimed outbox rows into their digest email.
+
+One email per subscriber holds every row claimed for them; it shows the best
+``max_papers`` (:func:`best_first`: best matches first, then the newest) and
+counts the rest, which are in the subscriber's feed. :class:`Composer` does
+this for the chunks of a delivery run: a short read of the store per chunk
+(each paper's text read once per run, :class:`PaperCache`), then the
+templates and the message outside the transaction. :func:`next_digest` is
+the same for ``paperboy preview``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from . import feeds, store
+from .message import Mail, list_id, message_id, sender_address
+from .render import Digest, PaperView, Renderer, paper_link
+from .settings import Settings
+
+PaperText = tuple[str, str, str]  # title, abstract, key
+
+
+def unsubscribe_urls(settings: Settings, token: str) -> list[str]:
+    """The configured unsubscribe URL (if any), then a mailto: to the sender.
+
+    The mailto: reaches the operator, who removes the subscriber from the
+    configuration; the token in the subject says who asked.
+    """
+    urls = []
+    if settings.email.unsubscribe_url:
+        urls.append(settings.email.unsubscribe_url.format(token=token, title="", key=""))
+    mailto = f"mailto:{sender_address(settings.email.from_)}?subject=unsubscribe%20{token}"
+    if mailto not in urls:
+        urls.append(mailto)
+    return urls
+
+
+def paper_limits(settings: Settings) -> dict[str, int]:
+    """How many papers each subscriber's email shows: their ``max_papers``, else ``email.max_papers``."""
+    return {s.email.lower(): s.max_papers or settings.email.max_papers for s in settings.subscribers}
+
+
+def best_first(rows: Iterable[store.OutboxRow], limit: int, seen: Mapping[int, Any]) -> list[store.OutboxRow]:
+    """The ``limit`` rows an email shows: best matches first, then the newest papers
+    (``seen``: each paper's ``first_seen_at``, see :func:`service.store.paper_seen`)."""
+    ordered = sorted(rows, key=lambda r: r.paper_id)
+    ordered.sort(key=lambda r: seen[r.paper_id], reverse=True)  # stable: ties keep the paper order
+    ordered.sort(key=lambda r: r.score, reverse=True)
+    return ordered[:limit]
+
+
+class PaperCache:
+    """What a delivery run has read of papers: each one goes into many emails, so its
+    first-seen time and its text are read once (at most ``keep`` of each are kept)."""
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self.keep = keep
+        self._seen: dict[int, Any] = {}
+        self._texts: dict[int, PaperText] = {}
+
+    def seen(self, session: Session, paper_ids: set[int]) -> dict[int, Any]:
+        return self._read(self._seen, store.paper_seen, session, paper_ids)
+
+    def texts(self, session: Session, paper_ids: set[int]) -> dict[int, PaperText]:
+        return self._read(self._texts, store.paper_texts, session, paper_ids)
+
+    def _read(
+        self, known: dict[int, Any], read: Callable[..., dict[int, Any]], session: Session, ids: set[int]
+    ) -> Any:
+        missing = ids.difference(known)
+        if missing:
+            if len(known) + len(missing) > self.keep:
+                known.clear()
+                missing = ids
+            known.update(read(session=session, paper_ids=missing))
+        return known
+
+
+def digest(
+    sub: store.Subscriber,
+    rows: list[store.OutboxRow],
+    shown: list[store.OutboxRow],
+    texts: Mapping[int, PaperText],
+    *,
+    settings: Settings,
+    at: datetime,
+) -> Digest:
+    """What ``sub``'s email says: the ``shown`` rows (of all their ``rows``) as papers. No database."""
+    views = []
+    for row in shown:
+        title, abstract, key = texts[row.paper_id]
+        views.append(
+            PaperView.build(
+                title=title,
+                abstract=abstract,
+                link=paper_link(settings.email.paper_link, title=title, key=key),
+                terms=row.terms,
+                score=row.score,
+                via=row.via,
+            )
+        )
+    assert settings.feeds.base_url is not None  # Settings fills it in
+    return Digest(
+        to_email=sub.email,
+        to_name=sub.name,
+        papers=views,
+        more=len(rows) - len(shown),
+        feed_url=feeds.feed_url(settings.feeds.base_url, feeds.subscriber_feed(sub.token)),
+        unsubscribe=unsubscribe_urls(settings, sub.token),
+        message_id=message_id(
+            sender=settings.email.from_, token=sub.token, delivery_ids=[r.id for r in rows]
+        ),
+        date=at,
+    )
+
+
+def next_digest(
+    session: Session, sub: store.Subscriber, *, settings: Settings, limit: int, at: datetime
+) -> Digest | None:
+    """What ``sub``'s next email would say (``preview``), or None when nothing is pending."""
+    assert sub.id is not None
+    rows = store.outbox_rows(session=session, subscriber_ids=[sub.id]).get(sub.id)
+    if not rows:
+        return None
+    cache = PaperCache()
+    shown = best_first(rows, limit, cache.seen(session, {r.paper_id for r in rows}))
+    texts = cache.texts(session, {r.paper_id for r in shown})
+    return digest(sub, rows, shown, texts, settings=settings, at=at)
+
+
+class Composer:
+    """Claimed chunks into emails, for one delivery run (or the benchmark)."""
+
+    def __init__(self, engine: Engine, renderer: Renderer, settings: Settings) -> None:
+        self.engine, self.renderer, self.settings = engine, renderer, settings
+        self.limits = paper_limits(settings)
+        self.papers = PaperCache()
+        self.list_id = list_id(settings.email.from_)
+
+    def __call__(self, rows: dict[int, list[store.OutboxRow]], *, at: datetime) -> list[Mail]:
+        """One email per subscriber of ``rows`` (claimed rows by subscriber id)."""
+        default = self.settings.email.max_papers
+        with store.reading(self.engine) as session:  # one short read for the chunk
+            subscribers = store.subscribers_by_id(session=session, ids=list(rows))
+            seen = self.papers.seen(session, {r.paper_id for group in rows.values() for r in group})
+            shown = {
+                sid: best_first(group, self.limits.get(subscribers[sid].email, default), seen)
+                for sid, group in rows.items()
+            }
+            texts = self.papers.texts(session, {r.paper_id for group in shown.values() for r in group})
+        return [self.mail(subscribers[sid], group, shown[sid], texts, at=at) for sid, group in rows.items()]
+
+    def mail(
+        self,
+        sub: store.Subscriber,
+        rows: list[store.OutboxRow],
+        shown: list[store.OutboxRow],
+        texts: Mapping[int, PaperText],
+        *,
+        at: datetime,
+    ) -> Mail:
+        """The finished email for ``rows``, carrying them. No database."""
+        view = digest(sub, rows, shown, texts, settings=self.settings, at=at)
+        mail = self.renderer.message(view, sender=self.settings.email.from_, list_id=self.list_id)
+        assert sub.id is not None
+        return dataclasses.replace(
+            mail,
+            subscriber_id=sub.id,
+            delivery_ids=tuple(r.id for r in rows),
+            attempts=max(r.attempts for r in rows),
+        )

@@ -1,0 +1,36 @@
+"""The configuration: one YAML file, its schema, and loading it.
+
+- :mod:`.schema`: the pydantic models, one per section, unknown keys refused;
+- :mod:`.loading`: reading the YAML with line numbers, ``${VAR}``, errors
+  that name the file, the line and the key;
+- :mod:`.cron`: checking cron lines without importing the scheduler.
+"""
+
+from .loading import DEFAULT_CONFIG, ConfigError, load_settings, parse_settings
+from .schema import (
+    TOPIC_NAME,
+    Email,
+    Feeds,
+    Http,
+    Schedule,
+    Settings,
+    Smtp,
+    SubscriberConfig,
+    TopicConfig,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "TOPIC_NAME",
+    "ConfigError",
+    "Email",
+    "Feeds",
+    "Http",
+    "Schedule",
+    "Settings",
+    "Smtp",
+    "SubscriberConfig",
+    "TopicConfig",
+    "load_settings",
+    "parse_settings",
+]

@@ -1,0 +1,86 @@
+"""Cron lines (``schedule.deliver``): checked when the configuration loads.
+
+The scheduler (APScheduler's ``CronTrigger.from_crontab``) reads the line
+when ``paperboy run`` starts. Every command loads the configuration, and
+most never schedule anything, so the check is made here without importing
+the scheduler: five fields (minute, hour, day of month, month, day of week
+with 0 = Monday), each a comma list of ``*``, ``*/step``, ``n``, ``n-m``,
+``n-m/step``, month or weekday names (``jan``, ``mon-fri``) and ``last``
+for the day, with APScheduler's ranges. A test holds this check against
+APScheduler's own answer for generated lines, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+
+FIELDS = (  # name, lowest, highest
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 6),
+)
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_SEPARATOR = re.compile(" *, *")
+_ALL = re.compile(r"\*(?:/(?P<step>\d+))?$")
+_RANGE = re.compile(r"(?P<first>\d+)(?:-(?P<last>\d+))?(?:/(?P<step>\d+))?$")
+_NAMES = re.compile(
+    r"(?P<first>[a-z]+)(?:-(?P<last>[a-z]+))?", re.IGNORECASE
+)  # a prefix, as APScheduler reads it
+_LAST = re.compile(r"last", re.IGNORECASE)
+
+
+def check_cron(line: str) -> None:
+    """Raise ValueError, saying which field is wrong and why, unless ``line`` is a cron line."""
+    fields = line.split()
+    if len(fields) != len(FIELDS):
+        raise ValueError(f"{len(fields)} fields, not 5")
+    for text, (name, low, high) in zip(fields, FIELDS, strict=True):
+        for part in _SEPARATOR.split(text.strip()):
+            _check_part(part, name, low, high)
+
+
+def _check_part(part: str, name: str, low: int, high: int) -> None:
+    def fail(why: str) -> ValueError:
+        return ValueError(f"{name} {part!r}: {why}")
+
+    first: int | None
+    last: int | None
+    step: int | None
+    if m := _ALL.match(part):
+        first, last, step = None, None, _number(m["step"])
+    elif m := _RANGE.match(part):
+        first, last, step = int(m["first"]), _number(m["last"]), _number(m["step"])
+        if last is None and step is None:
+            last = first
+    elif name in ("month", "day of week") and (m := _NAMES.match(part)):
+        names = MONTHS if name == "month" else WEEKDAYS
+        offset = 1 if name == "month" else 0
+        for word in (m["first"], m["last"]):
+            if word and word.lower() not in names:
+                raise fail(f"{word!r} is not one of {', '.join(names)}")
+        first = names.index(m["first"].lower()) + offset
+        last = names.index(m["last"].lower()) + offset if m["last"] else first
+        step = None
+    elif name == "day" and _LAST.match(part):
+        return
+    else:
+        raise fail("not *, */n, n, n-m, n-m/n" + (" or a name" if name in ("month", "day of week") else ""))
+    if step == 0:
+        raise fail("a step must be above 0")
+    if first is not None and last is not None and first > last:
+        raise fail("a range must not end before it starts")
+    if first is not None and first < low:
+        raise fail(f"{first} is below {low}")
+    if last is not None and last > high:
+        raise fail(f"{last} is above {high}")
+    span = (last or high) - (first if first is not None else low)  # APScheduler's own arithmetic
+    if step and step > span:
+        raise fail(f"the step {step} is larger than the range ({span})")
+
+
+def _number(text: str | None) -> int | None:
+    return None if text is None else int(text)

@@ -1,0 +1,166 @@
+"""Loading the YAML configuration, with errors a person can act on.
+
+Every error names the file, the line and the key
+(``config/paperboy.yaml:14: subscribers[1].keywordz: unknown key; did you
+mean 'keywords'?``). ``${VAR}`` and ``${VAR:-default}`` stand for
+environment variables in any string value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from .schema import At, Settings
+
+DEFAULT_CONFIG = Path("config/paperboy.yaml")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. ``str()`` is the message for the operator."""
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _position(node: Any, path: tuple[Any, ...]) -> int | None:
+    """The 1-based line of ``path`` in the YAML tree (or of its nearest parent)."""
+    line = None
+    for part in path:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _dotted(path: tuple[Any, ...], tree: Any = None) -> str:
+    """``subscribers[2].keywords[0]``; a subscriber is named by address too, when it has one."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if (
+            out.startswith("subscribers[")
+            and out.endswith("]")
+            and out.count("[") == 1
+            and "email" not in path
+        ):
+            email = _subscriber_email(tree, part)
+            if email:
+                out += f" ({email})"
+    return out or "(top level)"
+
+
+def _subscriber_email(tree: Any, i: Any) -> str | None:
+    try:
+        email = tree["subscribers"][i]["email"]
+    except (TypeError, KeyError, IndexError):
+        return None
+    return email if isinstance(email, str) else None
+
+
+def _expand(node: Any, path: tuple[Any, ...], errors: list[tuple[tuple[Any, ...], str]]) -> Any:
+    """Replace ``${VAR}`` in every string of the tree, in place."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                errors.append((path, f"environment variable {name} is not set"))
+                return ""
+            return default
+        return value
+
+    if isinstance(node, dict):
+        for key in list(node):
+            node[key] = _expand(node[key], (*path, key), errors)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            node[i] = _expand(item, (*path, i), errors)
+    elif isinstance(node, str):
+        return _ENV.sub(sub, node)
+    return node
+
+
+def _hint(model: type[BaseModel], path: tuple[Any, ...], key: str) -> str:
+    """'did you mean ...' for an unknown key, from the model that refused it."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
+        annotation = getattr(field, "annotation", None)
+        inner = getattr(annotation, "__args__", (annotation,))
+        nested = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if nested is None:
+            return ""
+        model = nested
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(key, names, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; known keys here: {', '.join(names)}"
+
+
+def parse_settings(text: str, *, source: str, base: Path | None) -> Settings:
+    """Validate configuration ``text``; ``source`` names it in messages."""
+    try:
+        tree = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem}") from None
+    if tree is None:
+        tree = CommentedMap()
+    if not isinstance(tree, CommentedMap):
+        raise ConfigError(f"{source}:1: the configuration must be a mapping of keys")
+    env_errors: list[tuple[tuple[Any, ...], str]] = []
+    _expand(tree, (), env_errors)
+    if env_errors:
+        raise ConfigError(
+            "\n".join(f"{source}:{_position(tree, p) or 1}: {_dotted(p)}: {msg}" for p, msg in env_errors)
+        )
+    try:
+        return Settings.model_validate(tree, context={"base": base})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = err["loc"]
+            located = (err.get("ctx") or {}).get("error")
+            if isinstance(located, At):  # the validator named a key deeper than its own
+                loc = located.loc
+            line = _position(tree, loc) or 1
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key" + _hint(Settings, loc[:-1], str(loc[-1]))
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}:{line}: {_dotted(loc, tree)}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such configuration file; start from config/paperboy.yaml "
+            "in the paperboy repository, or pass --config"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+    return parse_settings(text, source=str(path), base=path.resolve().parent)

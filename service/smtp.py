@@ -1,0 +1,127 @@
+"""SMTP (aiosmtplib): one session that sends message after message.
+
+STARTTLS when the server offers it unless ``starttls`` demands (true) or
+forbids (false) it; implicit TLS with ``tls: true``; login when a username
+is set; a timeout on every step. A session is opened on first use and again
+after a disconnect, and reused for all its messages. A message with 8-bit
+parts goes with ``BODY=8BITMIME``, or quoted-printable to a server that does
+not offer it.
+
+Delivery runs use this in the sending process (:mod:`service.courier`), not
+in the main one; importing aiosmtplib is left to the commands that send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.utils import parseaddr
+
+import aiosmtplib
+
+from .mailer import Connection, SendError
+from .message import Mail
+from .settings import Smtp
+
+
+class SmtpTransport:
+    """A :class:`service.mailer.Transport` to the configured SMTP server."""
+
+    def __init__(self, config: Smtp, *, sender: str) -> None:
+        self.config = config
+        self.sender = sender
+        self.envelope_from = parseaddr(sender)[1]
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        c = self.config
+        client = aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            use_tls=c.tls,
+            start_tls=c.starttls,
+            validate_certs=c.validate_certs,
+            username=c.username,
+            password=c.password,
+            timeout=c.timeout,
+        )
+        connection = SmtpConnection(client, self.envelope_from)
+        try:
+            yield connection
+        finally:
+            await connection.close()
+
+
+_NETWORK_ERRORS = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class SmtpConnection:
+    """One SMTP session, opened on first use and again after a disconnect."""
+
+    def __init__(self, client: aiosmtplib.SMTP, envelope_from: str) -> None:
+        self.client = client
+        self.envelope_from = envelope_from
+
+    async def send(self, mail: Mail) -> None:
+        try:
+            if not self.client.is_connected:
+                await self.client.connect()
+            data, options = mail.data, []
+            if mail.smtputf8 or not self.envelope_from.isascii():
+                options.append("SMTPUTF8")
+            if mail.eight_bit:
+                await self._greet()
+                if self.client.supports_extension("8BITMIME"):
+                    options.append("BODY=8BITMIME")
+                else:
+                    data = mail.seven_bit()
+            await self.client.sendmail(self.envelope_from, [mail.to], data, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            reasons = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            raise SendError(f"refused: {reasons}", temporary=all(400 <= c < 500 for c in codes)) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            raise SendError(f"{exc.code} {exc.message}", temporary=400 <= exc.code < 500) from exc
+        except _NETWORK_ERRORS as exc:
+            await self.close()
+            raise SendError(f"network: {exc or type(exc).__name__}", temporary=True, network=True) from exc
+        except aiosmtplib.SMTPException as exc:
+            await self.close()
+            raise SendError(str(exc), temporary=True) from exc
+
+    async def _greet(self) -> None:
+        """EHLO (HELO if the server knows no EHLO) unless done: what the server supports."""
+        if self.client.is_ehlo_or_helo_needed:
+            try:
+                await self.client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await self.client.helo()
+
+    async def _reset(self) -> None:
+        if self.client.is_connected:
+            try:
+                await self.client.rset()
+            except aiosmtplib.SMTPException:
+                await self.close()
+
+    async def close(self) -> None:
+        transport = self.client.transport
+        try:
+            if self.client.is_connected:
+                await self.client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            # A session that cannot even QUIT is broken: drop what is still buffered
+            # (a plain close would wait for the peer to read it, maybe forever, and
+            # leave the socket open past the run).
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+        finally:  # the socket goes too, even when the session was already half gone
+            self.client.close()

@@ -1,0 +1,420 @@
+"""The outbox's state machine, as named queries over ``deliveries``.
+
+pending -> sending (:func:`claim_due`, a lease) -> sent (:func:`record_sent`
+then :func:`fold_sent`); a failed attempt -> pending again or failed
+(:func:`mark_failed_attempt`); claimed but not tried -> pending
+(:func:`release`); an opt-out -> cancelled (:func:`cancel_pending`). The
+delivery run that drives these is :mod:`service.delivery`; its failure modes
+are written down there.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    case,
+    delete,
+    func,
+    literal_column,
+    or_,
+    type_coerce,
+    update,
+)
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from .engine import core, insert_new
+from .tables import (
+    LIVE_STATES,
+    Delivery,
+    DeliveryState,
+    Paper,
+    SentMark,
+    Subscriber,
+)
+
+# ---------------------------------------------------------------- deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    subscriber_id: int
+    paper_id: int
+    score: int
+    terms: list[str]
+    via: list[str]
+
+
+def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: datetime) -> int:
+    """Queue ``deliveries`` as pending (a pair already queued is left as it is).
+
+    They are written in (subscriber, paper) order, so each subscriber's rows
+    from one matching pass sit together on a few pages: a claim or a sent
+    mark then rewrites those pages, not one page per row. (Matching goes
+    paper by paper; in that order a digest's rows were spread over half the
+    table, and delivery spent most of its database time writing pages.)
+    """
+    if not deliveries:
+        return 0
+    rows = [
+        {
+            "subscriber_id": d.subscriber_id,
+            "paper_id": d.paper_id,
+            "score": d.score,
+            "terms": d.terms,
+            "via": d.via,
+            "state": DeliveryState.PENDING,
+            "created_at": at,
+            "attempts": 0,
+        }
+        for d in sorted(deliveries, key=attrgetter("subscriber_id", "paper_id"))
+    ]
+    return insert_new(session, Delivery, rows, ["subscriber_id", "paper_id"])
+
+
+class OutboxRow(NamedTuple):
+    """A delivery on its way into an email.
+
+    A chunk loads thousands of these and shows a few: a named tuple (made in C
+    from the driver's row), with the JSON columns as the driver returns them
+    until read.
+    """
+
+    subscriber_id: int
+    id: int
+    paper_id: int
+    attempts: int
+    score: int
+    terms_raw: Any
+    via_raw: Any
+
+    @property
+    def terms(self) -> list[str]:
+        return list(_strings(self.terms_raw) if isinstance(self.terms_raw, str) else self.terms_raw)
+
+    @property
+    def via(self) -> list[str]:
+        return list(_strings(self.via_raw) if isinstance(self.via_raw, str) else self.via_raw)
+
+
+@functools.lru_cache(maxsize=4096)  # a few term lists recur across thousands of rows
+def _strings(raw: str) -> tuple[str, ...]:
+    """A JSON list of strings, as the database returned it, decoded."""
+    return tuple(json.loads(raw))
+
+
+_OUTBOX_COLUMNS = (  # in OutboxRow's order
+    col(Delivery.subscriber_id),
+    col(Delivery.id),
+    col(Delivery.paper_id),
+    col(Delivery.attempts),
+    col(Delivery.score),
+    type_coerce(col(Delivery.terms), String),  # decoded when shown
+    type_coerce(col(Delivery.via), String),
+)
+
+
+def _by_subscriber(result: Any) -> dict[int, list[OutboxRow]]:
+    """The rows of ``result`` (_OUTBOX_COLUMNS) grouped by subscriber, each group by id.
+
+    (Sorted as plain tuples: comparing SQLAlchemy rows goes through Python
+    for every comparison, and cost a claim more than its UPDATE.)
+    """
+    out: dict[int, list[OutboxRow]] = {}
+    for row in sorted(map(OutboxRow._make, result.all())):  # by subscriber, then id
+        group = out.get(row.subscriber_id)
+        if group is None:
+            out[row.subscriber_id] = [row]
+        else:
+            group.append(row)
+    return out
+
+
+def _live() -> Any:
+    """``deliveries.state IN ('pending', 'sending')``, with the states as literals: the
+    condition of the partial index ``ix_deliveries_live`` (see ``LIVE_STATES_SQL``)."""
+    return col(Delivery.state).in_([literal_column(f"'{state}'") for state in LIVE_STATES])
+
+
+def _due(at: datetime) -> Any:
+    """Rows to send now: pending and past their retry time, or sending with an expired lease.
+
+    Written without a top-level OR so that the planner looks a subscriber's
+    rows up in the partial index ``ix_deliveries_live`` instead of scanning a state.
+    """
+    return and_(
+        _live(),
+        case(
+            (
+                col(Delivery.state) == DeliveryState.PENDING,
+                or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= at),
+            ),
+            else_=col(Delivery.lease_until) < at,
+        ),
+    )
+
+
+def claim_due(
+    *,
+    session: Session,
+    at: datetime,
+    lease_until: datetime,
+    worker: str,
+    max_subscribers: int,
+    after: int = 0,
+) -> tuple[dict[int, list[OutboxRow]], bool]:
+    """Claim the due deliveries of up to ``max_subscribers`` active subscribers whose id
+    is above ``after`` (a run walks the subscribers once, in id order).
+
+    Returns the claimed rows by subscriber (each subscriber's by id), and whether anything was
+    due at all (rows another process holds locked are skipped, not waited
+    for: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's BEGIN IMMEDIATE
+    lets one writer at a time in). The rows become ``sending``, leased to
+    ``worker`` until ``lease_until``.
+    """
+    fold_sent(session=session)  # an email a dead process sent must not look due again
+    due_rows = (
+        select(Delivery.id)
+        .where(col(Delivery.subscriber_id) == Subscriber.id, _due(at))
+        .correlate(Subscriber)
+        .exists()
+    )
+    # Walk the subscribers in id order and look each one's rows up in the partial
+    # index ix_deliveries_live: a chunk costs the same however long the outbox is.
+    subscribers = list(
+        session.exec(
+            select(Subscriber.id)
+            .where(
+                Subscriber.active == True,  # noqa: E712
+                col(Subscriber.unsubscribed_at).is_(None),
+                col(Subscriber.id) > after,
+                due_rows,
+            )
+            .order_by(col(Subscriber.id))
+            .limit(max_subscribers)
+        )
+    )
+    if not subscribers:
+        return {}, False
+    rows = (
+        select(Delivery.id)
+        .where(_due(at), col(Delivery.subscriber_id).in_(subscribers))
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time anyway
+    )
+    claim = (
+        update(Delivery)
+        .where(col(Delivery.id).in_(rows.scalar_subquery()))
+        .values(state=DeliveryState.SENDING, lease_until=lease_until, claimed_by=worker)
+        .returning(*_OUTBOX_COLUMNS)  # what the emails need: no second read
+    )
+    return _by_subscriber(core(session).execute(claim)), True
+
+
+def outbox_rows(*, session: Session, subscriber_ids: Sequence[int]) -> dict[int, list[OutboxRow]]:
+    """The pending rows of ``subscriber_ids``, by subscriber, in one query (``preview``)."""
+    stmt = sa_select(*_OUTBOX_COLUMNS).where(
+        col(Delivery.subscriber_id).in_(subscriber_ids),
+        _live(),
+        col(Delivery.state) == DeliveryState.PENDING,
+    )
+    return _by_subscriber(core(session).execute(stmt))
+
+
+def best_first(rows: Iterable[OutboxRow], limit: int, seen: Mapping[int, Any]) -> list[OutboxRow]:
+    """The ``limit`` rows an email shows: best matches first, then the newest papers
+    (``seen``: each paper's ``first_seen_at``, see :func:`paper_seen`)."""
+    ordered = sorted(rows, key=lambda r: r.paper_id)
+    ordered.sort(key=lambda r: seen[r.paper_id], reverse=True)  # stable: ties keep the paper order
+    ordered.sort(key=lambda r: r.score, reverse=True)
+    return ordered[:limit]
+
+
+def _mine(delivery_ids: Sequence[int], worker: str) -> Any:
+    return update(Delivery).where(
+        col(Delivery.id).in_(delivery_ids),
+        col(Delivery.state) == DeliveryState.SENDING,
+        col(Delivery.claimed_by) == worker,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewSentMark:
+    subscriber_id: int
+    message_id: str
+    sent_at: datetime
+    deliveries: int
+
+
+def record_sent(*, session: Session | Connection, worker: str, marks: Sequence[NewSentMark]) -> None:
+    """Insert ``worker``'s sent marks, one row per accepted email, in one statement."""
+    if marks:
+        core(session).execute(
+            sa_insert(SentMark),
+            [
+                {
+                    "worker": worker,
+                    "subscriber_id": m.subscriber_id,
+                    "message_id": m.message_id,
+                    "sent_at": m.sent_at,
+                    "deliveries": m.deliveries,
+                }
+                for m in marks
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FoldReport:
+    emails: int
+    rows: int
+    lost: list[tuple[int, int]]  # (subscriber id, rows) no longer ours: the lease ran out first
+
+
+def fold_sent(*, session: Session, worker: str | None = None) -> FoldReport:
+    """Apply the sent marks (``worker``'s, or everyone's): ``sending -> sent`` for the rows
+    each stands for, in one transaction; the marks are then deleted."""
+    stmt = (
+        sa_select(
+            col(SentMark.id), col(SentMark.subscriber_id), col(SentMark.message_id), col(SentMark.deliveries)
+        )
+        .order_by(col(SentMark.id))
+        .with_for_update(skip_locked=True)  # one folder each
+    )
+    if worker is not None:
+        stmt = stmt.where(col(SentMark.worker) == worker)
+    marks = list(core(session).execute(stmt))
+    if not marks:
+        return FoldReport(0, 0, [])
+    ids = [m.id for m in marks]
+    result = core(session).execute(  # one UPDATE ... FROM for all of them
+        update(Delivery)
+        .where(
+            col(Delivery.subscriber_id) == col(SentMark.subscriber_id),
+            col(Delivery.claimed_by) == col(SentMark.worker),
+            _live(),
+            col(Delivery.state) == DeliveryState.SENDING,
+            col(SentMark.id).in_(ids),
+        )
+        .values(
+            state=DeliveryState.SENT,
+            sent_at=col(SentMark.sent_at),
+            message_id=col(SentMark.message_id),
+            attempts=Delivery.attempts + 1,
+            lease_until=None,
+            claimed_by=None,
+            last_error=None,
+        )
+    )
+    rows = int(result.rowcount)
+    lost: list[tuple[int, int]] = []
+    if rows < sum(m.deliveries for m in marks):  # some lease ran out first: say whose
+        for mark in marks:
+            done = session.exec(
+                select(func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.subscriber_id == mark.subscriber_id,
+                    Delivery.message_id == mark.message_id,
+                    col(Delivery.state) == DeliveryState.SENT,
+                )
+            ).one()
+            if done < mark.deliveries:
+                lost.append((mark.subscriber_id, mark.deliveries - int(done)))
+    core(session).execute(delete(SentMark).where(col(SentMark.id).in_(ids)))
+    return FoldReport(len(marks), rows, lost)
+
+
+def mark_failed_attempt(
+    *,
+    session: Session,
+    delivery_ids: Sequence[int],
+    worker: str,
+    error: str,
+    permanent: bool,
+    retry_at: datetime,
+    max_attempts: int,
+) -> None:
+    """A send failed: ``sending -> pending`` (due again at ``retry_at``), or ``-> failed``
+    when the error is permanent or this was the last of ``max_attempts``."""
+    attempts = col(Delivery.attempts) + 1
+    state: Any = (
+        DeliveryState.FAILED
+        if permanent
+        else case((attempts >= max_attempts, DeliveryState.FAILED), else_=DeliveryState.PENDING)
+    )
+    core(session).execute(
+        _mine(delivery_ids, worker).values(
+            state=state,
+            attempts=attempts,
+            last_error=error[:500],
+            next_attempt_at=None if permanent else retry_at,
+            lease_until=None,
+            claimed_by=None,
+        )
+    )
+
+
+def release(*, session: Session, delivery_ids: Sequence[int], worker: str) -> None:
+    """Claimed but not tried (the run stopped): back to pending, no attempt counted."""
+    core(session).execute(
+        _mine(delivery_ids, worker).values(state=DeliveryState.PENDING, lease_until=None, claimed_by=None)
+    )
+
+
+def cancel_pending(*, session: Session, subscriber_id: int, reason: str) -> int:
+    """``pending -> cancelled`` for every row of the subscriber still waiting (an opt-out);
+    how many. Rows being sent right now finish as they are."""
+    result = core(session).execute(
+        update(Delivery)
+        .where(
+            col(Delivery.subscriber_id) == subscriber_id,
+            _live(),
+            col(Delivery.state) == DeliveryState.PENDING,
+        )
+        .values(state=DeliveryState.CANCELLED, last_error=reason, next_attempt_at=None)
+    )
+    return int(result.rowcount)
+
+
+def failures(*, session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    """Failed deliveries, a line per (subscriber, reason): for ``status``."""
+    stmt = (
+        select(Subscriber.email, Delivery.last_error, func.count(), func.max(Delivery.attempts))
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+        .where(col(Delivery.state) == DeliveryState.FAILED)
+        .group_by(col(Subscriber.email), col(Delivery.last_error))
+        .order_by(col(Subscriber.email))
+        .limit(limit)
+    )
+    return [
+        {"email": email, "reason": reason, "papers": int(n), "attempts": int(attempts)}
+        for email, reason, n, attempts in session.exec(stmt)
+    ]
+
+
+def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> list[tuple[Delivery, Paper]]:
+    """Every paper that matched the subscriber (their private feed): newest first, best first within a day."""
+    stmt = (
+        select(Delivery, Paper)
+        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(col(Paper.first_seen_at).desc(), col(Delivery.score).desc(), col(Paper.id))
+        .limit(limit)
+    )
+    return [(d, p) for d, p in session.exec(stmt)]
+
+
+def find_delivery(*, session: Session, subscriber_id: int, paper_id: int) -> Delivery | None:
+    stmt = select(Delivery).where(Delivery.subscriber_id == subscriber_id, Delivery.paper_id == paper_id)
+    return session.exec(stmt).first()

@@ -1,0 +1,160 @@
+"""Papers, the files that brought them, and the papers each topic matched.
+
+A paper is stored once per key (:func:`service.text.paper_key`), whichever
+file brings it first; a file once per content hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    String,
+    type_coerce,
+    update,
+)
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from .engine import core, insert_for, insert_new, inserted
+from .tables import (
+    IngestedFile,
+    Paper,
+    TopicPaper,
+)
+
+# ---------------------------------------------------------------- files
+
+
+def file_known(*, session: Session, sha256: str) -> bool:
+    return session.exec(select(IngestedFile.id).where(IngestedFile.sha256 == sha256)).first() is not None
+
+
+def record_file(*, session: Session, record: IngestedFile) -> bool:
+    """Record an ingested file; False when another process recorded it first."""
+    values = record.model_dump(exclude={"id"})
+    stmt = insert_for(session, IngestedFile).values(**values).on_conflict_do_nothing()
+    return inserted(session, stmt, IngestedFile.id) == 1
+
+
+# ---------------------------------------------------------------- papers
+
+
+@dataclass(frozen=True, slots=True)
+class NewPaper:
+    key: str
+    title: str
+    abstract: str
+    digest_date: date | None
+    source: str
+    line: int
+
+
+def add_papers(*, session: Session, papers: Sequence[NewPaper], at: datetime) -> int:
+    """Store the papers whose key is new; returns how many were new."""
+    if not papers:
+        return 0
+    unique: dict[str, NewPaper] = {}
+    for paper in papers:
+        unique.setdefault(paper.key, paper)
+    rows = [
+        {
+            "key": p.key,
+            "title": p.title,
+            "abstract": p.abstract,
+            "digest_date": p.digest_date,
+            "source": p.source,
+            "line": p.line,
+            "first_seen_at": at,
+            "matched_at": None,
+        }
+        for p in unique.values()
+    ]
+    return insert_new(session, Paper, rows, ["key"])
+
+
+def unmatched_papers(*, session: Session, limit: int) -> list[Paper]:
+    stmt = select(Paper).where(col(Paper.matched_at).is_(None)).order_by(col(Paper.id)).limit(limit)
+    return list(session.exec(stmt))
+
+
+def mark_matched(*, session: Session, paper_ids: Iterable[int], at: datetime) -> None:
+    ids = list(paper_ids)
+    if ids:
+        session.execute(update(Paper).where(col(Paper.id).in_(ids)).values(matched_at=at))
+
+
+def find_paper(*, session: Session, key: str) -> Paper | None:
+    return session.exec(select(Paper).where(Paper.key == key)).first()
+
+
+def latest_papers(*, session: Session, limit: int) -> list[Paper]:
+    """Newest first: the latest digest first, each digest in page order."""
+    stmt = select(Paper).order_by(col(Paper.first_seen_at).desc(), col(Paper.id)).limit(limit)
+    return list(session.exec(stmt))
+
+
+def paper_seen(*, session: Session, paper_ids: Iterable[int]) -> dict[int, Any]:
+    """When each paper was first seen, by id, as the database holds it: only ever compared."""
+    stmt = sa_select(col(Paper.id), type_coerce(col(Paper.first_seen_at), String)).where(
+        col(Paper.id).in_(list(paper_ids))
+    )
+    rows: Any = core(session).execute(stmt).all()
+    return dict(rows)
+
+
+def paper_texts(*, session: Session, paper_ids: Iterable[int]) -> dict[int, tuple[str, str, str]]:
+    """(title, abstract, key) of each paper, by id."""
+    stmt = sa_select(col(Paper.id), col(Paper.title), col(Paper.abstract), col(Paper.key)).where(
+        col(Paper.id).in_(list(paper_ids))
+    )
+    rows: Any = core(session).execute(stmt).all()
+    return {i: (title, abstract, key) for i, title, abstract, key in rows}
+
+
+# ---------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True, slots=True)
+class NewTopicPaper:
+    topic: str
+    paper_id: int
+    score: int
+    terms: list[str]
+
+
+def add_topic_papers(*, session: Session, rows: Sequence[NewTopicPaper], at: datetime) -> int:
+    if not rows:
+        return 0
+    values = [
+        {"topic": r.topic, "paper_id": r.paper_id, "score": r.score, "terms": r.terms, "created_at": at}
+        for r in rows
+    ]
+    return insert_new(session, TopicPaper, values, ["topic", "paper_id"])
+
+
+def topic_papers(*, session: Session, topic: str, limit: int) -> list[tuple[TopicPaper, Paper]]:
+    """The papers that matched ``topic`` (its public feed): newest first, best first within a day."""
+    stmt = (
+        select(TopicPaper, Paper)
+        .join(Paper, col(Paper.id) == col(TopicPaper.paper_id))
+        .where(TopicPaper.topic == topic)
+        .order_by(col(Paper.first_seen_at).desc(), col(TopicPaper.score).desc(), col(Paper.id))
+        .limit(limit)
+    )
+    return [(t, p) for t, p in session.exec(stmt)]
+
+
+def search_papers(*, session: Session, words: str, limit: int) -> list[Paper]:
+    """Papers whose key (folded title) holds ``words`` (already folded), newest first."""
+    pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    stmt = (
+        select(Paper)
+        .where(col(Paper.key).like(pattern, escape="\\"))
+        .order_by(col(Paper.first_seen_at).desc(), col(Paper.id))
+        .limit(limit)
+    )
+    return list(session.exec(stmt))

@@ -1,0 +1,99 @@
+"""Job runs and the counts ``status``, ``/healthz`` and ``/metrics`` read."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    case,
+    delete,
+    func,
+)
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from .tables import (
+    Delivery,
+    DeliveryState,
+    IngestedFile,
+    JobRun,
+    Paper,
+    Subscriber,
+)
+
+# ---------------------------------------------------------------- status
+
+
+def counts(*, session: Session) -> dict[str, Any]:
+    papers = session.exec(select(func.count()).select_from(Paper)).one()
+    files = session.exec(
+        select(func.count()).select_from(IngestedFile).where(col(IngestedFile.error).is_(None))
+    ).one()
+    by_state = dict.fromkeys(DeliveryState.ALL, 0)
+    for state, n in session.exec(select(Delivery.state, func.count()).group_by(Delivery.state)):
+        by_state[state] = n
+    subscribers = session.exec(
+        select(func.count()).select_from(Subscriber).where(Subscriber.active == True)  # noqa: E712
+    ).one()
+    unsubscribed = session.exec(
+        select(func.count())
+        .select_from(Subscriber)
+        .where(Subscriber.active == True, col(Subscriber.unsubscribed_at).is_not(None))  # noqa: E712
+    ).one()
+    unmatched = session.exec(
+        select(func.count()).select_from(Paper).where(col(Paper.matched_at).is_(None))
+    ).one()
+    last = session.exec(select(func.max(IngestedFile.ingested_at))).one()
+    return {
+        "papers": int(papers),
+        "files": int(files),
+        "subscribers": int(subscribers),
+        "unsubscribed": int(unsubscribed),
+        "unmatched_papers": int(unmatched),
+        "deliveries": by_state,
+        "last_ingest": last.isoformat() if isinstance(last, datetime) else None,
+    }
+
+
+# ---------------------------------------------------------------- job runs
+
+
+RUNS_KEPT_DAYS = 90
+
+
+def record_run(*, session: Session, run: JobRun) -> None:
+    """Keep the run, and forget runs older than ``RUNS_KEPT_DAYS``."""
+    session.add(run)
+    session.execute(
+        delete(JobRun).where(col(JobRun.started_at) < run.started_at - timedelta(days=RUNS_KEPT_DAYS))
+    )
+
+
+def last_run(*, session: Session) -> JobRun | None:
+    return session.exec(select(JobRun).order_by(col(JobRun.started_at).desc(), col(JobRun.id).desc())).first()
+
+
+def run_stats(*, session: Session) -> list[tuple[str, int, float, int]]:
+    """Per job: (job, runs, seconds in all, failed runs) over the runs kept."""
+    stmt = select(
+        JobRun.job, func.count(), func.sum(JobRun.seconds), func.sum(case((col(JobRun.ok), 0), else_=1))
+    ).group_by(col(JobRun.job))
+    return [
+        (job, int(n), float(total or 0), int(failed or 0)) for job, n, total, failed in session.exec(stmt)
+    ]
+
+
+def daily_activity(*, session: Session, since: datetime) -> dict[date, tuple[int, int]]:
+    """Per UTC day since ``since``: (papers first seen, emails sent by the recorded runs)."""
+    out: dict[date, list[int]] = {}
+    for (seen,) in session.execute(
+        sa_select(col(Paper.first_seen_at)).where(col(Paper.first_seen_at) >= since)
+    ):
+        out.setdefault(seen.date(), [0, 0])[0] += 1
+    runs = sa_select(col(JobRun.started_at), col(JobRun.emails)).where(
+        col(JobRun.started_at) >= since, col(JobRun.emails) > 0
+    )
+    for started, emails in session.execute(runs):
+        out.setdefault(started.date(), [0, 0])[1] += emails
+    return {day: (p, e) for day, (p, e) in out.items()}

@@ -1,0 +1,194 @@
+"""Every table of the store, in one place, and the states of a delivery.
+
+The database, not the code, refuses duplicates: one paper per key, one
+ingested file per content hash, one subscriber per address, one delivery per
+(subscriber, paper), one topic paper per (topic, paper). Timestamps are
+timezone-aware UTC on every backend (:class:`UTCDateTime`).
+
+Schema changes go through a migration in ``migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Index,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Column, Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; pass an aware UTC time")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class Paper(SQLModel, table=True):
+    __tablename__ = "papers"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, index=True)
+    title: str
+    abstract: str
+    digest_date: date | None = None
+    first_seen_at: datetime = _ts()
+    source: str  # the file it was first seen in
+    line: int  # the line of its title there
+    matched_at: datetime | None = _ts(nullable=True)  # None: not yet matched
+
+
+class IngestedFile(SQLModel, table=True):
+    __tablename__ = "ingested_files"
+    id: int | None = Field(default=None, primary_key=True)
+    sha256: str = Field(unique=True, index=True)
+    path: str
+    size: int
+    ingested_at: datetime = _ts()
+    entries: int = 0
+    new_papers: int = 0
+    problems: int = 0
+    error: str | None = None  # the file held nothing to ingest (empty, binary)
+
+
+class Subscriber(SQLModel, table=True):
+    __tablename__ = "subscribers"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True)  # lower-cased
+    name: str | None = None
+    token: str = Field(unique=True, index=True)  # private feed URLs, unsubscribe
+    active: bool = True  # False once the subscriber left the configuration
+    created_at: datetime = _ts()
+    # Set by one-click unsubscribe; wins over the configuration until ``paperboy resubscribe``.
+    unsubscribed_at: datetime | None = _ts(nullable=True)
+
+
+class DeliveryState:
+    """pending -> sending -> sent; a failed send goes back to pending, or to failed.
+
+    ``sending`` is a claim with a lease: the process that claimed the row
+    (``claimed_by``) sends it before ``lease_until``; a row still sending after
+    that (the process died) is due again.
+    """
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # the subscriber unsubscribed before it went out
+    ALL = (PENDING, SENDING, SENT, FAILED, CANCELLED)
+
+
+# The rows still on their way out. A partial index holds only these (migration 0006): it
+# stays as small as the backlog however long the history grows, and a row leaves it
+# once, when it is sent, instead of moving inside an index of every row at each step.
+# A query uses the index only when its WHERE carries this very condition, literals
+# included (SQLite proves a partial index usable by matching terms, not by
+# evaluating bound parameters): :func:`_live` writes it.
+LIVE_STATES = (DeliveryState.PENDING, DeliveryState.SENDING)
+LIVE_STATES_SQL = "state IN ({})".format(", ".join(f"'{state}'" for state in LIVE_STATES))
+
+
+class Delivery(SQLModel, table=True):
+    """The outbox: one row per (subscriber, paper) that matched."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "paper_id"),
+        # a subscriber's pending and sending rows: claims, sent marks, preview, unsubscribe
+        Index(
+            "ix_deliveries_live",
+            "subscriber_id",
+            sqlite_where=text(LIVE_STATES_SQL),
+            postgresql_where=text(LIVE_STATES_SQL),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscribers.id")
+    paper_id: int = Field(foreign_key="papers.id", index=True)
+    state: str = Field(default=DeliveryState.PENDING)
+    score: int = 0
+    terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # What brought the paper: "keywords", "query", "topic:<name>" (migration 0002).
+    via: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
+    )
+    created_at: datetime = _ts()
+    sent_at: datetime | None = _ts(nullable=True)
+    attempts: int = 0
+    last_error: str | None = None
+    message_id: str | None = None
+    # migration 0003: retries and claims
+    next_attempt_at: datetime | None = _ts(nullable=True)  # pending: not before this
+    lease_until: datetime | None = _ts(nullable=True)  # sending: claimed until this
+    claimed_by: str | None = None  # sending: which process
+
+
+class TopicPaper(SQLModel, table=True):
+    """A paper that matched a topic: the topic's public feed (migration 0002)."""
+
+    __tablename__ = "topic_papers"
+    __table_args__ = (UniqueConstraint("topic", "paper_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str = Field(index=True)
+    paper_id: int = Field(foreign_key="papers.id", index=True)
+    score: int = 0
+    terms: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
+
+
+class SentMark(SQLModel, table=True):
+    """The server accepted the email carrying what ``worker`` claimed for ``subscriber_id``.
+
+    Written in its own short transaction the moment the server says 250: a
+    one-row insert, where marking the outbox rows themselves would rewrite a
+    page per paper. :func:`fold_sent` then moves the rows to ``sent`` for many
+    emails at once, and every claim folds first, so a mark left by a process
+    that died still counts.
+    """
+
+    __tablename__ = "sent_marks"
+    id: int | None = Field(default=None, primary_key=True)
+    worker: str
+    subscriber_id: int
+    message_id: str
+    sent_at: datetime = _ts()
+    deliveries: int  # rows the email carried
+
+
+class JobRun(SQLModel, table=True):
+    """One run of a job (``poll``, ``deliver``, ``cycle``): for /healthz, /metrics and the status page."""
+
+    __tablename__ = "job_runs"
+    id: int | None = Field(default=None, primary_key=True)
+    job: str
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    seconds: float
+    ok: bool
+    papers: int = 0  # new papers stored
+    emails: int = 0  # emails sent

@@ -1,0 +1,212 @@
+"""What the tests share besides fixtures: paths, the fixed clock, an SMTP sink,
+configurations, the CLI as a child process. Fixtures are in ``conftest.py``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
+POSTGRES_URL = os.environ.get("PAPERBOY_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+FIXED_NOW = datetime(2026, 3, 15, 7, 0, tzinfo=UTC)
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def golden(name: str, actual: str) -> None:
+    """``actual`` must be the golden file ``name``; PAPERBOY_REGEN_GOLDEN=1 rewrites it."""
+    path = GOLDEN / name
+    if os.environ.get("PAPERBOY_REGEN_GOLDEN"):
+        path.write_text(actual, encoding="utf-8")
+    assert actual == path.read_text(encoding="utf-8"), f"{name} differs; PAPERBOY_REGEN_GOLDEN=1 rewrites it"
+
+
+def fixed_clock() -> datetime:
+    return FIXED_NOW
+
+
+def postgres_available() -> str | None:
+    """None when the PostgreSQL test server answers; else why not."""
+    try:
+        engine = create_engine(POSTGRES_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure to connect means: no server here
+        return f"no PostgreSQL at {POSTGRES_URL}: {type(exc).__name__}"
+
+
+@contextmanager
+def admin_connection() -> Iterator[Connection]:
+    """A connection to the PostgreSQL test server outside any transaction (CREATE DATABASE)."""
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            yield conn
+    finally:
+        admin.dispose()
+
+
+def database_at(name: str) -> str:
+    """The URL of database ``name`` on the PostgreSQL test server."""
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def scratch_schema(server: str, *, prefix: str) -> Iterator[str]:
+    """A URL for a new, empty schema on the PostgreSQL ``server``; the schema is dropped afterwards."""
+    schema = prefix + uuid.uuid4().hex[:12]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{server}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+# ---------------------------------------------------------------- SMTP
+
+
+class Sink:
+    """An aiosmtpd handler that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.raw: list[bytes] = []  # each message as it came over the wire
+        self.options: list[list[str]] = []  # each message's MAIL FROM parameters (BODY=8BITMIME...)
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        raw = envelope.original_content or envelope.content
+        self.messages.append(message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
+        self.raw.append(raw)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.options.append(list(envelope.mail_options))
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if address in str(m["To"])]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(handler: object) -> Iterator[int]:
+    """An aiosmtpd server on 127.0.0.1 with ``handler``, for the block: its port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+# ---------------------------------------------------------------- configs and the CLI
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def smtp_config(
+    tmp_path: Path,
+    database_url: str,
+    port: int,
+    people: int,
+    *,
+    extra: str = "",
+    keywords: tuple[str, ...] = ("model",),
+) -> Path:
+    """A configuration delivering by SMTP to 127.0.0.1:``port``, for ``people`` readers
+    (``reader<i>@example.org``, keywords taken in turn); ``extra``: more ``email:`` keys."""
+    subscribers = "".join(
+        f"  - email: reader{i}@example.org\n    keywords: [{keywords[i % len(keywords)]}]\n"
+        for i in range(people)
+    )
+    return write_config(
+        tmp_path / "paperboy.yaml",
+        f"""\
+database: "{database_url}"
+inbox: {tmp_path}/inbox
+inbox_settle: 0s
+email:
+  from: "paperboy <papers@example.org>"
+  transport: smtp
+  smtp: {{host: 127.0.0.1, port: {port}, concurrency: 2}}
+{extra}feeds:
+  dir: {tmp_path}/feeds
+http:
+  port: {free_port()}
+subscribers:
+{subscribers}""",
+    )
+
+
+def copy_digest(name: str, inbox: Path, *, as_name: str | None = None, mtime: float | None = None) -> Path:
+    inbox.mkdir(parents=True, exist_ok=True)
+    target = inbox / (as_name or name)
+    shutil.copyfile(FIXTURES / name, target)
+    if mtime is not None:
+        os.utime(target, (mtime, mtime))
+    return target
+
+
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``paperboy`` as a user does, in a child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *map(str, args)],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ---------------------------------------------------------------- matching, written independently
+
+
+def fold(text: str) -> str:
+    text = re.sub(r"\\[\"'`^~=.]\{?([A-Za-z])\}?", r"\1", text)
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+def naive_match(keyword: str, text: str) -> bool:
+    """The spec's semantics, written independently of the index: one regex per keyword."""
+    words = re.findall(r"[^\W_]+", fold(keyword))
+    stem = words[-1]
+    last = re.escape(stem) + r"(?:s|es)?"
+    if stem.endswith("y"):
+        last = f"(?:{last}|{re.escape(stem[:-1])}ies)"
+    pattern = r"(?<![^\W_])" + r"[\W_]+".join([*map(re.escape, words[:-1]), last]) + r"(?![^\W_])"
+    return re.search(pattern, fold(text)) is not None

@@ -1,0 +1,206 @@
+"""The SMTP transport against real aiosmtpd servers: STARTTLS, implicit TLS, AUTH."""
+
+import asyncio
+import ssl
+import subprocess
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from service.mailer import SendError
+from service.message import Mail, list_id
+from service.render import Digest, PaperView, Renderer, templates_path
+from service.settings import Smtp
+from service.smtp import SmtpTransport
+from tests.helpers import FIXED_NOW, Sink, free_port
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+    ok = auth_data.login == b"papers" and auth_data.password == b"s3cret"
+    return AuthResult(success=ok)
+
+
+def server(certificate: tuple[Path, Path], *, implicit: bool) -> Iterator[tuple[Sink, int]]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, certificate))
+    sink, port = Sink(), free_port()
+    # aiosmtpd cannot tell that an implicit-TLS session is encrypted; AUTH is still over TLS here
+    kwargs = (
+        {"ssl_context": ctx, "auth_require_tls": False}
+        if implicit
+        else {"tls_context": ctx, "require_starttls": True}
+    )
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_required=True, **kwargs
+    )
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def starttls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[Sink, int]]:
+    yield from server(certificate, implicit=False)
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[tuple[Sink, int]]:
+    yield from server(certificate, implicit=True)
+
+
+def message() -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "papers@example.org", "alice@example.org", "Grüße"
+    msg.set_content("hello")
+    return msg
+
+
+async def send(config: Smtp, count: int = 2) -> None:
+    async with SmtpTransport(config, sender="paperboy <papers@example.org>").connect() as conn:
+        for _ in range(count):
+            await conn.send(Mail.of(message()))
+
+
+def test_starttls_is_used_when_offered_and_login_works(starttls_server: tuple[Sink, int]) -> None:
+    sink, port = starttls_server
+    config = Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret", validate_certs=False)
+    asyncio.run(send(config))
+    assert [m["Subject"] for m in sink.messages] == ["Grüße", "Grüße"]
+    assert sink.envelopes[0] == ("papers@example.org", ["alice@example.org"])
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_implicit_tls(tls_server: tuple[Sink, int]) -> None:
+    sink, port = tls_server
+    config = Smtp(
+        host="127.0.0.1", port=port, tls=True, username="papers", password="s3cret", validate_certs=False
+    )
+    asyncio.run(send(config, count=1))
+    assert len(sink.messages) == 1
+
+
+def test_forbidding_starttls_where_the_server_requires_it_fails_clearly(
+    starttls_server: tuple[Sink, int],
+) -> None:
+    _, port = starttls_server
+    config = Smtp(host="127.0.0.1", port=port, starttls=False, validate_certs=False)
+    with pytest.raises(SendError) as err:
+        asyncio.run(send(config, count=1))
+    assert "530" in str(err.value) and not err.value.temporary
+
+
+def test_an_untrusted_certificate_is_refused_by_default(starttls_server: tuple[Sink, int]) -> None:
+    _, port = starttls_server
+    with pytest.raises(SendError, match="network"):
+        asyncio.run(send(Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret"), count=1))
+
+
+def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
+    """RFC 6531: a digest to jürgen@… goes with SMTPUTF8 and arrives with the address intact."""
+    sink, port = Sink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        digest = Digest(
+            to_email="jürgen@example.org",
+            to_name="Jürgen",
+            papers=[PaperView.build(title="Grüße", abstract="A.", link="https://x.org/p", terms=[], score=1)],
+            more=0,
+            feed_url="https://x.org/feeds/u/T.atom",
+            unsubscribe=[],
+            message_id="<m@example.org>",
+            date=FIXED_NOW,
+        )
+        mail = Renderer(templates_path()).message(digest, sender="papers@example.org", list_id=list_id("x"))
+        assert mail.smtputf8
+        config = Smtp(host="127.0.0.1", port=port, starttls=False)
+
+        async def go() -> None:
+            async with SmtpTransport(config, sender="papers@example.org").connect() as conn:
+                await conn.send(mail)
+
+        asyncio.run(go())
+    finally:
+        controller.stop()
+    assert sink.envelopes == [("papers@example.org", ["jürgen@example.org"])]
+    assert len(sink.messages) == 1
+    assert "To: Jürgen <jürgen@example.org>\n" in mail.data.decode()  # UTF-8 as is, not encoded-words
+
+
+class SevenBitSink(Sink):
+    """A server that does not offer 8BITMIME (it takes its EHLO line out)."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+        session.host_name = hostname
+        return [line for line in responses if "8BITMIME" not in line]
+
+
+@pytest.mark.parametrize("offers_8bitmime", [True, False])
+def test_8bit_parts_go_as_8bitmime_or_quoted_printable_to_a_server_without_it(offers_8bitmime: bool) -> None:
+    """RFC 6152: raw UTF-8 in a body only with BODY=8BITMIME, to a server that offers it;
+    otherwise the same message in quoted-printable. Either way the reader gets the same text."""
+    from tests.test_render import DIGEST, SENDER
+
+    mail = Renderer(templates_path()).message(DIGEST, sender=SENDER, list_id=list_id(SENDER))
+    assert mail.eight_bit
+    sink = Sink() if offers_8bitmime else SevenBitSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+
+        async def go() -> None:
+            async with SmtpTransport(
+                Smtp(host="127.0.0.1", port=port, starttls=False), sender=SENDER
+            ).connect() as conn:
+                await conn.send(mail)
+                await conn.send(mail)  # the second on the same session, after its EHLO
+
+        asyncio.run(go())
+    finally:
+        controller.stop()
+    assert len(sink.raw) == 2
+    for raw, options in zip(sink.raw, sink.options, strict=True):
+        assert ("BODY=8BITMIME" in options) == offers_8bitmime
+        assert raw.isascii() != offers_8bitmime
+        assert "8bit" in raw.decode().lower() if offers_8bitmime else b"quoted-printable" in raw
+    expected = mail.parse()
+    for msg in sink.messages:
+        assert msg["Message-ID"] == expected["Message-ID"]
+        for subtype in ("plain", "html"):
+            got, want = msg.get_body((subtype,)), expected.get_body((subtype,))
+            assert got is not None and want is not None
+            assert got.get_content().replace("\r\n", "\n") == want.get_content()
