@@ -73,3 +73,13 @@ def test_db_upgrade_command(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert f"the database is up to date at {store.head_revision()}" in again.stdout
     assert (tmp_path / "db" / "paperboy.db").is_file()
+
+
+def test_the_newest_revision_is_alembics_head() -> None:
+    """``head_revision`` reads the migration files' names (Alembic is not imported for it);
+    Alembic's own answer must be the same."""
+    from alembic.script import ScriptDirectory
+
+    from service.store.migrate import MIGRATIONS
+
+    assert store.head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
