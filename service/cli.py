@@ -14,19 +14,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, store
-from .compose import next_digest, paper_limits
-from .cycle import App, subscriber_rules, topic_rules
 from .log import event, setup
-from .message import list_id
-from .rules import RuleError, explain
 from .settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
-from .text import paper_key
 
-# The scheduler (APScheduler) and the web server (Starlette, uvicorn) are imported by
-# the commands that use them: the others (status, check, explain, preview...) start
-# without paying for them.
+if TYPE_CHECKING:
+    from .cycle import App
+
+# Each command imports what it uses: the scheduler (APScheduler) and the web server
+# (Starlette, uvicorn) only for run and serve, the pipeline (templates, rules, feeds)
+# only where an App is built. ``status`` starts with the store alone.
 
 log = logging.getLogger("paperboy")
 
@@ -115,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _app(settings: Settings, **kwargs: object) -> App:
+    from .cycle import App
+    from .rules import RuleError
+
     try:
         return App(settings, **kwargs)  # type: ignore[arg-type]
     except RuleError as exc:  # the settings validated every rule; this is a safety net
@@ -207,11 +209,15 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     with store.reading(app.engine) as session:
         sub = store.subscriber_by_email(session=session, email=args.email)
         assert sub is not None
+        from .compose import next_digest, paper_limits
+
         limit = paper_limits(settings)[sub.email]
         digest = next_digest(session, sub, settings=settings, limit=limit, at=app.clock())
     if digest is None:
         print(f"nothing pending for {args.email}: no email would be sent", file=sys.stderr)
         return OK
+    from .message import list_id
+
     mail = app.renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
     if args.format == "eml":
         data = mail.data
@@ -228,6 +234,10 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from .cycle import subscriber_rules, topic_rules
+    from .rules import explain
+    from .text import paper_key
+
     wanted = next((s for s in settings.subscribers if s.email.lower() == args.email.lower()), None)
     if wanted is None:
         raise UsageError(f"{args.email} is not a subscriber in {args.config}")

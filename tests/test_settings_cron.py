@@ -58,10 +58,28 @@ def single_fields() -> list[str]:
     """Every field expression worth trying alone: numbers, ranges and steps around
     each field's edges, names, and junk."""
     numbers = [*range(0, 63), 99]
-    out = ["*", "*/0", "*/1", "*/7", "*/23", "*/24", "*/30", "*/59", "*/60", "last", "LAST", "lastx", "?", "", "-"]
+    out = [
+        "*",
+        "*/0",
+        "*/1",
+        "*/7",
+        "*/23",
+        "*/24",
+        "*/30",
+        "*/59",
+        "*/60",
+        "last",
+        "LAST",
+        "lastx",
+        "?",
+        "",
+        "-",
+    ]
     out += [str(n) for n in numbers]
     out += [f"{a}-{b}" for a in BOUNDS for b in BOUNDS]
-    out += [f"{a}-{b}/{c}" for a in (0, 1, 7) for b in (6, 12, 23, 31, 59) for c in (0, 1, 5, 6, 11, 22, 30, 59)]
+    out += [
+        f"{a}-{b}/{c}" for a in (0, 1, 7) for b in (6, 12, 23, 31, 59) for c in (0, 1, 5, 6, 11, 22, 30, 59)
+    ]
     out += [f"{a}/{c}" for a in (0, 1, 7, 24, 60) for c in (0, 1, 5, 30, 59, 60)]
     names = ["jan", "Dec", "mon", "sun", "SAT", "foo", "sunday", "last"]
     out += names + [f"{a}-{b}" for a in names for b in names] + [f"{a}/2" for a in names]
