@@ -13,74 +13,69 @@ from service.mailer import InProcessSender, MaildirTransport, Outcomes, SendErro
 from service.message import Mail
 
 
+class FakeTime:
+    """A clock that moves only when the bucket sleeps; what it slept is kept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def bucket(self, rate: float) -> TokenBucket:
+        return TokenBucket(rate, clock=self.clock, sleep=self.sleep)
+
+
+async def take(bucket: TokenBucket, messages: int) -> None:
+    for _ in range(messages):
+        await bucket.take()
+
+
 @pytest.mark.parametrize(("rate", "messages", "waited"), [(5.0, 11, 2.0), (0.5, 3, 4.0), (100.0, 50, 0.49)])
 def test_token_bucket_spaces_messages_at_the_rate(rate: float, messages: int, waited: float) -> None:
-    now = [0.0]
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
-
-    async def send_all() -> None:
-        bucket = TokenBucket(rate, clock=lambda: now[0], sleep=sleep)
-        for _ in range(messages):
-            await bucket.take()
-
-    asyncio.run(send_all())
+    time = FakeTime()
+    asyncio.run(take(time.bucket(rate), messages))
     # the first message goes at once, then one every 1/rate seconds (the clock never moved on its own)
-    assert sum(sleeps) == pytest.approx(waited)
+    assert sum(time.sleeps) == pytest.approx(waited)
 
 
 def test_no_rate_means_no_waiting() -> None:
     async def fail(seconds: float) -> None:
         raise AssertionError("slept")
 
-    async def send_all() -> None:
-        bucket = TokenBucket(None, clock=lambda: 0.0, sleep=fail)
-        for _ in range(100):
-            await bucket.take()
-
-    asyncio.run(send_all())
+    asyncio.run(take(TokenBucket(None, clock=lambda: 0.0, sleep=fail), 100))
 
 
 def test_token_bucket_allows_a_burst_after_idle_time() -> None:
-    now = [0.0]
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
+    time = FakeTime()
 
     async def run() -> None:
-        bucket = TokenBucket(4.0, clock=lambda: now[0], sleep=sleep)
+        bucket = time.bucket(4.0)
         await bucket.take()
-        now[0] = 10.0  # idle for a long time after sending: the bucket is full (4 tokens, not 40)
-        for _ in range(6):
-            await bucket.take()
+        time.now = 10.0  # idle for a long time after sending: the bucket is full (4 tokens, not 40)
+        await take(bucket, 6)
 
     asyncio.run(run())
-    assert sum(sleeps) == pytest.approx(2 / 4.0)  # 4 at once, the 5th and 6th a quarter second apart
+    assert sum(time.sleeps) == pytest.approx(2 / 4.0)  # 4 at once, the 5th and 6th a quarter second apart
 
 
 def test_a_bucket_banks_nothing_before_its_first_message() -> None:
     """The time between making the bucket and the first send (sessions connecting, say)
     is no credit: the first message goes at once, every later one waits its turn."""
-    now = [0.0]
-    sleeps: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
+    time = FakeTime()
 
     async def run() -> None:
-        bucket = TokenBucket(20.0, clock=lambda: now[0], sleep=sleep)
-        now[0] = 5.0  # the sessions took long to connect
-        for _ in range(10):
-            await bucket.take()
+        bucket = time.bucket(20.0)
+        time.now = 5.0  # the sessions took long to connect
+        await take(bucket, 10)
 
     asyncio.run(run())
-    assert sum(sleeps) == pytest.approx(9 / 20.0)
+    assert sum(time.sleeps) == pytest.approx(9 / 20.0)
 
 
 def test_the_in_process_sender_sends_everything_once_over_its_connections(tmp_path: Path) -> None:
