@@ -26,14 +26,12 @@ from .outbox import (
     add_deliveries,
     cancel_pending,
     claim_due,
-    failures,
     find_delivery,
     fold_sent,
     mark_failed_attempt,
     outbox_rows,
     record_sent,
     release,
-    subscriber_papers,
 )
 from .papers import (
     NewPaper,
@@ -48,10 +46,11 @@ from .papers import (
     paper_texts,
     record_file,
     search_papers,
+    subscriber_papers,
     topic_papers,
     unmatched_papers,
 )
-from .runs import counts, daily_activity, last_run, record_run, run_stats
+from .runs import counts, daily_activity, failures, last_run, record_run, run_stats
 from .subscribers import (
     active_subscribers,
     opted_out,

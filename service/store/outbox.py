@@ -39,7 +39,6 @@ from .tables import (
     LIVE_STATES,
     Delivery,
     DeliveryState,
-    Paper,
     SentMark,
     Subscriber,
 )
@@ -385,34 +384,6 @@ def cancel_pending(*, session: Session, subscriber_id: int, reason: str) -> int:
         .values(state=DeliveryState.CANCELLED, last_error=reason, next_attempt_at=None)
     )
     return int(result.rowcount)
-
-
-def failures(*, session: Session, limit: int = 100) -> list[dict[str, Any]]:
-    """Failed deliveries, a line per (subscriber, reason): for ``status``."""
-    stmt = (
-        select(Subscriber.email, Delivery.last_error, func.count(), func.max(Delivery.attempts))
-        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
-        .where(col(Delivery.state) == DeliveryState.FAILED)
-        .group_by(col(Subscriber.email), col(Delivery.last_error))
-        .order_by(col(Subscriber.email))
-        .limit(limit)
-    )
-    return [
-        {"email": email, "reason": reason, "papers": int(n), "attempts": int(attempts)}
-        for email, reason, n, attempts in session.exec(stmt)
-    ]
-
-
-def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> list[tuple[Delivery, Paper]]:
-    """Every paper that matched the subscriber (their private feed): newest first, best first within a day."""
-    stmt = (
-        select(Delivery, Paper)
-        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(Delivery.subscriber_id == subscriber_id)
-        .order_by(col(Paper.first_seen_at).desc(), col(Delivery.score).desc(), col(Paper.id))
-        .limit(limit)
-    )
-    return [(d, p) for d, p in session.exec(stmt)]
 
 
 def find_delivery(*, session: Session, subscriber_id: int, paper_id: int) -> Delivery | None:

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from .engine import core, insert_for, insert_new, inserted
 from .tables import (
+    Delivery,
     IngestedFile,
     Paper,
     TopicPaper,
@@ -158,3 +159,15 @@ def search_papers(*, session: Session, words: str, limit: int) -> list[Paper]:
         .limit(limit)
     )
     return list(session.exec(stmt))
+
+
+def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> list[tuple[Delivery, Paper]]:
+    """Every paper that matched the subscriber (their private feed): newest first, best first within a day."""
+    stmt = (
+        select(Delivery, Paper)
+        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(col(Paper.first_seen_at).desc(), col(Delivery.score).desc(), col(Paper.id))
+        .limit(limit)
+    )
+    return [(d, p) for d, p in session.exec(stmt)]

@@ -97,3 +97,19 @@ def daily_activity(*, session: Session, since: datetime) -> dict[date, tuple[int
     for started, emails in session.execute(runs):
         out.setdefault(started.date(), [0, 0])[1] += emails
     return {day: (p, e) for day, (p, e) in out.items()}
+
+
+def failures(*, session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    """Failed deliveries, a line per (subscriber, reason): for ``status``."""
+    stmt = (
+        select(Subscriber.email, Delivery.last_error, func.count(), func.max(Delivery.attempts))
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+        .where(col(Delivery.state) == DeliveryState.FAILED)
+        .group_by(col(Subscriber.email), col(Delivery.last_error))
+        .order_by(col(Subscriber.email))
+        .limit(limit)
+    )
+    return [
+        {"email": email, "reason": reason, "papers": int(n), "attempts": int(attempts)}
+        for email, reason, n, attempts in session.exec(stmt)
+    ]
