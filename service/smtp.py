@@ -113,15 +113,22 @@ class SmtpConnection:
                 await self.close()
 
     async def close(self) -> None:
+        """QUIT, then close the socket before returning.
+
+        After QUIT (or a session too broken to QUIT) nothing is left to say, so the
+        transport is aborted rather than closed: a plain close of a TLS session
+        waits for the server's close_notify, and the event loop of a run could end
+        first and leave the socket to the garbage collector (a ResourceWarning in
+        whatever runs next). The socket is released on the loop's next turn, which
+        this waits for."""
         transport = self.client.transport
         try:
             if self.client.is_connected:
                 await self.client.quit()
         except (aiosmtplib.SMTPException, OSError):
-            # A session that cannot even QUIT is broken: drop what is still buffered
-            # (a plain close would wait for the peer to read it, maybe forever, and
-            # leave the socket open past the run).
+            pass  # a session that cannot even QUIT is broken: it is dropped below all the same
+        finally:
+            self.client.close()
             if isinstance(transport, asyncio.Transport):
                 transport.abort()
-        finally:  # the socket goes too, even when the session was already half gone
-            self.client.close()
+                await asyncio.sleep(0)  # connection_lost runs, the socket is closed
