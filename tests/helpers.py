@@ -17,10 +17,14 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
+
+from service.message import Mail, list_id, message_id
+from service.render import Digest, PaperView, Renderer, paper_link, templates_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -115,10 +119,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(handler: object) -> Iterator[int]:
-    """An aiosmtpd server on 127.0.0.1 with ``handler``, for the block: its port."""
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+def serving(handler: object, **kwargs: Any) -> Iterator[int]:
+    """An aiosmtpd server on 127.0.0.1 with ``handler`` (and Controller ``kwargs``),
+    for the block: its port."""
+    port = kwargs.pop("port", None) or free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     try:
         yield port
@@ -210,3 +215,50 @@ def naive_match(keyword: str, text: str) -> bool:
         last = f"(?:{last}|{re.escape(stem[:-1])}ies)"
     pattern = r"(?<![^\W_])" + r"[\W_]+".join([*map(re.escape, words[:-1]), last]) + r"(?![^\W_])"
     return re.search(pattern, fold(text)) is not None
+
+
+# ---------------------------------------------------------------- a digest email
+
+
+SENDER = "paperboy <papers@example.org>"
+
+
+def view(
+    title: str, abstract: str, terms: tuple[str, ...], score: int, via: tuple[str, ...] = ("keywords",)
+) -> PaperView:
+    link = paper_link("https://huggingface.co/papers?q={title}", title=title, key="k")
+    return PaperView.build(title=title, abstract=abstract, link=link, terms=terms, score=score, via=via)
+
+
+DIGEST = Digest(  # what the golden files and the message tests render
+    to_email="alice@example.org",
+    to_name="Alice Müller",
+    papers=[
+        view(
+            'T\\"ULU 3: Pushing Frontiers',
+            "We present TÜLU 3 reward models. Code: https://github.com/allenai/open-instruct.",
+            ("tulu", "reward model*", "/open-\\w+/"),
+            3,
+            ("keywords", "topic:llm-safety"),
+        ),
+        view(
+            "<script>alert(1)</script>\r\nBcc: victim@example.org",
+            "Instruction-following & more.",
+            ("instruction following",),
+            1,
+        ),
+    ],
+    more=2,
+    feed_url="https://papers.example.org/feeds/u/TOKEN.atom",
+    unsubscribe=[
+        "https://papers.example.org/unsubscribe/TOKEN",
+        "mailto:papers@example.org?subject=unsubscribe%20TOKEN",
+    ],
+    message_id=message_id(sender=SENDER, token="TOKEN", delivery_ids=[3, 1, 2]),
+    date=FIXED_NOW,
+)
+
+
+def rendered(digest: Digest = DIGEST) -> Mail:
+    """``digest`` rendered with the shipped templates, as a delivery run would."""
+    return Renderer(templates_path()).message(digest, sender=SENDER, list_id=list_id(SENDER))

@@ -10,7 +10,17 @@ from pathlib import Path
 
 import feedparser
 
-from tests.helpers import FIXTURES, Sink, copy_digest, fold, free_port, naive_match, run_cli, write_config
+from tests.helpers import (
+    FIXTURES,
+    Sink,
+    copy_digest,
+    fold,
+    free_port,
+    naive_match,
+    run_cli,
+    serving,
+    write_config,
+)
 
 SUBSCRIBERS = {
     "alice@example.org": (["instruction-following", "reward model"], ["survey"]),
@@ -146,7 +156,6 @@ def test_run_once_delivers_each_match_exactly_once(
 
 
 def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path, database_url: str) -> None:
-    from aiosmtpd.controller import Controller
 
     port = free_port()  # nothing listens yet
     config = config_for(tmp_path, port, database_url, retry_after="0s")  # due again at once
@@ -158,15 +167,11 @@ def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path, databa
     assert pending["sent"] == 0 and pending["pending"] > 0
 
     sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serving(sink, port=port):
         up = run_cli("--config", config, "run", "--once")
         assert up.returncode == 0, up.stderr
         again = run_cli("--config", config, "run", "--once")
         assert again.returncode == 0
-    finally:
-        controller.stop()
     want = expected(["digest-a.txt"])
     assert sorted(m["To"].addresses[0].addr_spec for m in sink.messages) == sorted(
         e for e, t in want.items() if t

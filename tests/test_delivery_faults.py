@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from service import store
 from service.cycle import App
 from service.settings import parse_settings
-from tests.helpers import FIXED_NOW, copy_digest, free_port
+from tests.helpers import FIXED_NOW, copy_digest, serving
 
 SUBSCRIBERS = ["alice@example.org", "bob@example.org", "carol@example.org", "dave@example.org"]
 
@@ -84,18 +84,8 @@ def apps() -> Iterator[list[App]]:
 
 @pytest.fixture
 def serve() -> Iterator[object]:
-    controllers: list[Controller] = []
-
-    def start(handler: Misbehaving) -> int:
-        port = free_port()
-        controller = Controller(handler, hostname="127.0.0.1", port=port)
-        controller.start()
-        controllers.append(controller)
-        return port
-
-    yield start
-    for controller in controllers:
-        controller.stop()
+    with ExitStack() as servers:
+        yield lambda handler: servers.enter_context(serving(handler))
 
 
 class Clock:

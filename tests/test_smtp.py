@@ -1,22 +1,24 @@
 """The SMTP transport against real aiosmtpd servers: STARTTLS, implicit TLS, AUTH."""
 
 import asyncio
+import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from service.mailer import SendError
 from service.message import Mail, list_id
 from service.render import Digest, PaperView, Renderer, templates_path
 from service.settings import Smtp
-from service.smtp import SmtpTransport
-from tests.helpers import FIXED_NOW, Sink, free_port
+from service.smtp import SmtpConnection, SmtpTransport
+from tests.helpers import FIXED_NOW, SENDER, Sink, rendered, serving
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +56,15 @@ def authenticator(server, session, envelope, mechanism, auth_data):  # type: ign
 def server(certificate: tuple[Path, Path], *, implicit: bool) -> Iterator[tuple[Sink, int]]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(*map(str, certificate))
-    sink, port = Sink(), free_port()
+    sink = Sink()
     # aiosmtpd cannot tell that an implicit-TLS session is encrypted; AUTH is still over TLS here
     kwargs = (
         {"ssl_context": ctx, "auth_require_tls": False}
         if implicit
         else {"tls_context": ctx, "require_starttls": True}
     )
-    controller = Controller(
-        sink, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_required=True, **kwargs
-    )
-    controller.start()
-    try:
+    with serving(sink, authenticator=authenticator, auth_required=True, **kwargs) as port:
         yield sink, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture
@@ -130,10 +126,8 @@ def test_an_untrusted_certificate_is_refused_by_default(starttls_server: tuple[S
 
 def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
     """RFC 6531: a digest to jürgen@… goes with SMTPUTF8 and arrives with the address intact."""
-    sink, port = Sink(), free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
-    controller.start()
-    try:
+    sink = Sink()
+    with serving(sink, enable_SMTPUTF8=True) as port:
         digest = Digest(
             to_email="jürgen@example.org",
             to_name="Jürgen",
@@ -153,8 +147,6 @@ def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
                 await conn.send(mail)
 
         asyncio.run(go())
-    finally:
-        controller.stop()
     assert sink.envelopes == [("papers@example.org", ["jürgen@example.org"])]
     assert len(sink.messages) == 1
     assert "To: Jürgen <jürgen@example.org>\n" in mail.data.decode()  # UTF-8 as is, not encoded-words
@@ -172,15 +164,10 @@ class SevenBitSink(Sink):
 def test_8bit_parts_go_as_8bitmime_or_quoted_printable_to_a_server_without_it(offers_8bitmime: bool) -> None:
     """RFC 6152: raw UTF-8 in a body only with BODY=8BITMIME, to a server that offers it;
     otherwise the same message in quoted-printable. Either way the reader gets the same text."""
-    from tests.test_render import DIGEST, SENDER
-
-    mail = Renderer(templates_path()).message(DIGEST, sender=SENDER, list_id=list_id(SENDER))
+    mail = rendered()
     assert mail.eight_bit
     sink = Sink() if offers_8bitmime else SevenBitSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with serving(sink) as port:
 
         async def go() -> None:
             async with SmtpTransport(
@@ -190,8 +177,6 @@ def test_8bit_parts_go_as_8bitmime_or_quoted_printable_to_a_server_without_it(of
                 await conn.send(mail)  # the second on the same session, after its EHLO
 
         asyncio.run(go())
-    finally:
-        controller.stop()
     assert len(sink.raw) == 2
     for raw, options in zip(sink.raw, sink.options, strict=True):
         assert ("BODY=8BITMIME" in options) == offers_8bitmime
@@ -204,3 +189,62 @@ def test_8bit_parts_go_as_8bitmime_or_quoted_printable_to_a_server_without_it(of
             got, want = msg.get_body((subtype,)), expected.get_body((subtype,))
             assert got is not None and want is not None
             assert got.get_content().replace("\r\n", "\n") == want.get_content()
+
+
+@contextmanager
+def silent_at_close(certificate: tuple[Path, Path]) -> Iterator[int]:
+    """An implicit-TLS SMTP server that takes one message, answers QUIT, and then keeps
+    the connection open without a word (no TLS close_notify) until the block ends: as a
+    busy or sloppy server does."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, certificate))
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with ctx.wrap_socket(raw, server_side=True) as conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 silent\r\n")
+            for line in lines:
+                verb = line[:4].upper()
+                if verb == b"DATA":
+                    conn.sendall(b"354 go on\r\n")
+                    while lines.readline() not in (b".\r\n", b""):
+                        pass
+                    conn.sendall(b"250 taken\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    done.wait(timeout=60)  # and say nothing more
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        done.set()
+        thread.join(timeout=60)
+        listener.close()
+
+
+def test_a_session_closes_its_socket_before_the_run_ends_whatever_the_server_does(
+    certificate: tuple[Path, Path],
+) -> None:
+    """After QUIT, a TLS close that waits for the server's close_notify would outlive a
+    run's event loop and leave the socket to the garbage collector (a ResourceWarning
+    in whatever test runs next): the session's socket is closed when ``connect()`` ends."""
+    sockets = []
+    with silent_at_close(certificate) as port:
+
+        async def go() -> None:
+            config = Smtp(host="127.0.0.1", port=port, tls=True, validate_certs=False)
+            async with SmtpTransport(config, sender="paperboy <papers@example.org>").connect() as conn:
+                await conn.send(Mail.of(message()))
+                assert isinstance(conn, SmtpConnection)
+                sockets.append(conn.client.transport.get_extra_info("socket"))
+            sockets.append(sockets[0].fileno())  # as the block ends, before the loop does
+
+        asyncio.run(go())
+    assert sockets[1] == -1
