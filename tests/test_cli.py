@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from email import policy
 from email.parser import BytesParser
@@ -141,10 +142,17 @@ def test_run_polls_reloads_config_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "service", "--config", str(config), "run"],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    log: list[str] = []  # its log lines so far, read as they come
+    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+
+    def logged(event: str) -> bool:
+        return any(event in line for line in list(log))
+
     try:
         wait_for(lambda: (tmp_path / "db" / "paperboy.db").exists())
         copy_digest("digest-a.txt", tmp_path / "inbox")
@@ -160,17 +168,20 @@ def test_run_polls_reloads_config_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert health.status_code == 200 and health.json()["store"] == "ok"
         feed = httpx.get(f"http://127.0.0.1:{port}/feeds/all.atom", timeout=10)
         assert feed.status_code == 200 and b"Pushing Frontiers" in feed.content
-        time.sleep(1.5)
         config.write_text(config.read_text() + "bogus_key: 1\n")  # an invalid edit
-        time.sleep(4)
+        wait_for(lambda: logged("config.rejected"))
         config.write_text(config.read_text().replace("bogus_key: 1\n", "").replace("gaussian", "nerf"))
-        time.sleep(4)
+        wait_for(lambda: logged("config.reloaded"))
         assert proc.poll() is None  # still running on the last good configuration
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(timeout=30)
+        reader.join(timeout=30)
+        proc.stderr.close()  # type: ignore[union-attr]
+    err = "".join(log)
     assert proc.returncode == 0, err
     assert "service.started" in err and "ingest.file" in err
     assert "config.rejected" in err and "bogus_key: unknown key" in err

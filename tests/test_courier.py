@@ -235,30 +235,49 @@ def read_answers(stream: IO[bytes]) -> list[dict[str, object]]:
     return out
 
 
-def test_the_child_leaves_at_once_when_its_parent_dies(slow_server: tuple[SlowRcpt, int]) -> None:
-    """Its stdin closes without "stop": it exits in the middle of a session, and the
-    server, which never saw the end of the DATA, delivers nothing."""
-    sink, port = slow_server
-    sink.delay = 2.0
-    child = subprocess.Popen(
-        [sys.executable, "-m", "service.courier"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert child.stdin is not None and child.stdout is not None
-    child.stdin.write(frame({"smtp": smtp(port).model_dump(), "sender": SENDER}))
-    for i in range(3):
-        m = mail(i)
-        child.stdin.write(
-            frame({"seq": i, "to": m.to, "message_id": m.message_id, "eight_bit": False}, m.data)
+class HeldRcpt(Sink):
+    """A sink that holds every RCPT unanswered until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = threading.Event()  # a RCPT has come and waits for its answer
+        self.release = threading.Event()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        self.asked.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_the_child_leaves_at_once_when_its_parent_dies() -> None:
+    """Its stdin closes without "stop": it exits in the middle of a session (its RCPT
+    still unanswered), and the server, which never saw the DATA, delivers nothing."""
+    sink = HeldRcpt()
+    with serving(sink) as port:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "service.courier"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
-    child.stdin.flush()
-    time.sleep(1.0)  # the first email is waiting for its RCPT answer
-    started = time.monotonic()
-    child.stdin.close()  # the parent is gone
-    assert child.wait(timeout=10) == 1
-    assert time.monotonic() - started < 1.0  # not after the RCPT answer (2 s)
-    assert read_answers(child.stdout) == []  # no answer: nothing was sent
-    child.stdout.close()
-    time.sleep(2.5)
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write(frame({"smtp": smtp(port).model_dump(), "sender": SENDER}))
+            for i in range(3):
+                m = mail(i)
+                child.stdin.write(
+                    frame({"seq": i, "to": m.to, "message_id": m.message_id, "eight_bit": False}, m.data)
+                )
+            child.stdin.flush()
+            assert sink.asked.wait(timeout=60)  # the first email is waiting for its RCPT answer
+            child.stdin.close()  # the parent is gone
+            assert child.wait(timeout=60) == 1  # gone, the RCPT still unanswered
+            assert read_answers(child.stdout) == []  # no answer: nothing was sent
+        finally:
+            sink.release.set()
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=60)
+            child.stdout.close()
     assert sink.messages == []
 
 
