@@ -13,7 +13,7 @@ The parent talks to the child over its stdin and stdout, in frames: two
 lengths (4 bytes each, big-endian), a JSON header, then a body.
 
 parent -> child
-  the first frame: ``{"smtp": {...}, "sender": ..., "concurrency": n}``
+  the first frame: ``{"smtp": {...}, "sender": ...}`` (the sessions to open are ``smtp.concurrency``)
   (the password goes through the pipe, never on a command line);
   an email: ``{"seq": n, "to": ..., "message_id": ..., "eight_bit": b}``,
   the message as the body; ``{"end": true}``: no more emails, send what you

@@ -2,7 +2,7 @@
 
 Several ``paperboy run`` processes may share one database (PostgreSQL across
 machines, or SQLite on one). Deliveries are safe to share, since rows are
-claimed (see :mod:`service.outbox`), but only one process should run the
+claimed (see :mod:`service.delivery`), but only one process should run the
 schedule. The first to take the lock schedules; the others wait in standby
 and take over when it goes away.
 
