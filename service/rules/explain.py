@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .evaluate import Hits, holds
-from .index import Index, Match
+from .index import Compiled, Index, Match
 from .query import Leaf, Node, Not, RuleSet
 
 
@@ -66,21 +66,21 @@ def _term_lines(leaves: Sequence[Leaf], hits: Hits, pad: str, out: list[str]) ->
     return hit
 
 
-def _rule_lines(rules: RuleSet, hits: Hits, depth: int, out: list[str]) -> None:
-    """The lines of one (compiled) rule set."""
-    pad = "  " * depth
+def _rule_lines(index: Index, compiled: Compiled, hits: Hits, depth: int, out: list[str]) -> None:
+    """The lines of one rule set as ``index`` holds it."""
+    pad, rules = "  " * depth, compiled.rules
     if rules.keywords:
         at = len(out)
         out.append("")
-        found = _term_lines(rules.keywords, hits, pad, out)
+        found = _term_lines([index.compiled(leaf) for leaf in rules.keywords], hits, pad, out)
         out[at] = f"{pad}keywords (any of): {'match' if found else 'no match'}"
-    if rules.query is not None:
-        out.append(f"{pad}query {rules.query_text}: {'match' if holds(rules.query, hits) else 'no match'}")
-        _node_lines(rules.query, hits, depth + 1, out)
+    if compiled.query is not None:
+        out.append(f"{pad}query {rules.query_text}: {'match' if holds(compiled.query, hits) else 'no match'}")
+        _node_lines(compiled.query, hits, depth + 1, out)
     if rules.exclude:
         at = len(out)
         out.append("")
-        found = _term_lines(rules.exclude, hits, pad, out)
+        found = _term_lines([index.compiled(leaf) for leaf in rules.exclude], hits, pad, out)
         verdict = f"excluded by {', '.join(map(str, found))}" if found else "nothing excluded"
         out[at] = f"{pad}exclude (none of): {verdict}"
 
@@ -97,13 +97,13 @@ def explain(rules: RuleSet, topics: Mapping[str, RuleSet], title: str, abstract:
     result = index.match(title, abstract)
     match = result.subscribers[0] if result.subscribers else None
     lines: list[str] = []
-    _rule_lines(index.subscribers[0].rules, hits, 0, lines)
+    _rule_lines(index, index.subscribers[0], hits, 0, lines)
     matched_topics = {m.owner for m in result.topics}
     for topic in index.topics:
         lines.append(
             f"topic {topic.rules.owner}: {'match' if topic.rules.owner in matched_topics else 'no match'}"
         )
-        _rule_lines(topic.rules, hits, 1, lines)
+        _rule_lines(index, topic, hits, 1, lines)
     if not rules.keywords and rules.query is None and not followed:
         lines.append("no rules: this subscriber has no keywords, query or topics")
     if match is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import ahocorasick
@@ -60,9 +60,10 @@ class Result:
 
 @dataclass(slots=True)
 class Compiled:
-    """One rule set as the index holds it: every leaf compiled (given its term id)."""
+    """One rule set as the index holds it: its terms replaced by the index's term ids."""
 
-    rules: RuleSet  # the rule set, its keywords, exclude and query made of compiled leaves
+    rules: RuleSet  # as parsed
+    query: Node | None  # the query with every leaf compiled (given its term id)
     keywords: Reasons  # term -> as written
     positive: set[int | Pattern]  # every term that can make this rule true
     topics: tuple[int, ...]  # indexes into Index.topics
@@ -70,10 +71,6 @@ class Compiled:
     plain_keywords: bool = True  # no regex among the keywords
     exclude_ids: frozenset[int] = frozenset()  # the exclude terms that are not regexes
     exclude_patterns: tuple[Pattern, ...] = ()
-
-    @property
-    def query(self) -> Node | None:
-        return self.rules.query
 
 
 # What brought a paper to one rule set: the matched terms (term -> as written) and the rules.
@@ -136,18 +133,20 @@ class Index:
 
     # ------------------------------------------------------------ compiling
 
-    def _leaf(self, leaf: Leaf) -> Leaf:
-        ref = (
-            leaf.term
-            if isinstance(leaf.term, Pattern)
-            else self._term_ids.setdefault(leaf.term, len(self._term_ids))
-        )
-        return leaf.with_ref(ref)
+    def _ref(self, term: Term | Pattern) -> int | Pattern:
+        """The term's id, given on first sight (a regex is its own reference)."""
+        if isinstance(term, Pattern):
+            return term
+        return self._term_ids.setdefault(term, len(self._term_ids))
+
+    def compiled(self, leaf: Leaf) -> Leaf:
+        """``leaf`` (of a rule set this index holds) with its reference, as the evaluator needs it."""
+        return leaf.with_ref(self._ref(leaf.term))
 
     def _tree(self, node: Node, positive: set[int | Pattern], polarity: bool = True) -> Node:
         """``node`` with every leaf compiled; the terms that can make it true go to ``positive``."""
         if isinstance(node, Leaf):
-            leaf = self._leaf(node)
+            leaf = self.compiled(node)
             if polarity:
                 assert leaf.ref is not None
                 positive.add(leaf.ref)
@@ -158,19 +157,17 @@ class Index:
         return And(children) if isinstance(node, And) else Or(children)
 
     def _compile(self, rules: RuleSet, topic_index: Mapping[str, int]) -> Compiled:
-        keyword_leaves = tuple(self._leaf(leaf) for leaf in rules.keywords)
-        exclude_leaves = tuple(self._leaf(leaf) for leaf in rules.exclude)
         keywords: Reasons = {}
-        for leaf in keyword_leaves:
-            assert leaf.ref is not None
-            keywords.setdefault(leaf.ref, leaf.text)
-        exclude = [leaf.ref for leaf in exclude_leaves]
+        for leaf in rules.keywords:
+            keywords.setdefault(self._ref(leaf.term), leaf.text)
+        exclude = [self._ref(leaf.term) for leaf in rules.exclude]
         positive: set[int | Pattern] = set(keywords)
         query = None if rules.query is None else self._tree(rules.query, positive)
         exclude_patterns = tuple(ref for ref in exclude if isinstance(ref, Pattern))
         plain = not any(isinstance(ref, Pattern) for ref in keywords)
         return Compiled(
-            rules=replace(rules, keywords=keyword_leaves, exclude=exclude_leaves, query=query),
+            rules=rules,
+            query=query,
             keywords=keywords,
             positive=positive,
             topics=tuple(topic_index[name] for name in dict.fromkeys(rules.topics)),
