@@ -21,6 +21,8 @@ from .log import event, setup
 from .settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from .cycle import App
 
 # Each command imports what it uses: the scheduler (APScheduler) and the web server
@@ -85,11 +87,39 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="only the web server: feeds, unsubscribe, status page (no scheduling)")
 
+    forget = sub.add_parser(
+        "forget", help="take papers out of every feed and the outbox (sent emails stay recorded)"
+    )
+    forget.add_argument(
+        "papers", nargs="*", metavar="PAPER", help="a paper's title, or enough of it to be unique"
+    )
+    forget.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="everything this digest file brought that no other file also brought (a path, or the "
+        "name it was ingested under)",
+    )
+    rematch = sub.add_parser(
+        "rematch", help="match recent papers again and queue what was missed (a new or edited rule)"
+    )
+    rematch.add_argument(
+        "--since", type=float, required=True, metavar="DAYS", help="papers first seen in the last DAYS days"
+    )
+    rematch.add_argument(
+        "who", nargs="?", metavar="EMAIL|TOPIC", help="one subscriber or topic (default: everyone)"
+    )
+    forget.add_argument("--dry-run", action="store_true", help="say what would be forgotten, change nothing")
+
     resub = sub.add_parser("resubscribe", help="undo a subscriber's one-click unsubscribe")
     resub.add_argument("email", metavar="EMAIL")
 
     status = sub.add_parser("status", help="papers, files and deliveries in the store")
     status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument(
+        "--subscribers", action="store_true", help="also each subscriber: private feed and page URLs"
+    )
     return p
 
 
@@ -143,7 +173,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         failed=len(report.delivery.failed),
         feeds_changed=report.feeds_changed,
     )
-    return OK if report.ok else FAILURE
+    if not report.ok:
+        event(log, "cycle.failed", level=logging.ERROR, reason=report.error)
+        return FAILURE
+    return OK
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -233,32 +266,37 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
+def _find_paper(session: Session, text: str) -> store.Paper:
+    """The paper whose title is ``text``, or the one paper whose title holds it (folded)."""
+    from .text import paper_key
+
+    key = paper_key(text)
+    if not key:
+        raise UsageError(f"{text!r} holds no word of a title")
+    paper = store.find_paper(session=session, key=key)
+    if paper is not None:
+        return paper
+    found = store.search_papers(session=session, words=key, limit=11)
+    if not found:
+        raise UsageError(f"no paper in the store has a title like {text!r}")
+    if len(found) > 1:
+        listed = "\n".join(f"  {p.title}" for p in found[:10])
+        more = "\n  ..." if len(found) > 10 else ""
+        raise UsageError(f"{len(found)} papers have titles like {text!r}; say which:\n{listed}{more}")
+    return found[0]
+
+
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from .cycle import subscriber_rules, topic_rules
     from .rules import explain
-    from .text import paper_key
 
     wanted = next((s for s in settings.subscribers if s.email.lower() == args.email.lower()), None)
     if wanted is None:
         raise UsageError(f"{args.email} is not a subscriber in {args.config}")
-    key = paper_key(args.paper)
-    if not key:
-        raise UsageError(f"{args.paper!r} holds no word of a title")
     app = _app(settings)
     app.prepare_store()
     with store.reading(app.engine) as session:
-        paper = store.find_paper(session=session, key=key)
-        if paper is None:
-            found = store.search_papers(session=session, words=key, limit=11)
-            if not found:
-                raise UsageError(f"no paper in the store has a title like {args.paper!r}")
-            if len(found) > 1:
-                listed = "\n".join(f"  {p.title}" for p in found[:10])
-                more = "\n  ..." if len(found) > 10 else ""
-                raise UsageError(
-                    f"{len(found)} papers have titles like {args.paper!r}; say which:\n{listed}{more}"
-                )
-            paper = found[0]
+        paper = _find_paper(session, args.paper)
         sub = store.subscriber_by_email(session=session, email=wanted.email)
         delivery = (
             store.find_delivery(session=session, subscriber_id=sub.id, paper_id=paper.id)
@@ -277,8 +315,9 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         print(f"store: delivery {delivery.state}{when}, score {delivery.score}, via {via}{error}")
     elif explanation.match is not None:
         print(
-            "store: no delivery recorded: papers are matched once, when first seen, "
-            "and this rule did not match then (or the subscriber joined later)"
+            "store: no delivery recorded: papers are matched when first seen, and a new or edited "
+            f"rule receives the last {settings.backfill} days (backfill); this one is older, or the "
+            f"rule changed since. To queue it: paperboy rematch --since DAYS {wanted.email}"
         )
     else:
         print("store: no delivery recorded")
@@ -291,25 +330,176 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     with store.reading(engine) as session:
         counts = store.counts(session=session)
         counts["failures"] = store.failures(session=session)
+        counts["retrying"] = store.retrying(session=session)
         counts["unsubscribed_emails"] = [
             {"email": s.email, "at": s.unsubscribed_at.isoformat() if s.unsubscribed_at else None}
             for s in store.opted_out(session=session)
         ]
+        last = store.last_run(session=session)
+        people = store.subscriber_overview(session=session) if args.subscribers else []
+    counts["last_run"] = (
+        None
+        if last is None
+        else {
+            "job": last.job,
+            "started_at": last.started_at.isoformat(timespec="seconds"),
+            "ok": last.ok,
+            "error": last.error,
+        }
+    )
+    counts["next_delivery"] = _next_delivery(settings)
+    if args.subscribers:
+        counts["subscriber_list"] = [_with_urls(p, settings) for p in people]
     if args.json:
         print(json.dumps(counts, sort_keys=True))
+        return OK
+    d = counts["deliveries"]
+    print(
+        f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}, forgotten "
+        f"{counts['forgotten_papers']}), files {counts['files']}, "
+        f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}), "
+        f"deliveries pending {d['pending']} sending {d['sending']} sent {d['sent']} failed {d['failed']} "
+        f"cancelled {d['cancelled']}, last ingest {counts['last_ingest'] or 'never'}"
+    )
+    run = counts["last_run"]
+    if run is None:
+        print("last run: never")
     else:
-        d = counts["deliveries"]
+        outcome = "ok" if run["ok"] else f"FAILED: {run['error'] or 'see the log'}"
+        print(f"last run: {run['job']} at {run['started_at']}: {outcome}")
+    print(f"next delivery: {counts['next_delivery']} (schedule.deliver {settings.schedule.deliver!r})")
+    for r in counts["retrying"]:
         print(
-            f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}), files {counts['files']}, "
-            f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}), "
-            f"deliveries pending {d['pending']} sending {d['sending']} sent {d['sent']} failed {d['failed']} "
-            f"cancelled {d['cancelled']}, last ingest {counts['last_ingest'] or 'never'}"
+            f"retrying: {r['email']}: {r['papers']} papers after {r['attempts']} attempts, "
+            f"next at {r['next_attempt']}: {r['reason']}"
         )
-        for f in counts["failures"]:
-            print(f"failed: {f['email']}: {f['papers']} papers after {f['attempts']} attempts: {f['reason']}")
-        for u in counts["unsubscribed_emails"]:
-            print(f"unsubscribed: {u['email']} since {u['at']} (undo: paperboy resubscribe {u['email']})")
+    for f in counts["failures"]:
+        print(f"failed: {f['email']}: {f['papers']} papers after {f['attempts']} attempts: {f['reason']}")
+    for u in counts["unsubscribed_emails"]:
+        print(f"unsubscribed: {u['email']} since {u['at']} (undo: paperboy resubscribe {u['email']})")
+    for p in counts.get("subscriber_list", []):
+        name = f" ({p['name']})" if p["name"] else ""
+        last_email = p["last_sent"] or "never"
+        print(f"{p['email']}{name}: {p['state']}, {p['pending']} pending, last email {last_email}")
+        print(f"  feed: {p['atom']} (RSS: {p['rss']})")
+        print(f"  page: {p['page']}")
     return OK
+
+
+def _next_delivery(settings: Settings) -> str:
+    """When ``schedule.deliver`` fires next, in its zone (without importing the scheduler)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from tzlocal import get_localzone
+
+    from .settings.cron import next_fire
+
+    zone = ZoneInfo(settings.timezone) if settings.timezone else get_localzone()
+    return next_fire(settings.schedule.deliver, datetime.now(zone)).isoformat(timespec="minutes")
+
+
+def _with_urls(person: dict[str, object], settings: Settings) -> dict[str, object]:
+    """A subscriber's private feed and page URLs (from the token, which stays out of the JSON)."""
+    from .feeds import feed_url, subscriber_feed
+
+    token = str(person.pop("token"))
+    base = settings.feeds.base_url or ""
+    name = subscriber_feed(token)
+    return {
+        **person,
+        "atom": feed_url(base, name, "atom"),
+        "rss": feed_url(base, name, "rss"),
+        "page": f"{settings.http.url}unsubscribe/{token}",
+    }
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    if not args.papers and not args.file:
+        raise UsageError("say which papers (PAPER...) or which file (--file FILE) to forget")
+    app = _app(settings)
+    app.prepare_store()
+    chosen: dict[int, store.Paper] = {}
+    with store.transaction(app.engine) as session:
+        for text in args.papers:
+            paper = _find_paper(session, text)
+            if paper.forgotten_at is not None:
+                print(f"already forgotten: {paper.title}")
+            elif paper.id is not None:
+                chosen[paper.id] = paper
+        for name in args.file:
+            record = _find_file(session, name)
+            only, shared = store.papers_only_from(session=session, sha256=record.sha256)
+            chosen.update((p.id, p) for p in only if p.id is not None)
+            print(
+                f"{record.path}: {len(only)} papers only it brought; {shared} also brought by another "
+                "file are kept"
+            )
+        for paper in chosen.values():
+            print(f"{'would forget' if args.dry_run else 'forget'}: {paper.title}")
+        if args.dry_run:
+            session.rollback()
+            print(f"dry run: {len(chosen)} papers would be forgotten; nothing changed")
+            return OK
+        done = store.forget_papers(session=session, paper_ids=list(chosen), at=datetime.now(UTC))
+    event(log, "papers.forgotten", papers=done.papers, cancelled=done.cancelled, topic_rows=done.topic_rows)
+    changed = app.write_feeds()
+    print(
+        f"forgot {done.papers} papers: {done.cancelled} pending deliveries cancelled, "
+        f"{done.topic_rows} topic feed entries removed, {changed} feed files rewritten "
+        "(sent emails stay recorded)"
+    )
+    return OK
+
+
+def cmd_rematch(args: argparse.Namespace, settings: Settings) -> int:
+    from .match import subscriber_owner, topic_owner
+
+    if args.since <= 0:
+        raise UsageError("--since takes a number of days above 0")
+    owners: set[str] | None = None
+    if args.who:
+        if any(s.email.lower() == args.who.lower() for s in settings.subscribers):
+            owners = {subscriber_owner(args.who)}
+        elif args.who in settings.topics:
+            owners = {topic_owner(args.who)}
+        else:
+            raise UsageError(f"{args.who} is neither a subscriber nor a topic in {args.config}")
+    app = _app(settings)
+    app.prepare_store()
+    app.match()  # new papers first: a rematch covers only papers matched once already
+    done = app.backfill(owners, days=args.since)
+    print(
+        f"rematched {done.papers} papers of the last {args.since:g} days for {done.owners} subscribers "
+        f"and topics: {done.queued} deliveries queued, {done.topic_entries} topic feed entries added "
+        "(pairs queued before are never queued again)"
+    )
+    if done.topic_entries:
+        app.write_feeds()
+    return OK
+
+
+def _find_file(session: Session, name: str) -> store.IngestedFile:
+    """An ingested file: by the content of the file at ``name`` if it exists, else by the path
+    or file name it was ingested under."""
+    from .ingest import file_hash
+
+    path = Path(name)
+    if path.is_file():
+        record = store.file_by_hash(session=session, sha256=file_hash(path))
+        if record is not None and record.error is None:
+            return record
+    found = store.files_named(session=session, name=path.name if not path.is_absolute() else name)
+    if not found and path.is_absolute():
+        found = store.files_named(session=session, name=path.name)
+    if not found:
+        raise UsageError(f"no ingested file is {name!r} (a rejected file brought nothing to forget)")
+    if len(found) > 1:
+        listed = "\n".join(f"  {f.path} ({f.ingested_at:%Y-%m-%d %H:%M}, {f.entries} entries)" for f in found)
+        raise UsageError(f"{len(found)} ingested files are named {name!r}; give the full path:\n{listed}")
+    return found[0]
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -357,6 +547,8 @@ COMMANDS = {
     "serve": cmd_serve,
     "resubscribe": cmd_resubscribe,
     "explain": cmd_explain,
+    "forget": cmd_forget,
+    "rematch": cmd_rematch,
     "run": cmd_run,
     "ingest": cmd_ingest,
     "check": cmd_check,

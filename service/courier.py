@@ -21,7 +21,7 @@ parent -> child
   start no other.
 child -> parent, one frame per email
   ``{"seq": n, "sent": true}`` (the server accepted it);
-  ``{"seq": n, "error": ..., "temporary": b, "network": b}``;
+  ``{"seq": n, "error": ..., "temporary": b, "network": b, "config": b}``;
   ``{"seq": n, "untried": true}`` (given back: stopped, or no session left);
   ``{"gone": true}`` once every session has given up (the server is away);
   ``{"done": true}`` last, after "end" or "stop".
@@ -181,7 +181,12 @@ class CourierSender:
             if header.get("sent"):
                 outcomes.sent(mail)
             elif "error" in header:
-                error = SendError(header["error"], temporary=header["temporary"], network=header["network"])
+                error = SendError(
+                    header["error"],
+                    temporary=header["temporary"],
+                    network=header["network"],
+                    config=header.get("config", False),
+                )
                 await outcomes.failed(mail, error)
             else:  # untried
                 queue.put_nowait(mail)
@@ -226,7 +231,15 @@ async def _serve() -> None:
     stopping = ending = False  # "stop": start no other send; "end": no more will come
 
     async def failed(email: _Email, exc: SendError) -> None:
-        answer({"seq": email.seq, "error": str(exc), "temporary": exc.temporary, "network": exc.network})
+        answer(
+            {
+                "seq": email.seq,
+                "error": str(exc),
+                "temporary": exc.temporary,
+                "network": exc.network,
+                "config": exc.config,
+            }
+        )
 
     senders = [
         asyncio.create_task(

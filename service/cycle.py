@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from . import feeds, store
 from .delivery import DeliveryReport, DeliveryRun
-from .ingest import FileReport, ingest_file, scan_inbox
+from .ingest import REJECTED, FileReport, ingest_file, move_aside, scan_inbox
 from .log import event
 from .mailer import Sender, build_sender
-from .match import match_new
+from .match import Backfill, changed_owners, match_new, rematch
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
 from .settings import Settings, SubscriberConfig
@@ -64,8 +64,22 @@ class CycleReport:
     feeds_changed: int = 0
 
     @property
+    def rejected(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == "rejected"]
+
+    @property
     def ok(self) -> bool:
-        return self.delivery.ok
+        """Nothing went wrong: no file rejected, no delivery failed or deferred by an error."""
+        return self.delivery.ok and not self.rejected
+
+    @property
+    def error(self) -> str | None:
+        """What went wrong, in a line (None when ok): for the job's record and /healthz."""
+        reasons = [f"{len(self.rejected)} file(s) rejected (moved to the inbox's {REJECTED}/)"] * bool(
+            self.rejected
+        )
+        reasons += self.delivery.problems
+        return "; ".join(reasons) or None
 
 
 class App:
@@ -88,6 +102,7 @@ class App:
         self.stop = stop or threading.Event()
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._migrated = False
+        self._rules_seen = False  # the rules' fingerprints were compared with the store's
 
     def prepare_store(self) -> None:
         """Migrate the schema (once per App) and make the subscribers table follow the configuration."""
@@ -117,7 +132,8 @@ class App:
         return reports
 
     def poll_inbox(self) -> tuple[list[FileReport], list[Path]]:
-        ready, waiting = scan_inbox(self.settings.inbox, settle=self.settings.inbox_settle, now=time.time())
+        inbox = self.settings.inbox
+        ready, waiting = scan_inbox(inbox, settle=self.settings.inbox_settle, now=time.time())
         for path in waiting:
             event(
                 log,
@@ -125,13 +141,48 @@ class App:
                 path=path,
                 hint=f"changed in the last {self.settings.inbox_settle:g}s; taken at a later poll",
             )
-        return self.ingest(ready), waiting
+        reports = self.ingest(ready)
+        for report in reports:
+            if report.status == "rejected":
+                moved = move_aside(report.path, inbox / REJECTED)
+                event(
+                    log,
+                    "inbox.rejected",
+                    level=logging.ERROR,
+                    path=report.path,
+                    moved_to=moved,
+                    reason=report.error,
+                    hint="nothing of it was stored; fix it and put it back, or leave it",
+                )
+        return reports, waiting
 
     def match(self) -> tuple[int, int]:
+        """Backfill the rule sets that are new or changed (once per configuration), then match
+        the new papers; returns (papers matched, deliveries queued) of the new papers."""
+        if not self._rules_seen:
+            self.backfill(changed_owners(self.engine, self.settings), days=self.settings.backfill)
+            self._rules_seen = True
         papers, queued = match_new(self.engine, self.index, at=self.clock())
         if papers:
             event(log, "match.done", papers=papers, deliveries=queued)
         return papers, queued
+
+    def backfill(self, owners: set[str] | None, *, days: float) -> Backfill:
+        """Match the papers of the last ``days`` days against ``owners``' rules (None: everyone's)."""
+        if owners is not None and not owners:
+            return Backfill(0, 0, 0, 0)
+        done = rematch(self.engine, self.settings, owners=owners, days=days, at=self.clock())
+        if done.queued or done.topic_entries:
+            event(
+                log,
+                "match.backfill",
+                owners=done.owners,
+                days=days,
+                papers=done.papers,
+                deliveries=done.queued,
+                topic_entries=done.topic_entries,
+            )
+        return done
 
     @property
     def sender(self) -> Sender:
@@ -173,17 +224,23 @@ class App:
         go to the store for /healthz, /metrics and the status page. None when it raised."""
         started, t0 = self.clock(), time.monotonic()
         report: CycleReport | None = None
+        error: str | None = None
         try:
             report = self.cycle(send=send)
+            error = report.error
             return report
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             run = store.JobRun(
                 job=job,
                 started_at=started,
                 seconds=time.monotonic() - t0,
-                ok=report is not None and report.ok,
+                ok=error is None,
                 papers=sum(f.new_papers for f in report.files) if report else 0,
                 emails=report.delivery.emails if report else 0,
+                error=error[:1000] if error else None,
             )
             try:
                 with store.transaction(self.engine) as session:

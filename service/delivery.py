@@ -29,7 +29,10 @@ in this event loop (:class:`~service.mailer.InProcessSender`).
    doubling up to ``retry_max``); a permanent error (5xx, the recipient
    refused) or the last of ``max_attempts`` -> ``failed``, with the reason.
    Rows claimed but not tried (the run stopped, the server went away) go
-   back to ``pending`` without an attempt counted.
+   back to ``pending`` without an attempt counted. An error of the setup
+   (a refused login, TLS that does not fit, a server that cannot be reached:
+   ``SendError.config``) is no attempt either: the run stops at the first,
+   leaves every row pending, and reports what to fix (``DeliveryReport.halted``).
 
 A row in ``sending`` whose lease has run out belongs to a process that died:
 it is due again, but every claim first folds the sent marks of every
@@ -94,10 +97,21 @@ class DeliveryReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (address, reason): failed for good
     retrying: list[tuple[str, str]] = field(default_factory=list)  # (address, reason): due again later
     not_tried: int = 0  # emails claimed and given back (the run stopped or the server went away)
+    halted: str | None = None  # an error of the setup stopped the run (what to fix)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.retrying
+        return not self.failed and not self.retrying and self.halted is None
+
+    @property
+    def problems(self) -> list[str]:
+        """What went wrong, a phrase each (empty when ok)."""
+        out = [f"delivery stopped: {self.halted}"] if self.halted else []
+        if self.failed:
+            out.append(f"{len(self.failed)} email(s) failed for good, first: {self.failed[0][1]}")
+        if self.retrying:
+            out.append(f"{len(self.retrying)} email(s) deferred to a retry, first: {self.retrying[0][1]}")
+        return out
 
 
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
@@ -183,6 +197,10 @@ class DeliveryRun:
     worker: str = field(default_factory=worker_id)
     rng: random.Random = field(default_factory=random.Random)
     stop: threading.Event = field(default_factory=threading.Event)
+    halted: threading.Event = field(default_factory=threading.Event)  # an error of the setup
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.halted.is_set()
 
     def run(self) -> DeliveryReport:
         """Claim, compose and send chunk after chunk until nothing is due (or the server is away)."""
@@ -220,7 +238,7 @@ class DeliveryRun:
             async def failed(mail: Mail, exc: SendError) -> None:
                 await asyncio.get_running_loop().run_in_executor(marks, self._failed, mail, exc, report)
 
-            outcomes = Outcomes(took=took, sent=sent, failed=failed, stopped=self.stop.is_set)
+            outcomes = Outcomes(took=took, sent=sent, failed=failed, stopped=self._stopping)
             sending = asyncio.create_task(sender.run(queue, outcomes))
             try:
                 await self._produce(queue, low, sending, claims, composes, composer, report)
@@ -270,27 +288,27 @@ class DeliveryRun:
                     return  # nothing is due
                 if not claim.rows:  # all due rows are locked by another process claiming them now
                     busy += 1
-                    if busy > 50 or self.stop.is_set():
+                    if busy > 50 or self._stopping():
                         return
                     await asyncio.sleep(0.1)
                     ahead = loop.run_in_executor(claims, self._claim, claim.after)
                     continue
                 busy = 0
-                if self.stop.is_set():
+                if self._stopping():
                     return
                 ahead = loop.run_in_executor(claims, self._claim, claim.after)  # claim on meanwhile
                 outgoing = await loop.run_in_executor(
                     composes, functools.partial(composer, claim.rows, at=claim.at)
                 )
                 # queue it once the senders are nearly through what they have (or all gone)
-                while queue.qsize() > self.sender.connections and not self.stop.is_set():
+                while queue.qsize() > self.sender.connections and not self._stopping():
                     low.clear()
                     waiter = asyncio.ensure_future(low.wait())
                     await asyncio.wait([waiter, sending], return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
                     if sending.done():
                         return
-                if self.stop.is_set():
+                if self._stopping():
                     return
                 for mail in outgoing:
                     queue.put_nowait(mail)
@@ -355,6 +373,21 @@ class DeliveryRun:
             event(log, "deliver.lease_lost", level=logging.WARNING, subscriber=subscriber_id, rows=rows)
 
     def _failed(self, mail: Mail, exc: SendError, report: DeliveryReport) -> None:
+        if exc.config:  # not the message's fault: no attempt counted, and the run stops
+            with store.transaction(self.engine) as session:
+                store.release(session=session, delivery_ids=mail.delivery_ids, worker=self.worker)
+            report.not_tried += 1
+            if not self.halted.is_set():
+                self.halted.set()
+                report.halted = str(exc)
+                event(
+                    log,
+                    "deliver.halted",
+                    level=logging.ERROR,
+                    reason=str(exc),
+                    hint="fix the configuration; the deliveries stay pending, no attempt counted",
+                )
+            return
         email = self.settings.email
         attempt = mail.attempts + 1
         permanent = not exc.temporary

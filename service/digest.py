@@ -14,7 +14,14 @@ lines between. The parser promises:
 - a title with no abstract (a cut-off download) is reported and not returned,
   so that the completed file brings the paper whole later;
 - memory stays bounded by the longest line (capped at ``MAX_LINE`` bytes),
-  whatever the size of the file: entries are yielded as they are read.
+  whatever the size of the file: entries are yielded as they are read;
+- a file that is not a digest raises :class:`NotADigest`: one that does not
+  begin like the page (its boilerplate or a date line) before anything is
+  yielded, one whose title/abstract pairs mostly do not look like papers (a
+  title of a sensible length, an abstract of several sentences) once it has
+  been read. The caller takes it whole or not at all (:mod:`service.ingest`
+  stores a file in one transaction), so a README or a CSV in the inbox
+  brings no "papers".
 """
 
 from __future__ import annotations
@@ -45,7 +52,34 @@ _SENTENCE_END = (".", "!", "?", ".)", '."')
 
 
 class DigestError(Exception):
-    """A file that holds nothing to ingest (empty, binary). Names the file."""
+    """A file that holds nothing to ingest (empty, binary, not a digest). Names the file."""
+
+
+class NotADigest(DigestError):
+    """Text that is not a Daily Papers digest (notes, a CSV, source code, another site's page)."""
+
+
+# What a paper looks like on the page (every entry of the real digests does, with room to
+# spare: titles of 5+ words and 31-144 characters, abstracts of 5+ sentences and 1,300+
+# characters). A file is a digest when at least half of its entries look like this.
+PAPER_TITLE_WORDS = 2
+PAPER_TITLE_CHARS = (8, TITLE_MAX)
+PAPER_ABSTRACT_SENTENCES = 2
+PAPER_ABSTRACT_CHARS = 150
+_NOT_A_TITLE_START = tuple("#*->|`{}[]=/\\!@%^&;,")
+_SENTENCE = re.compile(r"[.!?][\"')\]]*(?:\s|$)")
+
+
+def not_a_paper(title: str, abstract: str) -> str | None:
+    """Why a title/abstract pair does not look like a paper of the page (None: it does)."""
+    if title.startswith(_NOT_A_TITLE_START) or title.endswith((":", ";", "{", ",")):
+        return "the title starts or ends like markup or code"
+    shortest, longest = PAPER_TITLE_CHARS
+    if len(title.split()) < PAPER_TITLE_WORDS or not shortest <= len(title) <= longest:
+        return f"a title has {PAPER_TITLE_WORDS}+ words and {shortest}-{longest} characters"
+    if len(abstract) < PAPER_ABSTRACT_CHARS or len(_SENTENCE.findall(abstract)) < PAPER_ABSTRACT_SENTENCES:
+        return f"an abstract has {PAPER_ABSTRACT_SENTENCES}+ sentences and {PAPER_ABSTRACT_CHARS}+ characters"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +210,18 @@ def parse(stream: BinaryIO, digest: DigestFile, *, mtime: datetime) -> Iterator[
     name = digest.name
     title: tuple[int, str] | None = None  # a title waiting for its abstract
     in_header = True
+    page_like = False  # the page's boilerplate or a date line came before the first entry
+    entries = 0
+    unlike: list[tuple[int, str, str]] = []  # (line, title, why) of entries that look like no paper
 
     for number, text in _paragraphs(_read_lines(stream, digest), digest):
         if in_header and text.lower() in BOILERPLATE:
+            page_like = True
             continue
         in_header = False
         date_match = _DATE_LINE.match(text)
         if date_match and date_match.group(1).lower() in _MONTHS:
+            page_like = True
             month = _MONTHS[date_match.group(1).lower()]
             placed = year_for(month, int(date_match.group(2)), mtime=mtime)
             if placed is None:
@@ -190,6 +229,12 @@ def parse(stream: BinaryIO, digest: DigestFile, *, mtime: datetime) -> Iterator[
             else:
                 digest.date = placed
             continue
+        if not page_like:
+            raise NotADigest(
+                f"{name}: not a digest: it does not begin like the Daily Papers page "
+                f"(its boilerplate, such as 'Daily Papers' or 'Subscribe', or a date line such as "
+                f"'Mar 14'); line {number} reads {text[:60]!r}"
+            )
 
         if title is None:
             if _looks_like_abstract(text):
@@ -201,6 +246,10 @@ def parse(stream: BinaryIO, digest: DigestFile, *, mtime: datetime) -> Iterator[
         # A title is waiting. A short paragraph that does not end a sentence
         # is the next title, so the waiting one lost its abstract.
         if _looks_like_abstract(text) or text.endswith(_SENTENCE_END):
+            entries += 1
+            why = not_a_paper(title[1], text)
+            if why is not None:
+                unlike.append((title[0], title[1], why))
             yield Entry(title[1], text, title[0], digest.date)
             title = None
             continue
@@ -216,6 +265,14 @@ def parse(stream: BinaryIO, digest: DigestFile, *, mtime: datetime) -> Iterator[
                 title[0],
                 f"title {title[1][:80]!r} has no abstract (cut-off download?); not stored",
             )
+        )
+    if entries == 0:
+        raise NotADigest(f"{name}: not a digest: no title followed by its abstract anywhere in it")
+    if len(unlike) * 2 > entries:
+        line, first, why = unlike[0]
+        raise NotADigest(
+            f"{name}: not a digest: {len(unlike)} of its {entries} title/abstract pairs do not look "
+            f"like papers ({why}; line {line}: {first[:60]!r})"
         )
 
 

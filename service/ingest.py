@@ -5,7 +5,10 @@ seconds (a download still being written is left for a later poll, and the
 log says so). ``*.part``, ``*.tmp`` and dot-files are never taken.
 
 A file is ingested once: its SHA-256 is recorded, and a file whose content
-is known is skipped at the cost of reading it once. A file whose content
+is known is skipped at the cost of reading it once. A file that is not a
+digest (:class:`~service.digest.DigestError`) is rejected whole: its
+transaction is rolled back, the rejection recorded, and the inbox moves it
+to ``rejected/`` (:func:`move_aside`; never deleted). A file whose content
 changed is ingested again; papers already known are not stored twice. One
 transaction per file: a file is stored whole or not at all. If the file
 changes while it is read, the transaction is rolled back and the file is
@@ -33,6 +36,7 @@ log = logging.getLogger("paperboy.ingest")
 
 BATCH = 1000  # papers per INSERT
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp")
+REJECTED = "rejected"  # the inbox's folder for files that are not digests
 
 
 @dataclass(slots=True)
@@ -108,6 +112,37 @@ class _FileChanged(Exception):
     pass
 
 
+class _Rejected(Exception):
+    pass
+
+
+def _record(
+    path: Path, sha: str, size: int, at: datetime, report: FileReport, digest: DigestFile
+) -> store.IngestedFile:
+    return store.IngestedFile(
+        sha256=sha,
+        path=str(path),
+        size=size,
+        ingested_at=at,
+        entries=report.entries,
+        new_papers=report.new_papers,
+        problems=len(digest.problems),
+        error=report.error,
+    )
+
+
+def move_aside(path: Path, folder: Path) -> Path:
+    """Move a rejected file into ``folder`` (made if missing), never over another file; the new path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    n = 1
+    while target.exists():
+        target = folder / f"{path.stem}.{n}{path.suffix}"
+        n += 1
+    path.rename(target)
+    return target
+
+
 def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
     """Take one digest file into the store. Never raises for what the file holds."""
     sha = file_hash(path)
@@ -130,25 +165,12 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
                 )
                 for batch in _batches(papers):
                     report.entries += len(batch)
-                    report.new_papers += store.add_papers(session=session, papers=batch, at=at)
+                    report.new_papers += store.add_papers(session=session, papers=batch, at=at, sha256=sha)
             except DigestError as exc:
-                report.status, report.error = "rejected", str(exc)
-            else:
-                if reader.sha.hexdigest() != sha:
-                    raise _FileChanged
-            store.record_file(
-                session=session,
-                record=store.IngestedFile(
-                    sha256=sha,
-                    path=str(path),
-                    size=st.st_size,
-                    ingested_at=at,
-                    entries=report.entries,
-                    new_papers=report.new_papers,
-                    problems=len(digest.problems),
-                    error=report.error,
-                ),
-            )
+                raise _Rejected(str(exc)) from exc
+            if reader.sha.hexdigest() != sha:
+                raise _FileChanged
+            store.record_file(session=session, record=_record(path, sha, st.st_size, at, report, digest))
     except _FileChanged:
         event(
             log,
@@ -158,6 +180,11 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
             hint="the file changed while it was read; it is taken at the next poll",
         )
         return FileReport(path, "changed")
+    except _Rejected as exc:  # rolled back whole: nothing of it is stored
+        report.status, report.error = "rejected", str(exc)
+        report.entries = report.new_papers = 0
+        with store.transaction(engine) as session:
+            store.record_file(session=session, record=_record(path, sha, st.st_size, at, report, digest))
     for problem in digest.problems:
         event(
             log,

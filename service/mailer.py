@@ -33,10 +33,17 @@ from .settings import Settings
 
 
 class SendError(Exception):
-    def __init__(self, message: str, *, temporary: bool, network: bool = False) -> None:
+    """A send that failed. ``temporary``: trying again later may help (4xx, network);
+    ``network``: the connection is gone, stop using this one; ``config``: the fault is
+    paperboy's setup, not the message nor the recipient (the login was refused, TLS does
+    not fit the server, the server cannot be reached): no other send of the run can
+    succeed, so the run stops, and the message names what to fix."""
+
+    def __init__(self, message: str, *, temporary: bool, network: bool = False, config: bool = False) -> None:
         super().__init__(message)
-        self.temporary = temporary
-        self.network = network  # the connection is gone: stop using this one
+        self.temporary = temporary or config
+        self.network = network or config
+        self.config = config
 
 
 class Connection(Protocol):
@@ -186,8 +193,9 @@ async def send_from_queue(
     stop (None, which it leaves in the queue for the other connections),
     ``stopped()`` turns true (the item taken goes back to the queue), or the
     server cannot be reached twice in a row (the rest is left to the other
-    connections). ``took()`` after each item taken; ``sent(item)`` once the
-    server accepted it, ``failed(item, error)`` when it did not."""
+    connections), or an error of the setup (``SendError.config``). ``took()``
+    after each item taken; ``sent(item)`` once the server accepted it,
+    ``failed(item, error)`` when it did not."""
     network_errors = 0
     async with transport.connect() as connection:
         while not stopped():
@@ -204,6 +212,8 @@ async def send_from_queue(
                 await connection.send(mail(item))
             except SendError as exc:
                 await failed(item, exc)
+                if exc.config:
+                    return  # no send of this run can succeed: the run stops
                 if exc.network:
                     network_errors += 1
                     if network_errors >= 2:

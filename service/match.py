@@ -1,4 +1,4 @@
-"""Matching: the papers not matched yet, against every rule, into the outbox.
+"""Matching: papers against every rule, into the outbox.
 
 Each new paper is read once by the index (:class:`service.rules.Index`),
 which says every subscriber and topic that gets it and why. A subscriber's
@@ -6,19 +6,30 @@ match becomes a ``deliveries`` row (``pending``, with its terms, score and
 what brought it) before anything is sent: the outbox. A topic's match
 becomes a ``topic_papers`` row: the topic's public feed.
 
-Papers are matched once, when they are new (``papers.matched_at``); a
-subscriber added later receives the papers that arrive after they joined.
-A subscriber who unsubscribed gets no new rows.
+Papers are matched once, when they are new (``papers.matched_at``). A
+subscriber or topic that is added later, or whose rules change, is
+*backfilled*: the papers first seen in the last ``backfill`` days are matched
+against its rules alone when the change is first seen (the rules of each are
+kept as a fingerprint in the store, ``rule_fingerprints``), and ``paperboy
+rematch`` does the same on demand. A pair already queued is never queued
+again (the store refuses a second row per pair), and a subscriber who
+unsubscribed gets no new rows.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from . import store
 from .rules import Index
+from .settings import Settings
 
 MATCH_BATCH = 500  # papers per transaction
 
@@ -32,19 +43,113 @@ def match_new(engine: Engine, index: Index, *, at: datetime) -> tuple[int, int]:
             batch = store.unmatched_papers(session=session, limit=MATCH_BATCH)
             if not batch:
                 return papers_done, queued
-            rows: list[store.NewDelivery] = []
-            topic_rows: list[store.NewTopicPaper] = []
-            for paper in batch:
-                assert paper.id is not None
-                result = index.match(paper.title, paper.abstract)
-                for m in result.subscribers:
-                    sub = active.get(m.owner)
-                    if sub is not None and sub.id is not None and sub.unsubscribed_at is None:
-                        rows.append(store.NewDelivery(sub.id, paper.id, m.score, list(m.terms), list(m.via)))
-                topic_rows.extend(
-                    store.NewTopicPaper(m.owner, paper.id, m.score, list(m.terms)) for m in result.topics
-                )
-            queued += store.add_deliveries(session=session, deliveries=rows, at=at)
-            store.add_topic_papers(session=session, rows=topic_rows, at=at)
+            queued += _queue(session, index, batch, active, topics=None, at=at)[0]
             store.mark_matched(session=session, paper_ids=[p.id for p in batch if p.id], at=at)
             papers_done += len(batch)
+
+
+def _queue(
+    session: Session,
+    index: Index,
+    papers: list[store.Paper],
+    active: dict[str, store.Subscriber],
+    *,
+    topics: Collection[str] | None,
+    at: datetime,
+) -> tuple[int, int]:
+    """Match ``papers`` and queue what matched (of ``topics`` only, when given): (deliveries
+    queued, topic entries added)."""
+    rows: list[store.NewDelivery] = []
+    topic_rows: list[store.NewTopicPaper] = []
+    for paper in papers:
+        assert paper.id is not None
+        result = index.match(paper.title, paper.abstract)
+        for m in result.subscribers:
+            sub = active.get(m.owner)
+            if sub is not None and sub.id is not None and sub.unsubscribed_at is None:
+                rows.append(store.NewDelivery(sub.id, paper.id, m.score, list(m.terms), list(m.via)))
+        topic_rows.extend(
+            store.NewTopicPaper(m.owner, paper.id, m.score, list(m.terms))
+            for m in result.topics
+            if topics is None or m.owner in topics
+        )
+    queued = store.add_deliveries(session=session, deliveries=rows, at=at)
+    return queued, store.add_topic_papers(session=session, rows=topic_rows, at=at)
+
+
+# ---------------------------------------------------------------- backfill
+
+
+def subscriber_owner(email: str) -> str:
+    return f"subscriber:{email.lower()}"
+
+
+def topic_owner(name: str) -> str:
+    return f"topic:{name}"
+
+
+def fingerprints(settings: Settings) -> dict[str, str]:
+    """Each subscriber's and topic's rules as a hash (a subscriber's includes its topics' rules,
+    so a changed topic counts as a change for everyone who follows it)."""
+
+    def digest(value: object) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+    topics = {name: digest([t.keywords, t.exclude, t.query]) for name, t in sorted(settings.topics.items())}
+    out = {topic_owner(name): h for name, h in topics.items()}
+    for s in settings.subscribers:
+        followed = sorted(s.topics)
+        out[subscriber_owner(s.email)] = digest(
+            [s.keywords, s.exclude, s.query, followed, [topics.get(t) for t in followed]]
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    owners: int  # subscribers and topics rematched
+    papers: int  # papers of the window
+    queued: int  # deliveries queued
+    topic_entries: int
+
+
+def rematch(
+    engine: Engine,
+    settings: Settings,
+    *,
+    owners: Collection[str] | None,
+    days: float,
+    at: datetime,
+) -> Backfill:
+    """Match the papers first seen in the last ``days`` days against the rules of ``owners``
+    (``subscriber:<email>``, ``topic:<name>``; None: everyone) and queue what is not queued
+    yet. The fingerprints of the owners rematched are recorded."""
+    from .cycle import subscriber_rules, topic_rules
+
+    prints = fingerprints(settings)
+    chosen = set(prints) if owners is None else set(owners) & set(prints)
+    subs = [s for s in settings.subscribers if subscriber_owner(s.email) in chosen]
+    topics = {name for name in settings.topics if topic_owner(name) in chosen}
+    papers = queued = entries = 0
+    if days > 0 and (subs or topics):
+        index = Index([subscriber_rules(s) for s in subs], list(topic_rules(settings).values()))
+        since, after = at - timedelta(days=days), 0
+        while True:
+            with store.transaction(engine) as session:
+                active = store.active_subscribers(session=session)
+                batch = store.papers_since(session=session, since=since, after=after, limit=MATCH_BATCH)
+                if not batch:
+                    break
+                q, t = _queue(session, index, batch, active, topics=topics, at=at)
+                queued, entries, papers = queued + q, entries + t, papers + len(batch)
+                after = max(p.id or 0 for p in batch)
+    with store.transaction(engine) as session:
+        store.record_fingerprints(session=session, prints={o: prints[o] for o in chosen}, at=at)
+    return Backfill(len(chosen), papers, queued, entries)
+
+
+def changed_owners(engine: Engine, settings: Settings) -> set[str]:
+    """The subscribers and topics whose rules the store has not matched yet (new or edited)."""
+    with store.reading(engine) as session:
+        known = store.fingerprints(session=session)
+    return {owner for owner, h in fingerprints(settings).items() if known.get(owner) != h}

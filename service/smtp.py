@@ -7,6 +7,11 @@ after a disconnect, and reused for all its messages. A message with 8-bit
 parts goes with ``BODY=8BITMIME``, or quoted-printable to a server that does
 not offer it.
 
+Errors of the setup are told apart from the weather (:func:`setup_error`): a
+refused login, TLS that does not fit the server, an untrusted certificate, a
+server that cannot be reached raise :class:`SendError` with ``config``, and
+say which key to look at; a 4xx answer stays a temporary error.
+
 Delivery runs use this in the sending process (:mod:`service.courier`), not
 in the main one; importing aiosmtplib is left to the commands that send.
 """
@@ -14,6 +19,7 @@ in the main one; importing aiosmtplib is left to the commands that send.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.utils import parseaddr
@@ -42,11 +48,9 @@ class SmtpTransport:
             use_tls=c.tls,
             start_tls=c.starttls,
             validate_certs=c.validate_certs,
-            username=c.username,
-            password=c.password,
             timeout=c.timeout,
         )
-        connection = SmtpConnection(client, self.envelope_from)
+        connection = SmtpConnection(client, self.envelope_from, c)
         try:
             yield connection
         finally:
@@ -62,17 +66,89 @@ _NETWORK_ERRORS = (
 )
 
 
+SESSION_CODES = (530, 534, 535, 538)  # authentication required / refused, encryption required
+
+
+def setup_error(exc: BaseException, config: Smtp) -> SendError | None:
+    """What a failure to open the session says about the configuration (None: it is weather,
+    a 4xx greeting). Each message names the keys to look at."""
+    where = f"{config.host}:{config.port}"
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or (
+        isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code in SESSION_CODES
+    ):
+        code, said = getattr(exc, "code", ""), str(getattr(exc, "message", exc))
+        fix = (
+            "the server wants TLS first: leave email.smtp.starttls unset (or true)"
+            if "TLS" in said.upper()
+            else "check email.smtp.username and email.smtp.password"
+        )
+        return SendError(f"{where} refused the session ({code} {said}); {fix}", temporary=True, config=True)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if 400 <= exc.code < 500:
+            return None  # busy, try later
+        return SendError(
+            f"{where} refused the connection ({exc.code} {exc.message}); check email.smtp.host",
+            temporary=True,
+            config=True,
+        )
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        return SendError(
+            f"the TLS certificate of {where} is not trusted ({text}); give the server a certificate "
+            "for this host name, or set email.smtp.validate_certs: false for a private server",
+            temporary=True,
+            config=True,
+        )
+    if isinstance(exc, ssl.SSLError) or "SSL" in text:
+        return SendError(
+            f"TLS failed with {where} ({text}); email.smtp.tls: true is implicit TLS (port 465), "
+            "for port 587 or 25 set starttls instead",
+            temporary=True,
+            config=True,
+        )
+    if "STARTTLS" in text:
+        return SendError(
+            f"{where} does not offer STARTTLS, which email.smtp.starttls: true demands; use the "
+            "server's TLS port with tls: true, or leave starttls unset",
+            temporary=True,
+            config=True,
+        )
+    return SendError(
+        f"cannot connect to {where} ({text}); check email.smtp.host and email.smtp.port, and that the "
+        "server is running",
+        temporary=True,
+        config=True,
+    )
+
+
 class SmtpConnection:
     """One SMTP session, opened on first use and again after a disconnect."""
 
-    def __init__(self, client: aiosmtplib.SMTP, envelope_from: str) -> None:
+    def __init__(self, client: aiosmtplib.SMTP, envelope_from: str, config: Smtp) -> None:
         self.client = client
         self.envelope_from = envelope_from
+        self.config = config
+
+    async def open(self) -> None:
+        """Connect, TLS, EHLO and login; a :class:`SendError` when that fails. (The login is
+        a step of its own, not aiosmtplib's login on connect: a failed connect closes its TLS
+        transport gracefully, and the run's event loop could end before the server's answer,
+        leaving the socket to the garbage collector; :meth:`close` aborts it.)"""
+        try:
+            await self.client.connect()
+            if self.config.username is not None:
+                await self.client.login(self.config.username, self.config.password or "")
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            await self.close()
+            error = setup_error(exc, self.config)
+            if error is None:
+                raise SendError(f"network: {exc}", temporary=True, network=True) from exc
+            raise error from exc
 
     async def send(self, mail: Mail) -> None:
+        if not self.client.is_connected:
+            await self.open()
         try:
-            if not self.client.is_connected:
-                await self.client.connect()
             data, options = mail.data, []
             if mail.smtputf8 or not self.envelope_from.isascii():
                 options.append("SMTPUTF8")
@@ -89,6 +165,8 @@ class SmtpConnection:
             raise SendError(f"refused: {reasons}", temporary=all(400 <= c < 500 for c in codes)) from exc
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
+            if exc.code in SESSION_CODES:  # about the session, not this message
+                raise setup_error(exc, self.config) or SendError(str(exc), temporary=True) from exc
             raise SendError(f"{exc.code} {exc.message}", temporary=400 <= exc.code < 500) from exc
         except _NETWORK_ERRORS as exc:
             await self.close()

@@ -127,7 +127,7 @@ def test_run_once_delivers_each_match_exactly_once(
     second = run_cli("--config", config, "run", "--once")
     assert second.returncode == 0, second.stderr
     assert len(sink.messages) == emails_after_first  # nothing the second time
-    assert status(config) == {**after_first, "last_ingest": after_first["last_ingest"]}
+    assert status(config) | {"last_run": None} == after_first | {"last_run": None}
 
     # a later digest repeating some papers in other spellings
     later = (FIXTURES / "digest-c.txt").read_text()
@@ -162,9 +162,16 @@ def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path, databa
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
     down = run_cli("--config", config, "run", "--once")
     assert down.returncode == 1
-    assert "deliver.failed" in down.stderr and "network" in down.stderr
-    pending = status(config)["deliveries"]
-    assert pending["sent"] == 0 and pending["pending"] > 0
+    # A server that cannot be reached is the setup's fault, not weather: the run stops at
+    # the first error with one ERROR line naming the keys to check, and counts no attempt.
+    errors = [line for line in down.stderr.splitlines() if " ERROR deliver." in line]
+    assert len(errors) == 1 and "deliver.halted" in errors[0], down.stderr
+    assert f"cannot connect to 127.0.0.1:{port}" in errors[0] and "email.smtp.port" in errors[0]
+    assert "deliver.failed" not in down.stderr
+    now = status(config)
+    pending = now["deliveries"]
+    assert pending["sent"] == 0 and pending["pending"] > 0 and now["retrying"] == []
+    assert not now["last_run"]["ok"] and "cannot connect" in now["last_run"]["error"]
 
     sink = Sink()
     with serving(sink, port=port):
@@ -183,3 +190,46 @@ def test_failed_send_stays_pending_and_is_sent_once_later(tmp_path: Path, databa
         "failed": 0,
         "cancelled": 0,
     }
+
+
+def test_a_file_that_is_not_a_digest_is_moved_aside_and_fails_the_run(tmp_path: Path) -> None:
+    """A README saved into the inbox brings no papers, no email and no feed entry: it is
+    moved to inbox/rejected/ with the reason logged, the real digest beside it is taken,
+    and `run --once` exits 1 so that cron mails the operator."""
+    config = write_config(
+        tmp_path / "paperboy.yaml",
+        f"""\
+database: sqlite:///{tmp_path}/paperboy.db
+inbox: {tmp_path}/inbox
+inbox_settle: 0s
+email: {{maildir: {tmp_path}/mail}}
+feeds: {{dir: {tmp_path}/feeds}}
+http: {{enabled: false}}
+subscribers:
+  - email: alice@example.org
+    keywords: [matching, model]
+""",
+    )
+    inbox = tmp_path / "inbox"
+    copy_digest("digest-a.txt", inbox)
+    (inbox / "notes.txt").write_text((Path(__file__).parent.parent / "README.md").read_text())
+    done = run_cli("--config", config, "run", "--once")
+    assert done.returncode == 1
+    assert "inbox.rejected" in done.stderr and "not a digest" in done.stderr and "cycle.failed" in done.stderr
+    assert not (inbox / "notes.txt").exists()
+    assert (inbox / "rejected" / "notes.txt").read_text().startswith("# paperboy")
+    now = status(config)
+    assert (now["papers"], now["files"]) == (39, 1)
+    assert "1 file(s) rejected" in now["last_run"]["error"]
+    entries = feedparser.parse((tmp_path / "feeds" / "all.atom").read_bytes()).entries
+    assert len(entries) == 39 and not any("Matching" in e.title for e in entries)
+
+    # Put back unchanged, it is refused again (not skipped as known), beside the first copy.
+    (inbox / "rejected" / "notes.txt").rename(inbox / "notes.txt")
+    (inbox / "rejected" / "old.txt").write_text("kept")
+    again = run_cli("--config", config, "run", "--once")
+    assert again.returncode == 1 and "not a digest" in again.stderr
+    assert (inbox / "rejected" / "notes.txt").exists()
+
+    quiet = run_cli("--config", config, "run", "--once")  # nothing new, nothing wrong: exit 0
+    assert quiet.returncode == 0, quiet.stderr

@@ -1,8 +1,9 @@
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
-from service.digest import MAX_LINE, DigestError, parse_bytes, year_for
+from service.digest import MAX_LINE, DigestError, NotADigest, not_a_paper, parse_bytes, year_for
 from tests.helpers import FIXTURES
 
 MTIME = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -148,3 +149,77 @@ def test_date_line_is_placed_by_file_mtime() -> None:
         mtime=datetime(2027, 1, 1, tzinfo=UTC),
     )
     assert digest.date == date(2026, 12, 30) == found[0].date
+
+
+# ---------------------------------------------------------------- files that are not digests
+
+REAL = (FIXTURES / "digest-a.txt").read_text()
+ENTRIES = REAL.split("Mar 14\n\n", 1)[1]  # the real entries, without the page's header
+FIRST_TITLE = ENTRIES.split("\n\n")[0]
+FIRST_ABSTRACT = ENTRIES.split("\n\n")[1]
+
+
+def arxiv_listing() -> str:
+    """Another site's digest: the same papers as an arXiv-style listing."""
+    paras = [p for p in ENTRIES.split("\n\n") if p.strip()]
+    return "\n\n".join(
+        f"arXiv:2403.{10000 + i}\nTitle: {t}\nAuthors: A. Author, B. Author\nAbstract: {a}"
+        for i, (t, a) in enumerate(zip(paras[::2], paras[1::2], strict=False))
+    )
+
+
+NOT_DIGESTS = {
+    "readme": (Path(__file__).parent.parent / "README.md").read_text(),
+    "markdown notes": "# Reading group\n\n## Matching\n\nWe talked about the matching. " * 5,
+    "csv": "title,abstract,url\n"
+    + "".join(f'"{FIRST_TITLE} {i}","{FIRST_ABSTRACT[:300]}",https://x.org/{i}\n' for i in range(20)),
+    "python source": (Path(__file__).parent.parent / "service" / "digest.py").read_text(),
+    "another site": "Trending Papers\n\nPapers with Code\n\n" + ENTRIES,
+    "arxiv listing": arxiv_listing(),
+    "entries without the page": ENTRIES,
+    "page header, then notes": "Daily Papers\n\n"
+    + "\n\n".join(f"- item {i}\n\n{'x' * 40} and then some." for i in range(10)),
+    "page header, then prose": "Mar 14\n\n"
+    + "\n\n".join(
+        f"Note {i}\n\nShort line without much in it, and no second sentence at all here." for i in range(6)
+    ),
+    "page header only": "new\n\nSubscribe\n\nDaily Papers\n\nMar 14\n",
+}
+
+
+@pytest.mark.parametrize("text", NOT_DIGESTS.values(), ids=NOT_DIGESTS.keys())
+def test_text_that_is_not_a_digest_is_refused_whole(text: str) -> None:
+    with pytest.raises(NotADigest, match=r"^junk\.txt: not a digest: "):
+        parse_bytes(text.encode(), name="junk.txt", mtime=MTIME)
+
+
+def test_the_refusal_says_why_and_where() -> None:
+    with pytest.raises(NotADigest) as err:
+        parse_bytes(NOT_DIGESTS["readme"].encode(), name="notes.txt", mtime=MTIME)
+    assert "does not begin like the Daily Papers page" in str(err.value) and "line 1" in str(err.value)
+    with pytest.raises(NotADigest) as err:
+        parse_bytes(NOT_DIGESTS["page header, then prose"].encode(), name="p.txt", mtime=MTIME)
+    assert "6 of its 6 title/abstract pairs do not look like papers" in str(err.value)
+    assert "line 3: 'Note 0'" in str(err.value)
+
+
+def test_a_digest_with_a_few_odd_entries_is_still_a_digest() -> None:
+    odd = REAL.replace(FIRST_ABSTRACT, "Short.", 1)
+    digest, found = parse_bytes(odd.encode(), name="a.txt", mtime=MTIME)
+    assert len(found) == 39 and digest.problems == []
+
+
+@pytest.mark.parametrize(
+    ("title", "abstract", "why"),
+    [
+        ("## Matching", ABS_A, "markup"),
+        ("Mamba", ABS_A, "words"),
+        ("A Study of Things", "We show it works.", "sentences"),
+        ("x" * 301 + " y", ABS_A, "characters"),
+        (TITLE_A, ABS_A, None),
+        (FIRST_TITLE, FIRST_ABSTRACT, None),
+    ],
+)
+def test_what_a_paper_looks_like(title: str, abstract: str, why: str | None) -> None:
+    found = not_a_paper(title, abstract)
+    assert (found is None) if why is None else (found is not None and why in found)

@@ -87,13 +87,13 @@ Bcc: victim@example.org\r
 Subject: you won
 
 A title with a CR\rinside and ünïcödé — “quotes” and emoji 🚀 about LLMs. """
-    + "padding " * 40
+    + "Padding it out. " * 20  # an abstract of several sentences, as a digest's are
     + """
 
 Plain Paper About LLMs
 
 An abstract about LLMs with <img src=x onerror=alert(1)> and \r\nX-Injected: yes in it. """
-    + "more " * 60
+    + "More of it. " * 30
     + "\n"
 )
 

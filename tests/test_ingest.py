@@ -96,7 +96,9 @@ def test_unreadable_files_are_rejected_with_their_name(
         report = ingest_file(engine, path, at=FIXED_NOW)
     assert report.status == "rejected" and error in report.error and name in report.error  # type: ignore[operator]
     assert [r.msg for r in caplog.records] == ["ingest.rejected"]
-    assert ingest_file(engine, path, at=FIXED_NOW).status == "known"  # not reported at every poll
+    # Not taken as known: the same file (moved back into the inbox, or named again) is
+    # rejected again, never skipped in silence; the inbox moves it aside (test_cycle).
+    assert ingest_file(engine, path, at=FIXED_NOW).status == "rejected"
     assert counts(engine)["files"] == 0
 
 

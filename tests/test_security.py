@@ -66,7 +66,7 @@ subscribers:
         run_cli("--config", config, "preview", "carol.secretname@example.org", "--format", "eml", env=env),
     ]
 
-    assert outputs[0].returncode == 1 and "deliver.failed" in outputs[0].stderr
+    assert outputs[0].returncode == 1 and "deliver.halted" in outputs[0].stderr
     for result in outputs:
         assert secret not in result.stdout + result.stderr
     feed_files = [

@@ -4,12 +4,15 @@ they must accept and refuse the same lines, or ``check`` would pass a line that
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.settings.cron import check_cron
+from service.settings.cron import check_cron, next_fire
 
 
 def apscheduler_accepts(line: str) -> bool:
@@ -119,3 +122,33 @@ def test_a_refused_line_says_which_field_and_why(line: str, why: str) -> None:
 def test_common_lines_pass(line: str) -> None:
     check_cron(line)
     assert apscheduler_accepts(line)
+
+
+VALID = LINE.filter(ours_accepts)
+AFTER = st.datetimes(
+    min_value=datetime(2024, 1, 1), max_value=datetime(2031, 12, 31), timezones=st.just(UTC)
+).map(lambda t: t.replace(microsecond=0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(VALID, AFTER)
+def test_the_next_delivery_agrees_with_apscheduler(line: str, after: datetime) -> None:
+    """``status`` says when the next delivery is due without importing the scheduler."""
+    theirs = CronTrigger.from_crontab(line, timezone="UTC").get_next_fire_time(
+        None, after + timedelta(seconds=1)
+    )
+    try:
+        ours = next_fire(line, after)
+    except ValueError:  # never within nine years (Feb 30, or Feb 29 on a weekday far off)
+        assert theirs is None or theirs > after + timedelta(days=366 * 9 - 2), (line, theirs)
+        return
+    assert ours == theirs, (line, after)
+
+
+def test_the_next_delivery_of_the_default_line_in_a_zone() -> None:
+    zone = ZoneInfo("Europe/Berlin")
+    after = datetime(2026, 11, 29, 7, 0, 30, tzinfo=zone)
+    assert next_fire("0 7 * * *", after) == datetime(2026, 11, 30, 7, 0, tzinfo=zone)
+    assert next_fire("30 6 * * mon-fri", datetime(2026, 11, 27, 8, 0, tzinfo=zone)) == datetime(
+        2026, 11, 30, 6, 30, tzinfo=zone
+    )

@@ -18,7 +18,7 @@ from service.message import Mail, list_id
 from service.render import Digest, PaperView, Renderer, templates_path
 from service.settings import Smtp
 from service.smtp import SmtpConnection, SmtpTransport
-from tests.helpers import FIXED_NOW, SENDER, Sink, rendered, serving
+from tests.helpers import FIXED_NOW, SENDER, Sink, free_port, rendered, serving
 
 
 @pytest.fixture(scope="module")
@@ -108,20 +108,94 @@ def test_implicit_tls(tls_server: tuple[Sink, int]) -> None:
     assert len(sink.messages) == 1
 
 
-def test_forbidding_starttls_where_the_server_requires_it_fails_clearly(
+def handled_authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+    ok = auth_data.login == b"papers" and auth_data.password == b"s3cret"
+    return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
+
+
+@pytest.fixture
+def plain_server() -> Iterator[int]:
+    with serving(Sink()) as port:
+        yield port
+
+
+@pytest.fixture
+def login_server(certificate: tuple[Path, Path]) -> Iterator[int]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, certificate))
+    with serving(
+        Sink(),
+        tls_context=ctx,
+        require_starttls=True,
+        authenticator=handled_authenticator,
+        auth_required=True,
+    ) as port:
+        yield port
+
+
+def setup_failure(config: Smtp) -> SendError:
+    with pytest.raises(SendError) as err:
+        asyncio.run(send(config, count=1))
+    assert err.value.config and err.value.temporary and err.value.network
+    return err.value
+
+
+def test_forbidding_starttls_where_the_server_requires_it_names_starttls(
     starttls_server: tuple[Sink, int],
 ) -> None:
     _, port = starttls_server
-    config = Smtp(host="127.0.0.1", port=port, starttls=False, validate_certs=False)
-    with pytest.raises(SendError) as err:
-        asyncio.run(send(config, count=1))
-    assert "530" in str(err.value) and not err.value.temporary
+    error = setup_failure(Smtp(host="127.0.0.1", port=port, starttls=False, validate_certs=False))
+    assert "530" in str(error) and "email.smtp.starttls" in str(error)
 
 
-def test_an_untrusted_certificate_is_refused_by_default(starttls_server: tuple[Sink, int]) -> None:
+def test_an_untrusted_certificate_names_validate_certs(starttls_server: tuple[Sink, int]) -> None:
     _, port = starttls_server
-    with pytest.raises(SendError, match="network"):
-        asyncio.run(send(Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret"), count=1))
+    error = setup_failure(Smtp(host="127.0.0.1", port=port, username="papers", password="s3cret"))
+    assert "not trusted" in str(error) and "validate_certs" in str(error)
+
+
+def test_a_refused_login_names_the_credentials(login_server: int) -> None:
+    error = setup_failure(
+        Smtp(host="127.0.0.1", port=login_server, username="papers", password="wrong", validate_certs=False)
+    )
+    assert "535" in str(error) and "email.smtp.password" in str(error)
+
+
+def test_starttls_demanded_of_a_server_without_it(plain_server: int) -> None:
+    error = setup_failure(Smtp(host="127.0.0.1", port=plain_server, starttls=True))
+    assert "does not offer STARTTLS" in str(error)
+
+
+def test_implicit_tls_on_a_plain_port(plain_server: int) -> None:
+    error = setup_failure(Smtp(host="127.0.0.1", port=plain_server, tls=True))
+    assert "TLS failed" in str(error) and "starttls" in str(error)
+
+
+def test_a_port_where_nothing_listens() -> None:
+    port = free_port()
+    error = setup_failure(Smtp(host="127.0.0.1", port=port))
+    assert f"cannot connect to 127.0.0.1:{port}" in str(error) and "email.smtp.port" in str(error)
+
+
+def test_a_busy_server_is_weather_not_setup() -> None:
+    """421 at the greeting: try later, as before (counted as an attempt)."""
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def greet() -> None:
+            conn, _ = listener.accept()
+            conn.sendall(b"421 too busy, try later\r\n")
+            conn.close()
+
+        thread = threading.Thread(target=greet)
+        thread.start()
+        with pytest.raises(SendError) as err:
+            asyncio.run(send(Smtp(host="127.0.0.1", port=port), count=1))
+        thread.join()
+    assert not err.value.config and err.value.temporary
 
 
 def test_an_address_outside_ascii_travels_as_smtputf8() -> None:

@@ -12,7 +12,10 @@ APScheduler's own answer for generated lines, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import calendar
 import re
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 
 FIELDS = (  # name, lowest, highest
     ("minute", 0, 59),
@@ -84,3 +87,58 @@ def _check_part(part: str, name: str, low: int, high: int) -> None:
 
 def _number(text: str | None) -> int | None:
     return None if text is None else int(text)
+
+
+def next_fire(line: str, after: datetime) -> datetime:
+    """The first minute after ``after`` (aware, in the schedule's zone) that the cron line
+    names, as APScheduler's ``CronTrigger.from_crontab`` counts (day of month and day of
+    week must both match; 0 = Monday). For ``status``, which imports no scheduler; a test
+    holds it against APScheduler's own answer."""
+    check_cron(line)
+    minutes, hours, days, months, weekdays = (
+        _expand(text, name, low, high) for text, (name, low, high) in zip(line.split(), FIELDS, strict=True)
+    )
+    start = (after + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    day = start.date()
+    for _ in range(366 * 9):  # Feb 29 on a Monday can be years away
+        last = calendar.monthrange(day.year, day.month)[1]
+        if (
+            day.month in months
+            and (day.day in days or (LAST in days and day.day == last))
+            and day.weekday() in weekdays
+        ):
+            for hour in sorted(hours):
+                for minute in sorted(minutes):
+                    candidate = datetime.combine(day, dt_time(hour, minute), tzinfo=after.tzinfo)
+                    if candidate >= start:
+                        return candidate
+        day += timedelta(days=1)
+    raise ValueError(f"{line!r} never fires")
+
+
+LAST = -1  # "last" in the day field: the month's last day
+
+
+def _expand(text: str, name: str, low: int, high: int) -> set[int]:
+    """The values a (checked) field names."""
+    out: set[int] = set()
+    for part in _SEPARATOR.split(text.strip()):
+        if name == "day" and _LAST.match(part):
+            out.add(LAST)
+            continue
+        if m := _ALL.match(part):
+            first, last, step = low, high, _number(m["step"]) or 1
+        elif m := _RANGE.match(part):
+            first = int(m["first"])
+            step = _number(m["step"]) or 1
+            last = int(m["last"]) if m["last"] else (high if m["step"] else first)
+        else:
+            m = _NAMES.match(part)
+            assert m is not None  # check_cron passed
+            names = MONTHS if name == "month" else WEEKDAYS
+            offset = 1 if name == "month" else 0
+            first = names.index(m["first"].lower()) + offset
+            last = names.index(m["last"].lower()) + offset if m["last"] else first
+            step = 1
+        out.update(range(first, last + 1, step))
+    return out

@@ -262,6 +262,7 @@ class Settings(_Model):
     inbox: Path = Path("inbox")
     inbox_settle: Duration = 5.0
     timezone: str | None = None  # None: the machine's zone
+    backfill: int = Field(default=7, ge=0)  # days of papers a new or changed rule set receives
     templates_dir: Path | None = None
     schedule: Schedule = Field(default_factory=dict)  # type: ignore[assignment]
     email: Email = Field(default_factory=dict)  # type: ignore[assignment]

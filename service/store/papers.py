@@ -1,7 +1,11 @@
 """Papers, the files that brought them, and the papers each topic matched.
 
 A paper is stored once per key (:func:`service.text.paper_key`), whichever
-file brings it first; a file once per content hash.
+file brings it first; a file once per content hash; and which files brought
+each paper (``paper_files``), so that forgetting a file takes only what no
+other file also brought. A forgotten paper (``forgotten_at``) keeps its row
+(sent deliveries point at it, and a later file does not bring it back) and is
+left out of every feed, page and match.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import (
     String,
+    delete,
+    exists,
     type_coerce,
     update,
 )
@@ -22,8 +28,10 @@ from sqlmodel import Session, col, select
 from .engine import core, insert_for, insert_new, inserted
 from .tables import (
     Delivery,
+    DeliveryState,
     IngestedFile,
     Paper,
+    PaperFile,
     TopicPaper,
 )
 
@@ -31,7 +39,82 @@ from .tables import (
 
 
 def file_known(*, session: Session, sha256: str) -> bool:
-    return session.exec(select(IngestedFile.id).where(IngestedFile.sha256 == sha256)).first() is not None
+    """A file with this content was ingested (a rejected one is looked at again: moved back
+    into the inbox unchanged, it is rejected again, not skipped in silence)."""
+    stmt = select(IngestedFile.id).where(IngestedFile.sha256 == sha256, col(IngestedFile.error).is_(None))
+    return session.exec(stmt).first() is not None
+
+
+def files_named(*, session: Session, name: str) -> list[IngestedFile]:
+    """The ingested files (not the rejected ones) recorded under this path or file name."""
+    stmt = (
+        select(IngestedFile)
+        .where(col(IngestedFile.error).is_(None))
+        .where((col(IngestedFile.path) == name) | col(IngestedFile.path).endswith("/" + name))
+        .order_by(col(IngestedFile.ingested_at))
+    )
+    return list(session.exec(stmt))
+
+
+def file_by_hash(*, session: Session, sha256: str) -> IngestedFile | None:
+    return session.exec(select(IngestedFile).where(IngestedFile.sha256 == sha256)).first()
+
+
+def papers_only_from(*, session: Session, sha256: str) -> tuple[list[Paper], int]:
+    """The papers the file brought that no other file also brought, not forgotten yet; and
+    how many papers it brought that another file also brought (those are kept)."""
+    other = (
+        sa_select(col(PaperFile.id))
+        .where(col(PaperFile.paper_id) == col(Paper.id), col(PaperFile.file_sha256) != sha256)
+        .join(IngestedFile, col(IngestedFile.sha256) == col(PaperFile.file_sha256))
+        .where(col(IngestedFile.error).is_(None))
+    )
+    mine = (
+        select(Paper)
+        .join(PaperFile, col(PaperFile.paper_id) == col(Paper.id))
+        .where(PaperFile.file_sha256 == sha256, col(Paper.forgotten_at).is_(None))
+    )
+    only = list(session.exec(mine.where(~exists(other)).order_by(col(Paper.id))))
+    shared = len(list(session.exec(mine.where(exists(other)))))
+    return only, shared
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    papers: int
+    cancelled: int  # pending deliveries cancelled
+    topic_rows: int  # papers taken out of topic feeds
+
+
+def forget_papers(*, session: Session, paper_ids: Sequence[int], at: datetime) -> Forgotten:
+    """Hide papers from every feed and page, cancel their pending deliveries (sent ones stay
+    recorded), and never match them again."""
+    ids = list(paper_ids)
+    if not ids:
+        return Forgotten(0, 0, 0)
+    papers = (
+        core(session)
+        .execute(
+            update(Paper)
+            .where(col(Paper.id).in_(ids), col(Paper.forgotten_at).is_(None))
+            .values(forgotten_at=at)
+        )
+        .rowcount
+    )
+    core(session).execute(
+        update(Paper).where(col(Paper.id).in_(ids), col(Paper.matched_at).is_(None)).values(matched_at=at)
+    )
+    cancelled = (
+        core(session)
+        .execute(
+            update(Delivery)
+            .where(col(Delivery.paper_id).in_(ids), col(Delivery.state) == DeliveryState.PENDING)
+            .values(state=DeliveryState.CANCELLED, last_error="forgotten (paperboy forget)")
+        )
+        .rowcount
+    )
+    topic_rows = core(session).execute(delete(TopicPaper).where(col(TopicPaper.paper_id).in_(ids))).rowcount
+    return Forgotten(int(papers), int(cancelled), int(topic_rows))
 
 
 def record_file(*, session: Session, record: IngestedFile) -> bool:
@@ -54,8 +137,11 @@ class NewPaper:
     line: int
 
 
-def add_papers(*, session: Session, papers: Sequence[NewPaper], at: datetime) -> int:
-    """Store the papers whose key is new; returns how many were new."""
+def add_papers(
+    *, session: Session, papers: Sequence[NewPaper], at: datetime, sha256: str | None = None
+) -> int:
+    """Store the papers whose key is new; returns how many were new. With ``sha256``, every
+    paper of the batch (new or known) is linked to that file."""
     if not papers:
         return 0
     unique: dict[str, NewPaper] = {}
@@ -74,11 +160,38 @@ def add_papers(*, session: Session, papers: Sequence[NewPaper], at: datetime) ->
         }
         for p in unique.values()
     ]
-    return insert_new(session, Paper, rows, ["key"])
+    new = insert_new(session, Paper, rows, ["key"])
+    if sha256 is not None:
+        found = core(session).execute(sa_select(col(Paper.id)).where(col(Paper.key).in_(list(unique))))
+        links = [{"paper_id": paper_id, "file_sha256": sha256} for (paper_id,) in found]
+        insert_new(session, PaperFile, links, ["file_sha256", "paper_id"])
+    return new
 
 
 def unmatched_papers(*, session: Session, limit: int) -> list[Paper]:
-    stmt = select(Paper).where(col(Paper.matched_at).is_(None)).order_by(col(Paper.id)).limit(limit)
+    stmt = (
+        select(Paper)
+        .where(col(Paper.matched_at).is_(None), col(Paper.forgotten_at).is_(None))
+        .order_by(col(Paper.id))
+        .limit(limit)
+    )
+    return list(session.exec(stmt))
+
+
+def papers_since(*, session: Session, since: datetime, after: int, limit: int) -> list[Paper]:
+    """Papers first seen at ``since`` or later and matched already (not forgotten), by id after
+    ``after``: what a backfill rematches."""
+    stmt = (
+        select(Paper)
+        .where(
+            col(Paper.first_seen_at) >= since,
+            col(Paper.id) > after,
+            col(Paper.matched_at).is_not(None),
+            col(Paper.forgotten_at).is_(None),
+        )
+        .order_by(col(Paper.id))
+        .limit(limit)
+    )
     return list(session.exec(stmt))
 
 
@@ -94,7 +207,12 @@ def find_paper(*, session: Session, key: str) -> Paper | None:
 
 def latest_papers(*, session: Session, limit: int) -> list[Paper]:
     """Newest first: the latest digest first, each digest in page order."""
-    stmt = select(Paper).order_by(col(Paper.first_seen_at).desc(), col(Paper.id)).limit(limit)
+    stmt = (
+        select(Paper)
+        .where(col(Paper.forgotten_at).is_(None))
+        .order_by(col(Paper.first_seen_at).desc(), col(Paper.id))
+        .limit(limit)
+    )
     return list(session.exec(stmt))
 
 
@@ -142,7 +260,7 @@ def topic_papers(*, session: Session, topic: str, limit: int) -> list[tuple[Topi
     stmt = (
         select(TopicPaper, Paper)
         .join(Paper, col(Paper.id) == col(TopicPaper.paper_id))
-        .where(TopicPaper.topic == topic)
+        .where(TopicPaper.topic == topic, col(Paper.forgotten_at).is_(None))
         .order_by(col(Paper.first_seen_at).desc(), col(TopicPaper.score).desc(), col(Paper.id))
         .limit(limit)
     )
@@ -166,7 +284,7 @@ def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> li
     stmt = (
         select(Delivery, Paper)
         .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(Delivery.subscriber_id == subscriber_id)
+        .where(Delivery.subscriber_id == subscriber_id, col(Paper.forgotten_at).is_(None))
         .order_by(col(Paper.first_seen_at).desc(), col(Delivery.score).desc(), col(Paper.id))
         .limit(limit)
     )

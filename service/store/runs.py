@@ -53,6 +53,11 @@ def counts(*, session: Session) -> dict[str, Any]:
         "unmatched_papers": int(unmatched),
         "deliveries": by_state,
         "last_ingest": last.isoformat() if isinstance(last, datetime) else None,
+        "forgotten_papers": int(
+            session.exec(
+                select(func.count()).select_from(Paper).where(col(Paper.forgotten_at).is_not(None))
+            ).one()
+        ),
     }
 
 
@@ -113,3 +118,70 @@ def failures(*, session: Session, limit: int = 100) -> list[dict[str, Any]]:
         {"email": email, "reason": reason, "papers": int(n), "attempts": int(attempts)}
         for email, reason, n, attempts in session.exec(stmt)
     ]
+
+
+def retrying(*, session: Session, limit: int = 100) -> list[dict[str, Any]]:
+    """Deliveries waiting for a retry after an error, a line per (subscriber, last error), with
+    when the next attempt is due: for ``status``."""
+    stmt = (
+        sa_select(
+            col(Subscriber.email),
+            col(Delivery.last_error),
+            func.count(),
+            func.max(Delivery.attempts),
+            func.min(Delivery.next_attempt_at),
+        )
+        .join(Subscriber, col(Subscriber.id) == col(Delivery.subscriber_id))
+        .where(col(Delivery.state) == DeliveryState.PENDING, col(Delivery.attempts) > 0)
+        .group_by(col(Subscriber.email), col(Delivery.last_error))
+        .order_by(col(Subscriber.email))
+        .limit(limit)
+    )
+    return [
+        {
+            "email": email,
+            "reason": reason,
+            "papers": int(n),
+            "attempts": int(attempts),
+            "next_attempt": _iso(next_at),
+        }
+        for email, reason, n, attempts, next_at in session.execute(stmt)
+    ]
+
+
+def subscriber_overview(*, session: Session) -> list[dict[str, Any]]:
+    """Each subscriber in the store: token, whether they receive, pending papers, last email."""
+    pending = (
+        sa_select(col(Delivery.subscriber_id), func.count())
+        .where(col(Delivery.state) == DeliveryState.PENDING)
+        .group_by(col(Delivery.subscriber_id))
+    )
+    waiting: dict[int, int] = {i: n for i, n in session.execute(pending)}
+    latest = sa_select(col(Delivery.subscriber_id), func.max(Delivery.sent_at)).group_by(
+        col(Delivery.subscriber_id)
+    )
+    last_sent: dict[int, datetime | None] = {i: at for i, at in session.execute(latest)}
+    out = []
+    for sub in session.exec(select(Subscriber).order_by(col(Subscriber.email))):
+        state = (
+            "left the configuration"
+            if not sub.active
+            else "unsubscribed"
+            if sub.unsubscribed_at
+            else "receiving"
+        )
+        out.append(
+            {
+                "email": sub.email,
+                "name": sub.name,
+                "token": sub.token,
+                "state": state,
+                "pending": int(waiting.get(sub.id or 0, 0)),
+                "last_sent": _iso(last_sent.get(sub.id or 0)),
+            }
+        )
+    return out
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if isinstance(value, datetime) else None

@@ -1,7 +1,9 @@
 """Subscribers: the table follows the configuration; one-click opt-outs win over it.
 
 Tokens (private feed URLs, unsubscribe links) are made once, from
-``secrets``, and never change while the subscriber exists.
+``secrets``, and never change while the subscriber exists. The rules of each
+subscriber and topic, as last matched, are kept as fingerprints: a new or
+changed one is backfilled (:mod:`service.match`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlmodel import Session, col, select
 from .engine import insert_for
 from .outbox import cancel_pending
 from .tables import (
+    RuleFingerprint,
     Subscriber,
 )
 
@@ -101,3 +104,19 @@ def subscribers_by_id(*, session: Session, ids: Sequence[int]) -> dict[int, Subs
 
 def subscriber_by_email(*, session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
+
+
+def fingerprints(*, session: Session) -> dict[str, str]:
+    """The rules each owner (``subscriber:<email>``, ``topic:<name>``) was last matched with."""
+    return {f.owner: f.fingerprint for f in session.exec(select(RuleFingerprint))}
+
+
+def record_fingerprints(*, session: Session, prints: dict[str, str], at: datetime) -> None:
+    if not prints:
+        return
+    stmt = insert_for(session, RuleFingerprint)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["owner"],
+        set_={"fingerprint": stmt.excluded.fingerprint, "updated_at": stmt.excluded.updated_at},
+    )
+    session.execute(stmt, [{"owner": o, "fingerprint": h, "updated_at": at} for o, h in prints.items()])

@@ -2,7 +2,8 @@
 
 The database, not the code, refuses duplicates: one paper per key, one
 ingested file per content hash, one subscriber per address, one delivery per
-(subscriber, paper), one topic paper per (topic, paper). Timestamps are
+(subscriber, paper), one topic paper per (topic, paper), one link per (file,
+paper), one fingerprint per rule owner. Timestamps are
 timezone-aware UTC on every backend (:class:`UTCDateTime`).
 
 Schema changes go through a migration in ``migrations/versions``.
@@ -61,6 +62,18 @@ class Paper(SQLModel, table=True):
     source: str  # the file it was first seen in
     line: int  # the line of its title there
     matched_at: datetime | None = _ts(nullable=True)  # None: not yet matched
+    # migration 0007: ``paperboy forget`` (the row stays for the sent deliveries' sake)
+    forgotten_at: datetime | None = _ts(nullable=True)
+
+
+class PaperFile(SQLModel, table=True):
+    """A file (by content hash) that brought a paper, new or already known (migration 0007)."""
+
+    __tablename__ = "paper_files"
+    __table_args__ = (UniqueConstraint("file_sha256", "paper_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    paper_id: int = Field(foreign_key="papers.id", index=True)
+    file_sha256: str
 
 
 class IngestedFile(SQLModel, table=True):
@@ -192,3 +205,15 @@ class JobRun(SQLModel, table=True):
     ok: bool
     papers: int = 0  # new papers stored
     emails: int = 0  # emails sent
+    error: str | None = None  # why it failed (migration 0007)
+
+
+class RuleFingerprint(SQLModel, table=True):
+    """The rules of a subscriber (``subscriber:<email>``) or topic (``topic:<name>``) as last
+    matched: a new or changed one is backfilled (migration 0007)."""
+
+    __tablename__ = "rule_fingerprints"
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(unique=True)
+    fingerprint: str
+    updated_at: datetime = _ts()
