@@ -26,6 +26,7 @@ from .ingest import REJECTED, FileReport, ingest_file, move_aside, scan_inbox
 from .log import event
 from .mailer import Sender, build_sender
 from .match import Backfill, changed_owners, match_new, rematch
+from .preflight import make_folders
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
 from .settings import Settings, SubscriberConfig
@@ -105,8 +106,10 @@ class App:
         self._rules_seen = False  # the rules' fingerprints were compared with the store's
 
     def prepare_store(self) -> None:
-        """Migrate the schema (once per App) and make the subscribers table follow the configuration."""
+        """Create the folders the configuration names, migrate the schema (once per App) and
+        make the subscribers table follow the configuration."""
         if not self._migrated:
+            make_folders(self.settings)
             before, after = store.upgrade(self.engine)
             if before != after:
                 event(log, "db.migrated", before=before or "empty", after=after)
@@ -256,6 +259,10 @@ class App:
             return report
         report.matched_papers, report.queued = self.match()
         if send and not self.stop.is_set():
-            report.delivery = self.deliver()
+            try:
+                report.delivery = self.deliver()
+            except Exception:
+                self.write_feeds()  # what came in is in the feeds, whatever happened to the mail
+                raise
         report.feeds_changed = self.write_feeds()
         return report

@@ -60,7 +60,19 @@ class MaildirTransport:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[Connection]:
-        yield _MaildirConnection(mailbox.Maildir(self.path, create=True))
+        try:
+            make_maildir(self.path)
+            box = mailbox.Maildir(self.path, create=False)
+        except OSError as exc:  # reported by the first send, as a server that cannot be reached
+            yield _Unusable(
+                SendError(
+                    f"cannot make the maildir {self.path} ({exc.strerror or exc}); fix email.maildir",
+                    temporary=True,
+                    config=True,
+                )
+            )
+            return
+        yield _MaildirConnection(box)
 
 
 class _MaildirConnection:
@@ -70,8 +82,31 @@ class _MaildirConnection:
     async def send(self, mail: Mail) -> None:
         try:
             self.box.add(mail.data)
+        except PermissionError as exc:
+            raise SendError(
+                f"cannot write to the maildir: {exc}; fix email.maildir or its permissions",
+                temporary=True,
+                config=True,
+            ) from exc
         except OSError as exc:
             raise SendError(f"cannot write to the maildir: {exc}", temporary=True, network=True) from exc
+
+
+def make_maildir(path: Path) -> None:
+    """The maildir's folders, its parents included (``mailbox.Maildir`` makes only the last
+    folder, and none of tmp/new/cur in a folder that exists already)."""
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+class _Unusable:
+    """A connection that could not be made: every send raises why."""
+
+    def __init__(self, error: SendError) -> None:
+        self.error = error
+
+    async def send(self, mail: Mail) -> None:
+        raise self.error
 
 
 class TokenBucket:

@@ -39,8 +39,8 @@ from tzlocal import get_localzone_name
 from .cycle import App
 from .leader import Leader, leader_for
 from .log import event
+from .server import PortTaken, Server
 from .settings import Settings, load_settings
-from .web import Server
 
 log = logging.getLogger("paperboy.scheduler")
 
@@ -187,16 +187,14 @@ class Service:
         if not cfg.enabled:
             return None
         server = Server(lambda: self.app, host=cfg.host, port=cfg.port)
-        if not server.start():
-            event(
-                log,
-                "http.failed",
-                level=logging.ERROR,
-                address=f"{cfg.host}:{cfg.port}",
-                hint="is the port taken? set http.port, or http.enabled: false",
-            )
-            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}")
-        return server
+        try:
+            if server.start():
+                return server
+            reason = "the web server did not start"
+        except PortTaken as exc:
+            reason = str(exc)
+        event(log, "http.failed", level=logging.ERROR, reason=reason)
+        raise OSError(reason)
 
     def _lead(self, leader: Leader) -> bool:
         """Take the leader lock, waiting in standby while another process holds it."""

@@ -15,8 +15,10 @@ beside the scheduler, ``http.enabled``) or alone with ``paperboy serve``:
   button sends the same) records the opt-out at once. It wins over the
   configuration until the operator runs ``paperboy resubscribe EMAIL``.
 - ``/``: the topic feeds, the latest papers and a chart of papers and emails
-  per day (inline SVG); ``/healthz`` (the store answers; the last job run) and
-  ``/metrics`` (Prometheus text format, read from the store at each scrape).
+  per day (inline SVG); ``/healthz`` (200 "ok", or 503 with the problems: the
+  store is away, the last poll or delivery failed, or no poll has run for three
+  ``schedule.poll`` intervals) and ``/metrics`` (Prometheus text format, read
+  from the store at each scrape).
 
 The application asks ``current()`` for the running :class:`~service.cycle.App`
 on every request, so a configuration reloaded by ``paperboy run`` is what the
@@ -25,13 +27,9 @@ server shows.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
-import signal
-import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +39,6 @@ from typing import Any
 
 import anyio
 import jinja2
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import text
@@ -57,6 +54,7 @@ from starlette.types import Scope
 
 from . import __version__, feeds, store
 from .cycle import App
+from .health import verdict
 from .log import event
 from .render import paper_link, templates_path
 
@@ -275,31 +273,28 @@ def create_app(current: Callable[[], App]) -> Starlette:
         event(log, "subscriber.unsubscribed", subscriber=sub.id, via="one-click")
         return page("unsubscribe.html.j2", state="done", token=token)
 
+    started = current().clock()  # with no job run yet, "no poll for three intervals" counts from here
+
     async def healthz(request: Request) -> Response:
-        def probe() -> dict[str, Any]:
+        def probe() -> tuple[dict[str, Any], list[str]]:
             app = current()
             with store.reading(app.engine) as session:
                 session.execute(text("SELECT 1"))
-                last = store.last_run(session=session)
-            return {
-                "status": "ok",
-                "store": "ok",
-                "last_run": None
-                if last is None
-                else {
-                    "job": last.job,
-                    "started_at": last.started_at.isoformat(),
-                    "seconds": round(last.seconds, 3),
-                    "ok": last.ok,
-                },
-            }
+                latest = store.latest_runs(session=session)
+            return verdict(latest, now=app.clock(), since=started, poll=app.settings.schedule.poll)
 
         try:
-            return JSONResponse(await in_thread(probe))
+            body, problems = await in_thread(probe)
         except Exception as exc:
             return JSONResponse(
-                {"status": "failing", "store": f"{type(exc).__name__}: {exc}"[:300]}, status_code=503
+                {
+                    "status": "failing",
+                    "store": f"{type(exc).__name__}: {exc}"[:300],
+                    "problems": ["store away"],
+                },
+                status_code=503,
             )
+        return JSONResponse(body, status_code=503 if problems else 200)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(current))
@@ -337,46 +332,3 @@ def _pages(folder: Path) -> jinja2.Environment:
 def _find(app: App, token: str) -> store.Subscriber | None:
     with store.reading(app.engine) as session:
         return store.subscriber_by_token(session=session, token=token)
-
-
-class Server:
-    """uvicorn serving :func:`create_app`, in this thread (``serve``) or a background one (``start``)."""
-
-    def __init__(self, current: Callable[[], App], *, host: str, port: int) -> None:
-        config = uvicorn.Config(
-            create_app(current), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-        self.host, self.port = host, port
-        self.thread: threading.Thread | None = None
-
-    def serve(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            # uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it
-            # found: let that be ours, so a requested stop exits with 0.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda signum, _frame: event(log, "http.stopped", signal=signum))
-        event(log, "http.listening", url=f"http://{self.host}:{self.port}/")
-        self.server.run()
-
-    def start(self, *, timeout: float = 10.0) -> bool:
-        """Serve on a background thread; False when it could not listen (the port is taken)."""
-        self.thread = threading.Thread(target=self._serve_quietly, name="http", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return bool(self.server.started)
-
-    def _serve_quietly(self) -> None:
-        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; start() reports it
-            self.serve()
-
-    @property
-    def started(self) -> bool:
-        return bool(self.server.started)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        if self.thread is not None:
-            self.thread.join(timeout=10)

@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import json
 import mailbox
+import os
 from pathlib import Path
 
 import feedparser
+import pytest
+from aiosmtpd.smtp import AuthResult
 
-from tests.helpers import copy_digest, free_port, run_cli, write_config
+from tests.helpers import Sink, copy_digest, free_port, run_cli, serving, write_config
 
 
-def config_at(tmp_path: Path, subscribers: str, *, extra: str = "") -> Path:
+def config_at(tmp_path: Path, subscribers: str, *, extra: str = "", email: str | None = None) -> Path:
     return write_config(
         tmp_path / "paperboy.yaml",
         f"""\
 database: sqlite:///{tmp_path}/paperboy.db
 inbox: {tmp_path}/inbox
 inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
+{email or f"email: {{maildir: {tmp_path}/mail}}"}
 feeds: {{dir: {tmp_path}/feeds}}
 http: {{port: {free_port()}}}
 topics:
@@ -180,3 +183,180 @@ def test_a_topic_added_later_fills_its_feed_and_its_followers(tmp_path: Path) ->
     now = status(config)["deliveries"]
     assert now["pending"] == 0 and now["sent"] == sent + len(safety)  # none of them was a vision paper
     assert len(mailbox.Maildir(tmp_path / "mail", create=False)) == 2
+
+
+# ---------------------------------------------------------------- check --connect, send-test
+
+
+def smtp_at(port: int, extra: str = "") -> str:
+    sender = "  from: 'paperboy <papers@example.org>'\n"
+    return f"email:\n{sender}  transport: smtp\n  smtp: {{host: 127.0.0.1, port: {port}{extra}}}"
+
+
+def test_check_connect_tries_everything_and_creates_the_folders(tmp_path: Path) -> None:
+    sink = Sink()
+    with serving(sink) as port:
+        config = config_at(tmp_path, BOB, email=smtp_at(port))
+        done = run_cli("--config", config, "check", "--connect")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": OK: " in line)
+    assert set(lines) >= {"database", "inbox", "feeds.dir", "email.smtp"}, done.stdout
+    assert (
+        "(created)" in lines["feeds.dir"] and (tmp_path / "feeds").is_dir() and (tmp_path / "inbox").is_dir()
+    )
+    assert f"127.0.0.1:{port} answers (no TLS, no login); nothing was sent" in lines["email.smtp"]
+    assert sink.messages == []
+
+
+def test_check_connect_names_each_thing_that_will_fail(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    down = free_port()
+    config = config_at(tmp_path, BOB, email=smtp_at(down))
+    config.write_text(
+        config.read_text()
+        .replace(f"feeds: {{dir: {tmp_path}/feeds}}", f"feeds: {{dir: {tmp_path}/a-file/feeds}}")
+        .replace(
+            f"sqlite:///{tmp_path}/paperboy.db",
+            "postgresql+psycopg://postgres@127.0.0.1:1/x?connect_timeout=2",
+        )
+    )
+    done = run_cli("--config", config, "check", "--connect")
+    assert done.returncode == 1
+    failed = {line.split(": ", 1)[0]: line for line in done.stdout.splitlines() if ": FAILED: " in line}
+    assert set(failed) == {"database", "feeds.dir", "email.smtp"}, done.stdout
+    assert "fix database" in failed["database"]
+    assert "a-file/feeds is not writable" in failed["feeds.dir"] and "fix feeds.dir" in failed["feeds.dir"]
+    assert f"cannot connect to 127.0.0.1:{down}" in failed["email.smtp"]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_check_connect_says_when_the_login_is_refused(tmp_path: Path) -> None:
+    def refuse(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        return AuthResult(success=False, handled=False)
+
+    with serving(Sink(), authenticator=refuse, auth_required=True, auth_require_tls=False) as port:
+        config = config_at(
+            tmp_path, BOB, email=smtp_at(port, ", username: u, password: wrong, starttls: false")
+        )
+        done = run_cli("--config", config, "check", "--connect")
+    assert done.returncode == 1
+    assert (
+        "email.smtp: FAILED: " in done.stdout
+        and "535" in done.stdout
+        and "email.smtp.password" in done.stdout
+    )
+
+
+def test_send_test_sends_a_real_digest_of_the_latest_papers(tmp_path: Path) -> None:
+    sink = Sink()
+    with serving(sink) as port:
+        config = config_at(tmp_path, BOB, email=smtp_at(port))
+        copy_digest("digest-a.txt", tmp_path / "elsewhere")
+        ok("--config", config, "ingest", tmp_path / "elsewhere" / "digest-a.txt")
+        out = ok("--config", config, "send-test", "someone@example.org")
+    assert f"sent a digest of the latest 30 papers to someone@example.org by smtp 127.0.0.1:{port}" in out
+    assert len(sink.messages) == 1 and sink.envelopes[0][1] == ["someone@example.org"]
+    body = sink.messages[0].get_body(("plain",)).get_content()
+    assert "SemiCD-VL" in body or "GS-DiT" in body
+    assert status(config)["deliveries"]["sent"] == 0  # a test: no outbox row moved
+
+    down = run_cli("--config", config, "send-test", "someone@example.org")  # the server is gone now
+    assert down.returncode == 1 and "send-test: FAILED: cannot connect" in down.stderr
+
+
+def test_send_test_to_the_maildir(tmp_path: Path) -> None:
+    config = config_at(tmp_path, BOB, email="email: {maildir: mail/box, max_papers: 5}")
+    empty = run_cli("--config", config, "send-test", "bob@example.org")
+    assert empty.returncode == 2 and "no papers yet: ingest a digest first" in empty.stderr
+    copy_digest("digest-a.txt", tmp_path / "elsewhere")
+    ok("--config", config, "ingest", tmp_path / "elsewhere" / "digest-a.txt")
+    out = ok("--config", config, "send-test", "bob@example.org")
+    assert "latest 5 papers to bob@example.org by maildir" in out
+    assert len(mailbox.Maildir(tmp_path / "mail" / "box", create=False)) == 1  # its folders made
+    bad = run_cli("--config", config, "send-test", "not an address")
+    assert bad.returncode == 2
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_a_folder_it_cannot_make_or_write_is_one_clear_error(tmp_path: Path) -> None:
+    """A file where the feeds folder should be; and (when the tests do not run as root, for
+    whom permission bits do not bind) a data folder it may not write, as a Docker bind
+    mount owned by another user: one line naming the folder, the key and the fix, instead
+    of "unable to open database file"."""
+    config = config_at(tmp_path, BOB)
+    (tmp_path / "feeds").write_text("a file in the way")
+    done = run_cli("--config", config, "run", "--once")
+    assert done.returncode == 1
+    assert f"cannot make {tmp_path}/feeds (feeds.dir): File exists; fix feeds.dir" in done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "feeds").unlink()
+    if os.getuid() != 0:
+        (tmp_path / "inbox").mkdir()
+        (tmp_path / "inbox").chmod(0o555)
+        denied = run_cli("--config", config, "run", "--once")
+        (tmp_path / "inbox").chmod(0o755)
+        assert denied.returncode == 1
+        assert (
+            f"(inbox) is not writable by uid {os.getuid()}" in denied.stderr and "chown -R" in denied.stderr
+        )
+
+
+# ---------------------------------------------------------------- what status says
+
+
+def test_status_lists_the_retrying_deliveries_with_their_error_and_next_attempt(tmp_path: Path) -> None:
+    class Greylisting(Sink):
+        async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+            return "451 4.7.1 greylisted, try again later"
+
+    with serving(Greylisting()) as port:
+        config = config_at(tmp_path, BOB, email=smtp_at(port))
+        copy_digest("digest-a.txt", tmp_path / "inbox")
+        done = run_cli("--config", config, "run", "--once")
+    assert done.returncode == 1 and "deliver.failed" in done.stderr and "deliver.halted" not in done.stderr
+    report = status(config)
+    (retry,) = report["retrying"]
+    assert retry["email"] == "bob@example.org" and retry["attempts"] == 1 and "451" in retry["reason"]
+    assert retry["next_attempt"] is not None and report["last_run"]["ok"] is False
+    assert "deferred to a retry" in report["last_run"]["error"]
+    text = ok("--config", config, "status")
+    assert "retrying: bob@example.org: " in text and "after 1 attempts, next at " in text and "451" in text
+    assert "next delivery: " in text and "last run: cycle at " in text and "FAILED" in text
+    people = ok("--config", config, "status", "--subscribers")
+    assert "bob@example.org: receiving, " in people and "/feeds/u/" in people and "/unsubscribe/" in people
+
+
+@pytest.mark.parametrize(
+    ("case", "smtp", "said"),
+    [
+        ("nothing listens", "", "cannot connect to"),
+        ("starttls demanded, not offered", ", starttls: true", "does not offer STARTTLS"),
+        ("implicit TLS on a plain port", ", tls: true", "TLS failed"),
+        ("login refused", ", username: u, password: wrong, starttls: false", "535"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_an_error_of_the_setup_stops_the_run_and_counts_no_attempt(
+    tmp_path: Path, case: str, smtp: str, said: str
+) -> None:
+    def refuse(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+        return AuthResult(success=False, handled=False)
+
+    sink = Sink()
+    kwargs = (
+        {"authenticator": refuse, "auth_required": True, "auth_require_tls": False} if "login" in case else {}
+    )
+    with serving(sink, **kwargs) as port:
+        target = free_port() if case == "nothing listens" else port
+        config = config_at(tmp_path, BOB, email=smtp_at(target, smtp))
+        copy_digest("digest-a.txt", tmp_path / "inbox")
+        done = run_cli("--config", config, "run", "--once")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if " ERROR deliver." in line]
+    assert len(errors) == 1 and "deliver.halted" in errors[0] and said in errors[0], done.stderr
+    assert sink.messages == []
+    report = status(config)
+    assert report["deliveries"]["pending"] > 0 and report["retrying"] == [] and report["failures"] == []
+    assert said in report["last_run"]["error"]

@@ -8,11 +8,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
@@ -22,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service import store
 from service.cycle import App
+from service.server import Server
 from service.settings import parse_settings
-from service.web import Server
 from tests.helpers import FIXTURES, ROOT, Sink, copy_digest, free_port, run_cli, write_config
 
 TOKEN_OF_NO_ONE = "Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4"
@@ -324,3 +326,72 @@ def test_unsubscribe_from_an_email_end_to_end(
     copy_digest("digest-c.txt", tmp_path / "inbox")
     assert run_cli("--config", config, "run", "--once").returncode == 0
     assert any("alice@example.org" in str(m["To"]) for m in sink.messages[before:])
+
+
+def test_healthz_is_503_with_the_reason_when_a_run_failed_or_polls_stopped(
+    tmp_path: Path, database_url: str
+) -> None:
+    """What Docker's HEALTHCHECK and an orchestrator read: the last poll or delivery failed,
+    or no poll for three intervals (the App's clock is moved on, not waited for)."""
+    port = free_port()
+    text = settings_for(tmp_path, database_url, port) + "schedule: {poll: 60s}\n"
+    settings = parse_settings(text, source=str(tmp_path / "paperboy.yaml"), base=tmp_path)
+    (tmp_path / "inbox").mkdir()
+    now = [datetime(2026, 11, 29, 12, 0, tzinfo=UTC)]
+    app = App(settings, progress=False, clock=lambda: now[0])
+    app.run_job("poll", send=False)
+    server = Server(lambda: app, host="127.0.0.1", port=port)
+    assert server.start()
+
+    def health() -> tuple[int, dict]:
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        return answer.status_code, answer.json()
+
+    try:
+        assert health()[0] == 200
+        failed = store.JobRun(
+            job="deliver",
+            started_at=now[0] + timedelta(seconds=1),
+            seconds=0.5,
+            ok=False,
+            error="delivery stopped: 127.0.0.1:25 refused the session (535 bad credentials)",
+        )
+        with store.transaction(app.engine) as session:
+            store.record_run(session=session, run=failed)
+        code, body = health()
+        assert code == 503 and body["status"] == "failing"
+        assert "the last delivery (deliver at" in body["problems"][0] and "535" in body["problems"][0]
+        config = write_config(tmp_path / "paperboy.yaml", text)
+        asked = run_cli("--config", config, "health")  # what the Docker HEALTHCHECK runs
+        assert asked.returncode == 1 and f":{port}/healthz: 503 the last delivery" in asked.stdout
+        now[0] += timedelta(seconds=30)
+        app.run_job("poll", send=False)  # a good poll does not hide the failed delivery
+        assert health()[0] == 503
+        app.run_job("cycle", send=True)  # a whole good run does
+        code, body = health()
+        assert code == 200 and body["problems"] == []
+        assert run_cli("--config", config, "health").returncode == 0
+        now[0] += timedelta(seconds=181)  # three intervals and a second without a poll
+        code, body = health()
+        assert code == 503 and body["problems"][0].startswith("no poll since")
+    finally:
+        server.stop()
+        app.engine.dispose()
+
+
+def test_a_taken_port_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "paperboy.yaml", settings_for(tmp_path, f"sqlite:///{tmp_path}/p.db", port)
+        )
+        for command in (["serve"], ["run"]):
+            done = run_cli("--config", config, *command)
+            assert done.returncode == 1, done.stderr
+            errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+            assert len(errors) == 1 and f"cannot listen on 127.0.0.1:{port}" in errors[0], done.stderr
+            assert (
+                "http.port" in errors[0] and "listening" not in done.stderr and "Traceback" not in done.stderr
+            )

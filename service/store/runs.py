@@ -79,6 +79,22 @@ def last_run(*, session: Session) -> JobRun | None:
     return session.exec(select(JobRun).order_by(col(JobRun.started_at).desc(), col(JobRun.id).desc())).first()
 
 
+def latest_runs(*, session: Session) -> dict[str, JobRun]:
+    """The newest run of each job (``poll``, ``deliver``, ``cycle``)."""
+    newest = (
+        sa_select(col(JobRun.job), func.max(JobRun.started_at).label("at"))
+        .group_by(col(JobRun.job))
+        .subquery()
+    )
+    stmt = select(JobRun).join(
+        newest, (col(JobRun.job) == newest.c.job) & (col(JobRun.started_at) == newest.c.at)
+    )
+    out: dict[str, JobRun] = {}
+    for run in session.exec(stmt):
+        out.setdefault(run.job, run)
+    return out
+
+
 def run_stats(*, session: Session) -> list[tuple[str, int, float, int]]:
     """Per job: (job, runs, seconds in all, failed runs) over the runs kept."""
     stmt = select(

@@ -1,0 +1,356 @@
+"""What each ``paperboy`` command does, one ``cmd_<name>`` function each (:data:`COMMANDS`);
+:mod:`service.cli` reads the arguments and calls them.
+
+Each command imports what it uses: the scheduler (APScheduler) and the web server
+(Starlette, uvicorn) only for run and serve, the pipeline (templates, rules, feeds)
+only where an App is built. ``status`` starts with the store alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import store
+from .log import event
+from .settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from .cycle import App
+
+log = logging.getLogger("paperboy")
+
+OK, FAILURE, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _app(settings: Settings, **kwargs: object) -> App:
+    from .cycle import App
+    from .rules import RuleError
+
+    try:
+        return App(settings, **kwargs)  # type: ignore[arg-type]
+    except RuleError as exc:  # the settings validated every rule; this is a safety net
+        raise ConfigError(str(exc)) from exc
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.once:
+        from .scheduler import Service
+
+        led = Service(args.config, settings, lambda s, stop: _app(s, stop=stop)).run()
+        return OK if led else FAILURE
+    app = _app(settings)
+    report = app.run_job("cycle", send=True)
+    assert report is not None  # run_job returns a report or raises
+    new = sum(f.new_papers for f in report.files)
+    event(
+        log,
+        "cycle.done",
+        files=len(report.files),
+        new_papers=new,
+        deliveries=report.queued,
+        emails=report.delivery.emails,
+        failed=len(report.delivery.failed),
+        feeds_changed=report.feeds_changed,
+    )
+    if not report.ok:
+        event(log, "cycle.failed", level=logging.ERROR, reason=report.error)
+        return FAILURE
+    return OK
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
+    app = _app(settings)
+    app.prepare_store()
+    reports = app.ingest(args.files)
+    app.match()
+    for r in reports:
+        detail = r.error or f"{r.entries} entries, {r.new_papers} new, {len(r.problems)} problems"
+        print(f"{r.path}: {r.status}: {detail}")
+    return FAILURE if any(r.status == "rejected" for r in reports) else OK
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    app = _app(settings)
+    app.renderer.check()
+    index = app.index
+    email = settings.email
+    where = (
+        f"smtp {email.smtp.host}:{email.smtp.port or 'default port'}"
+        if email.transport == "smtp"
+        else f"maildir {email.maildir}"
+    )
+    print(
+        f"{args.config}: OK: {len(settings.subscribers)} subscribers, {len(settings.topics)} topics, "
+        f"{index.size} distinct terms, "
+        f"delivery by {where}, inbox {settings.inbox}, templates {app.renderer.templates}"
+    )
+    http = settings.http
+    print(f"http: {f'{http.host}:{http.port}, public at {http.url}' if http.enabled else 'off'}")
+    for line in _opted_out_lines(app):
+        print(line)
+    if not args.connect:
+        return OK
+    from .preflight import connect
+
+    checks = connect(settings, app.engine)
+    for found in checks:
+        print(found)
+    return OK if all(c.ok for c in checks) else FAILURE
+
+
+def cmd_send_test(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from .mailer import SendError
+    from .preflight import send_test
+    from .settings.schema import check_address
+
+    try:
+        to = check_address(args.email)
+    except ValueError as exc:
+        raise UsageError(f"{args.email!r}: {exc}") from exc
+    app = _app(settings)
+    app.prepare_store()
+    try:
+        mail, papers = send_test(app.engine, settings, app.renderer, to=to, at=datetime.now(UTC))
+    except SendError as exc:
+        print(f"send-test: FAILED: {exc}", file=sys.stderr)
+        return FAILURE
+    except LookupError as exc:
+        raise UsageError(str(exc)) from exc
+    smtp = settings.email.smtp
+    how = (
+        f"smtp {smtp.host}:{smtp.port or 'the default port'}"
+        if settings.email.transport == "smtp"
+        else f"maildir {settings.email.maildir}"
+    )
+    print(f"sent a digest of the latest {papers} papers to {to} by {how} ({mail.message_id})")
+    return OK
+
+
+def _opted_out_lines(app: App) -> list[str]:
+    """The one-click opt-outs the store holds (they win over the configuration), if there is a store."""
+    url = app.engine.url
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+        return []  # no store yet; check creates none
+    try:
+        if store.schema_revision(app.engine) is None:
+            return []
+        with store.reading(app.engine) as session:
+            out = store.opted_out(session=session)
+    except Exception as exc:  # check validates the configuration; an unreachable store is only noted
+        return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
+    return [
+        f"unsubscribed: {s.email} since {s.unsubscribed_at:%Y-%m-%d} (undo: paperboy resubscribe {s.email})"
+        for s in out
+    ]
+
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    if not any(s.email.lower() == args.email.lower() for s in settings.subscribers):
+        raise UsageError(f"{args.email} is not a subscriber in {args.config}")
+    app = _app(settings)
+    app.prepare_store()
+    app.match()
+    with store.reading(app.engine) as session:
+        sub = store.subscriber_by_email(session=session, email=args.email)
+        assert sub is not None
+        from .compose import next_digest, paper_limits
+
+        limit = paper_limits(settings)[sub.email]
+        digest = next_digest(session, sub, settings=settings, limit=limit, at=app.clock())
+    if digest is None:
+        print(f"nothing pending for {args.email}: no email would be sent", file=sys.stderr)
+        return OK
+    from .message import list_id
+
+    mail = app.renderer.message(digest, sender=settings.email.from_, list_id=list_id(settings.email.from_))
+    if args.format == "eml":
+        data = mail.data
+    else:
+        part = mail.parse().get_body(("plain",) if args.format == "text" else ("html",))
+        assert part is not None
+        data = str(part.get_content()).encode()
+    if args.output:
+        args.output.write_bytes(data)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+    return OK
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
+    from .curate import find_paper
+    from .cycle import subscriber_rules, topic_rules
+    from .rules import explain
+
+    wanted = next((s for s in settings.subscribers if s.email.lower() == args.email.lower()), None)
+    if wanted is None:
+        raise UsageError(f"{args.email} is not a subscriber in {args.config}")
+    app = _app(settings)
+    app.prepare_store()
+    with store.reading(app.engine) as session:
+        paper = find_paper(session, args.paper)
+        sub = store.subscriber_by_email(session=session, email=wanted.email)
+        delivery = (
+            store.find_delivery(session=session, subscriber_id=sub.id, paper_id=paper.id)
+            if sub is not None and sub.id is not None and paper.id is not None
+            else None
+        )
+    explanation = explain(subscriber_rules(wanted), topic_rules(settings), paper.title, paper.abstract)
+    print(f"paper: {paper.title}")
+    print(f"  first seen {paper.first_seen_at:%Y-%m-%d %H:%M} UTC in {paper.source}:{paper.line}")
+    print(f"subscriber: {wanted.email}")
+    print(explanation.render(), end="")
+    if delivery is not None:
+        when = f" {delivery.sent_at:%Y-%m-%d %H:%M} UTC" if delivery.sent_at else ""
+        error = f"; last error: {delivery.last_error}" if delivery.last_error else ""
+        via = ", ".join(delivery.via)
+        print(f"store: delivery {delivery.state}{when}, score {delivery.score}, via {via}{error}")
+    elif explanation.match is not None:
+        print(
+            "store: no delivery recorded: papers are matched when first seen, and a new or edited "
+            f"rule receives the last {settings.backfill} days (backfill); this one is older, or the "
+            f"rule changed since. To queue it: paperboy rematch --since DAYS {wanted.email}"
+        )
+    else:
+        print("store: no delivery recorded")
+    return OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from .status import lines, report
+
+    counts = report(settings, subscribers=args.subscribers)
+    print(json.dumps(counts, sort_keys=True) if args.json else "\n".join(lines(counts, settings)))
+    return OK
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from .curate import forget
+
+    if not args.papers and not args.file:
+        raise UsageError("say which papers (PAPER...) or which file (--file FILE) to forget")
+    app = _app(settings)
+    app.prepare_store()
+    found = forget(
+        app.engine, titles=args.papers, files=args.file, at=datetime.now(UTC), dry_run=args.dry_run, say=print
+    )
+    if found.done is None:
+        print(f"dry run: {len(found.chosen)} papers would be forgotten; nothing changed")
+        return OK
+    done = found.done
+    event(log, "papers.forgotten", papers=done.papers, cancelled=done.cancelled, topic_rows=done.topic_rows)
+    changed = app.write_feeds()
+    print(
+        f"forgot {done.papers} papers: {done.cancelled} pending deliveries cancelled, "
+        f"{done.topic_rows} topic feed entries removed, {changed} feed files rewritten "
+        "(sent emails stay recorded)"
+    )
+    return OK
+
+
+def cmd_rematch(args: argparse.Namespace, settings: Settings) -> int:
+    from .match import subscriber_owner, topic_owner
+
+    if args.since <= 0:
+        raise UsageError("--since takes a number of days above 0")
+    owners: set[str] | None = None
+    if args.who:
+        if any(s.email.lower() == args.who.lower() for s in settings.subscribers):
+            owners = {subscriber_owner(args.who)}
+        elif args.who in settings.topics:
+            owners = {topic_owner(args.who)}
+        else:
+            raise UsageError(f"{args.who} is neither a subscriber nor a topic in {args.config}")
+    app = _app(settings)
+    app.prepare_store()
+    app.match()  # new papers first: a rematch covers only papers matched once already
+    done = app.backfill(owners, days=args.since)
+    print(
+        f"rematched {done.papers} papers of the last {args.since:g} days for {done.owners} subscribers "
+        f"and topics: {done.queued} deliveries queued, {done.topic_entries} topic feed entries added "
+        "(pairs queued before are never queued again)"
+    )
+    if done.topic_entries:
+        app.write_feeds()
+    return OK
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from .health import ask
+
+    healthy, line = ask(settings.http)
+    print(line)
+    return OK if healthy else FAILURE
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .server import Server
+
+    app = _app(settings)
+    app.prepare_store()
+    Server(lambda: app, host=settings.http.host, port=settings.http.port).serve()
+    return OK
+
+
+def cmd_resubscribe(args: argparse.Namespace, settings: Settings) -> int:
+    if not any(s.email.lower() == args.email.lower() for s in settings.subscribers):
+        raise UsageError(f"{args.email} is not a subscriber in {args.config}")
+    app = _app(settings)
+    app.prepare_store()
+    with store.transaction(app.engine) as session:
+        was_out = store.resubscribe(session=session, email=args.email)
+    if was_out:
+        event(log, "subscriber.resubscribed", email=args.email.lower())
+        print(f"{args.email} receives digests again (new papers from now on)")
+    else:
+        print(f"{args.email} had not unsubscribed; nothing changed")
+    return OK
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    engine = store.make_engine(settings.database)
+    head = store.head_revision()
+    if args.action == "current":
+        current = store.schema_revision(engine)
+        state = "up to date" if current == head else f"behind; run `paperboy db upgrade` to reach {head}"
+        print(f"the database is at {current or '(empty)'}: {state}")
+        return OK
+    before, after = store.upgrade(engine)
+    if before == after:
+        print(f"the database is up to date at {after}")
+    else:
+        print(f"upgraded the database from {before or '(empty)'} to {after}")
+    return OK
+
+
+COMMANDS = {
+    "db": cmd_db,
+    "serve": cmd_serve,
+    "resubscribe": cmd_resubscribe,
+    "health": cmd_health,
+    "explain": cmd_explain,
+    "forget": cmd_forget,
+    "rematch": cmd_rematch,
+    "run": cmd_run,
+    "ingest": cmd_ingest,
+    "check": cmd_check,
+    "send-test": cmd_send_test,
+    "preview": cmd_preview,
+    "status": cmd_status,
+}

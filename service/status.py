@@ -1,0 +1,110 @@
+"""``paperboy status``: what the store holds and whether the last run went well.
+
+Read from the store alone (no scheduler, no web server, no SMTP client): the
+counts, the last job run and its error, when the next delivery is due (the
+cron line read by :func:`service.settings.cron.next_fire`), the deliveries
+waiting for a retry and those that failed, the readers who unsubscribed, and
+on request each subscriber with their private feed and page URLs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tzlocal import get_localzone
+
+from . import store
+from .settings import Settings
+from .settings.cron import next_fire
+
+
+def report(settings: Settings, *, subscribers: bool = False) -> dict[str, Any]:
+    """Everything ``status`` shows, as ``status --json`` prints it."""
+    engine = store.make_engine(settings.database)
+    store.upgrade(engine)
+    with store.reading(engine) as session:
+        counts = store.counts(session=session)
+        counts["failures"] = store.failures(session=session)
+        counts["retrying"] = store.retrying(session=session)
+        counts["unsubscribed_emails"] = [
+            {"email": s.email, "at": s.unsubscribed_at.isoformat() if s.unsubscribed_at else None}
+            for s in store.opted_out(session=session)
+        ]
+        last = store.last_run(session=session)
+        people = store.subscriber_overview(session=session) if subscribers else []
+    engine.dispose()
+    counts["last_run"] = (
+        None
+        if last is None
+        else {
+            "job": last.job,
+            "started_at": last.started_at.isoformat(timespec="seconds"),
+            "ok": last.ok,
+            "error": last.error,
+        }
+    )
+    counts["next_delivery"] = next_delivery(settings)
+    if subscribers:
+        counts["subscriber_list"] = [_with_urls(p, settings) for p in people]
+    return counts
+
+
+def lines(counts: dict[str, Any], settings: Settings) -> list[str]:
+    """The report as ``status`` prints it."""
+    d = counts["deliveries"]
+    out = [
+        f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}, forgotten "
+        f"{counts['forgotten_papers']}), files {counts['files']}, "
+        f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}), "
+        f"deliveries pending {d['pending']} sending {d['sending']} sent {d['sent']} failed {d['failed']} "
+        f"cancelled {d['cancelled']}, last ingest {counts['last_ingest'] or 'never'}"
+    ]
+    run = counts["last_run"]
+    if run is None:
+        out.append("last run: never")
+    else:
+        outcome = "ok" if run["ok"] else f"FAILED: {run['error'] or 'see the log'}"
+        out.append(f"last run: {run['job']} at {run['started_at']}: {outcome}")
+    out.append(f"next delivery: {counts['next_delivery']} (schedule.deliver {settings.schedule.deliver!r})")
+    for r in counts["retrying"]:
+        out.append(
+            f"retrying: {r['email']}: {r['papers']} papers after {r['attempts']} attempts, "
+            f"next at {r['next_attempt']}: {r['reason']}"
+        )
+    for f in counts["failures"]:
+        out.append(
+            f"failed: {f['email']}: {f['papers']} papers after {f['attempts']} attempts: {f['reason']}"
+        )
+    for u in counts["unsubscribed_emails"]:
+        undo = f"paperboy resubscribe {u['email']}"
+        out.append(f"unsubscribed: {u['email']} since {u['at']} (undo: {undo})")
+    for p in counts.get("subscriber_list", []):
+        name = f" ({p['name']})" if p["name"] else ""
+        last_email = p["last_sent"] or "never"
+        out.append(f"{p['email']}{name}: {p['state']}, {p['pending']} pending, last email {last_email}")
+        out.append(f"  feed: {p['atom']} (RSS: {p['rss']})")
+        out.append(f"  page: {p['page']}")
+    return out
+
+
+def next_delivery(settings: Settings) -> str:
+    """When ``schedule.deliver`` fires next, in its zone (without importing the scheduler)."""
+    zone = ZoneInfo(settings.timezone) if settings.timezone else get_localzone()
+    return next_fire(settings.schedule.deliver, datetime.now(zone)).isoformat(timespec="minutes")
+
+
+def _with_urls(person: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """A subscriber's private feed and page URLs (from the token, which stays out of the JSON)."""
+    from .feeds import feed_url, subscriber_feed
+
+    token = str(person.pop("token"))
+    base = settings.feeds.base_url or ""
+    name = subscriber_feed(token)
+    return {
+        **person,
+        "atom": feed_url(base, name, "atom"),
+        "rss": feed_url(base, name, "rss"),
+        "page": f"{settings.http.url}unsubscribe/{token}",
+    }
