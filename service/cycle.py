@@ -150,11 +150,9 @@ class App:
                 moved = move_aside(report.path, inbox / REJECTED)
                 event(
                     log,
-                    "inbox.rejected",
-                    level=logging.ERROR,
+                    "inbox.moved_aside",
                     path=report.path,
-                    moved_to=moved,
-                    reason=report.error,
+                    to=moved,
                     hint="nothing of it was stored; fix it and put it back, or leave it",
                 )
         return reports, waiting

@@ -196,7 +196,7 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
             problem=problem.message,
         )
     if report.error:
-        event(log, "ingest.rejected", level=logging.WARNING, path=path, reason=report.error)
+        event(log, "ingest.rejected", level=logging.ERROR, path=path, reason=report.error)
     else:
         event(
             log,

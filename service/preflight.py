@@ -85,7 +85,9 @@ def make_folders(settings: Settings) -> None:
 
 
 def writable(key: str, folder: Path) -> Check:
-    """Create ``folder`` if missing, then write and remove a file in it."""
+    """Create ``folder`` if missing, then write and remove a file in it (the check is named
+    by the key; the SQLite database's folder as "database folder")."""
+    name = "database folder" if key == "database" else key
     try:
         created = not folder.exists()
         if key == "email.maildir":
@@ -97,9 +99,9 @@ def writable(key: str, folder: Path) -> Check:
         os.unlink(probe)
     except OSError as exc:
         return Check(
-            key, False, f"{folder} is not writable ({exc.strerror or exc}); fix {key} or the permissions"
+            name, False, f"{folder} is not writable ({exc.strerror or exc}); fix {key} or the permissions"
         )
-    return Check(key, True, f"{folder} is writable" + (" (created)" if created else ""))
+    return Check(name, True, f"{folder} is writable" + (" (created)" if created else ""))
 
 
 def readable_inbox(settings: Settings) -> Check:

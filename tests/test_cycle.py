@@ -215,7 +215,9 @@ subscribers:
     (inbox / "notes.txt").write_text((Path(__file__).parent.parent / "README.md").read_text())
     done = run_cli("--config", config, "run", "--once")
     assert done.returncode == 1
-    assert "inbox.rejected" in done.stderr and "not a digest" in done.stderr and "cycle.failed" in done.stderr
+    rejected = [line for line in done.stderr.splitlines() if " ERROR ingest.rejected " in line]
+    assert len(rejected) == 1 and "notes.txt: not a digest" in rejected[0], done.stderr
+    assert "inbox.moved_aside" in done.stderr and "cycle.failed" in done.stderr
     assert not (inbox / "notes.txt").exists()
     assert (inbox / "rejected" / "notes.txt").read_text().startswith("# paperboy")
     now = status(config)
