@@ -20,6 +20,7 @@ from .commands import COMMANDS, FAILURE, USAGE, UsageError
 from .curate import NotFound
 from .log import event, setup
 from .settings import DEFAULT_CONFIG, ConfigError, load_settings
+from .store import NewerDatabase
 
 log = logging.getLogger("paperboy")
 
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"paperboy: configuration error:\n{exc}", file=sys.stderr)
         return USAGE
-    except (UsageError, NotFound) as exc:
+    except (UsageError, NotFound, NewerDatabase) as exc:
         print(f"paperboy: {exc}", file=sys.stderr)
         return USAGE
     except KeyboardInterrupt:

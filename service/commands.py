@@ -328,6 +328,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     head = store.head_revision()
     if args.action == "current":
         current = store.schema_revision(engine)
+        store.check_known(current)
         state = "up to date" if current == head else f"behind; run `paperboy db upgrade` to reach {head}"
         print(f"the database is at {current or '(empty)'}: {state}")
         return OK

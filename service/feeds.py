@@ -26,15 +26,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from feedgen.feed import FeedGenerator
 from sqlalchemy import Engine
 
 from . import store
 from .log import event
 from .render import paper_link
 from .settings import TOPIC_NAME, Settings
+
+if TYPE_CHECKING:
+    from feedgen.feed import FeedGenerator
 
 log = logging.getLogger("paperboy.feeds")
 
@@ -88,13 +92,32 @@ class FeedSpec:
 def render(
     spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_template: str
 ) -> dict[str, bytes]:
-    """The feed as ``{".atom": bytes, ".rss": bytes}``; ``items`` newest first."""
+    """The feed as ``{".atom": bytes, ".rss": bytes}``; ``items`` newest first.
+
+    Atom says what its text is (``type="text"``, the default): readers show it as text. RSS
+    says nothing, and readers take a description (and often a title) as HTML: there the text
+    is HTML-escaped before it is XML-escaped, so ``<script>`` in an abstract reaches the
+    reader as the characters ``<script>``, never as markup (and ``<think>`` is not lost)."""
+    out = {}
+    for suffix, kind in ((".atom", "application/atom+xml"), (".rss", "application/rss+xml")):
+        fg = _feed(spec, items, base_url=base_url, link_template=link_template, html=suffix == ".rss")
+        fg.link(href=base_url, rel="alternate", replace=True)
+        fg.link(href=base_url + spec.name + suffix, rel="self", type=kind)
+        out[suffix] = fg.atom_str(pretty=True) if suffix == ".atom" else fg.rss_str(pretty=True)
+    return out
+
+
+def _feed(
+    spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_template: str, html: bool
+) -> FeedGenerator:
+    from feedgen.feed import FeedGenerator
+
+    text = escape if html else str
     fg = FeedGenerator()
-    self_url = base_url + spec.name
     newest = max((i.published for i in items), default=_EPOCH)
     fg.id(entry_id("feed:" + spec.name))
-    fg.title(spec.title)
-    fg.subtitle(spec.subtitle)  # also the RSS <description>
+    fg.title(text(spec.title))
+    fg.subtitle(text(spec.subtitle))  # also the RSS <description>
     fg.author({"name": "paperboy"})
     fg.generator("paperboy")
     fg.language("en")
@@ -104,22 +127,14 @@ def render(
         entry = fg.add_entry(order="append")
         entry.id(entry_id(item.key))
         entry.guid(entry_id(item.key), permalink=False)
-        entry.title(item.title)
+        entry.title(text(item.title))
         entry.link(href=paper_link(link_template, title=item.title, key=item.key))
-        entry.summary(item.abstract)
+        entry.summary(text(item.abstract))
         entry.published(item.published)
         entry.updated(item.published)
         for term in item.terms:
             entry.category(term=term)
-    out = {}
-    for suffix, kind, serialize in (
-        (".atom", "application/atom+xml", fg.atom_str),
-        (".rss", "application/rss+xml", fg.rss_str),
-    ):  # the two of SUFFIXES
-        fg.link(href=base_url, rel="alternate", replace=True)
-        fg.link(href=self_url + suffix, rel="self", type=kind)
-        out[suffix] = serialize(pretty=True)
-    return out
+    return fg
 
 
 def write(spec: FeedSpec, files: dict[str, bytes], directory: Path) -> int:

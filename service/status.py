@@ -57,7 +57,9 @@ def lines(counts: dict[str, Any], settings: Settings) -> list[str]:
     out = [
         f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}, forgotten "
         f"{counts['forgotten_papers']}), files {counts['files']}, "
-        f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}), "
+        f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}; "
+        f"{counts['left_configuration']} left the configuration, their {counts['cancelled_left']} "
+        "pending deliveries cancelled), "
         f"deliveries pending {d['pending']} sending {d['sending']} sent {d['sent']} failed {d['failed']} "
         f"cancelled {d['cancelled']}, last ingest {counts['last_ingest'] or 'never'}"
     ]

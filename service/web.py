@@ -50,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, feeds, store
 from .cycle import App
@@ -62,6 +62,8 @@ log = logging.getLogger("paperboy.web")
 
 FEED_TYPES = {"atom": "application/atom+xml; charset=utf-8", "rss": "application/rss+xml; charset=utf-8"}
 LATEST = 20  # papers on the front page
+MAX_BODY = 4096  # bytes of a request body: the one form (one-click unsubscribe) needs a few dozen
+MAX_FORM_FIELDS = 8
 CHART_DAYS = 30
 
 
@@ -95,6 +97,58 @@ class FeedFiles(StaticFiles):
             response.headers["content-type"] = FEED_TYPES[kind]
         response.headers["cache-control"] = "no-cache"  # revalidate: the ETag makes that cheap
         return response
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413, whether it says its length
+    (Content-Length, refused before a byte is read) or not (chunked: refused once the count
+    passes the limit), so no request can make the server read or parse much."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = PlainTextResponse(f"request body over {self.limit} bytes", status_code=413)
+        await response({"type": "http"}, _nothing, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +313,7 @@ def create_app(current: Callable[[], App]) -> Starlette:
                 return page("unsubscribe.html.j2", 404, state="unknown", token=token)
             state = "done" if sub.unsubscribed_at else "confirm"
             return page("unsubscribe.html.j2", state=state, token=token)
-        form = await request.form()
+        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
         if form.get("List-Unsubscribe") != "One-Click":
             return PlainTextResponse("expected List-Unsubscribe=One-Click (RFC 8058)", status_code=400)
 
@@ -316,7 +370,7 @@ def create_app(current: Callable[[], App]) -> Starlette:
             Route("/healthz", healthz),
             Route("/metrics", metrics),
         ],
-        middleware=[Middleware(GZipMiddleware, minimum_size=512)],
+        middleware=[Middleware(BodyLimit, limit=MAX_BODY), Middleware(GZipMiddleware, minimum_size=512)],
         exception_handlers={HTTPException: not_found},
     )
 

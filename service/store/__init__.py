@@ -17,7 +17,7 @@ never commit. Timestamps are timezone-aware UTC, passed in by the caller.
 """
 
 from .engine import make_engine, reading, transaction
-from .migrate import FIRST_RELEASE, head_revision, schema_revision, upgrade
+from .migrate import FIRST_RELEASE, NewerDatabase, check_known, head_revision, schema_revision, upgrade
 from .outbox import (
     FoldReport,
     NewDelivery,
@@ -106,6 +106,7 @@ __all__ = [
     "NewPaper",
     "NewSentMark",
     "NewTopicPaper",
+    "NewerDatabase",
     "OutboxRow",
     "Paper",
     "PaperFile",
@@ -118,6 +119,7 @@ __all__ = [
     "add_papers",
     "add_topic_papers",
     "cancel_pending",
+    "check_known",
     "claim_due",
     "counts",
     "daily_activity",

@@ -46,6 +46,24 @@ def schema_revision(engine: Engine) -> str | None:
         return _revision(conn)
 
 
+class NewerDatabase(Exception):
+    """The database was migrated by a newer paperboy: this one does not know its revision."""
+
+
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    return frozenset(p.name.partition("_")[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def check_known(revision: str | None) -> None:
+    """:class:`NewerDatabase` unless ``revision`` is one of this paperboy's (or None: empty)."""
+    if revision is not None and revision not in known_revisions():
+        raise NewerDatabase(
+            f"the database was migrated by a newer paperboy (revision {revision}; this one knows up to "
+            f"{head_revision()}); upgrade paperboy"
+        )
+
+
 @functools.cache
 def head_revision() -> str:
     """The newest revision this paperboy knows: the last migration file's revision
@@ -66,12 +84,14 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     current = schema_revision(engine)
     if current == target:
         return current, current
+    check_known(current)
     from alembic import command
 
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         before = _revision(conn)
+        check_known(before)
         config = _alembic(conn)
         if before is None and inspect(conn).has_table("papers"):
             command.stamp(config, FIRST_RELEASE)

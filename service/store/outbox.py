@@ -36,6 +36,7 @@ from sqlmodel import Session, col, select
 
 from .engine import core, insert_new
 from .tables import (
+    LEFT,
     LIVE_STATES,
     Delivery,
     DeliveryState,
@@ -382,6 +383,21 @@ def cancel_pending(*, session: Session, subscriber_id: int, reason: str) -> int:
             col(Delivery.state) == DeliveryState.PENDING,
         )
         .values(state=DeliveryState.CANCELLED, last_error=reason, next_attempt_at=None)
+    )
+    return int(result.rowcount)
+
+
+def restore_left(*, session: Session, subscriber_id: int) -> int:
+    """``cancelled -> pending`` for the rows cancelled when the subscriber left the
+    configuration (a subscriber who comes back); how many."""
+    result = core(session).execute(
+        update(Delivery)
+        .where(
+            col(Delivery.subscriber_id) == subscriber_id,
+            col(Delivery.state) == DeliveryState.CANCELLED,
+            col(Delivery.last_error) == LEFT,
+        )
+        .values(state=DeliveryState.PENDING, last_error=None, next_attempt_at=None)
     )
     return int(result.rowcount)
 

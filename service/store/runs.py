@@ -14,6 +14,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from .tables import (
+    LEFT,
     Delivery,
     DeliveryState,
     IngestedFile,
@@ -45,11 +46,21 @@ def counts(*, session: Session) -> dict[str, Any]:
         select(func.count()).select_from(Paper).where(col(Paper.matched_at).is_(None))
     ).one()
     last = session.exec(select(func.max(IngestedFile.ingested_at))).one()
+    left = session.exec(
+        select(func.count()).select_from(Subscriber).where(Subscriber.active == False)  # noqa: E712
+    ).one()
+    cancelled_left = session.exec(
+        select(func.count())
+        .select_from(Delivery)
+        .where(col(Delivery.state) == DeliveryState.CANCELLED, col(Delivery.last_error) == LEFT)
+    ).one()
     return {
         "papers": int(papers),
         "files": int(files),
         "subscribers": int(subscribers),
         "unsubscribed": int(unsubscribed),
+        "left_configuration": int(left),
+        "cancelled_left": int(cancelled_left),
         "unmatched_papers": int(unmatched),
         "deliveries": by_state,
         "last_ingest": last.isoformat() if isinstance(last, datetime) else None,

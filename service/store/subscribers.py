@@ -15,8 +15,9 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from .engine import insert_for
-from .outbox import cancel_pending
+from .outbox import cancel_pending, restore_left
 from .tables import (
+    LEFT,
     RuleFingerprint,
     Subscriber,
 )
@@ -27,7 +28,10 @@ from .tables import (
 def sync_subscribers(
     *, session: Session, people: Sequence[tuple[str, str | None]], at: datetime
 ) -> dict[str, Subscriber]:
-    """Make the table follow the configuration: add, rename, (de)activate.
+    """Make the table follow the configuration: add, rename, (de)activate. A subscriber who
+    left the configuration has their pending deliveries cancelled (``LEFT``): nothing is
+    sent to them, and status and /metrics return to zero; one who comes back has those
+    rows pending again, and gets new papers.
 
     Returns the active subscribers by lower-cased address. Tokens are made
     once, from ``secrets``, and never change while the subscriber exists.
@@ -46,6 +50,10 @@ def sync_subscribers(
         active = email in wanted
         name = wanted.get(email, sub.name)
         if sub.active != active or sub.name != name:
+            if sub.active and not active and sub.id is not None:  # left the configuration
+                cancel_pending(session=session, subscriber_id=sub.id, reason=LEFT)
+            elif active and not sub.active and sub.id is not None and sub.unsubscribed_at is None:
+                restore_left(session=session, subscriber_id=sub.id)  # back: what waited for them
             sub.active, sub.name = active, name
             session.add(sub)
     session.flush()

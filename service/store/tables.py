@@ -113,9 +113,11 @@ class DeliveryState:
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
-    CANCELLED = "cancelled"  # the subscriber unsubscribed before it went out
+    CANCELLED = "cancelled"  # the subscriber unsubscribed (or left the configuration) before it went out
     ALL = (PENDING, SENDING, SENT, FAILED, CANCELLED)
 
+
+LEFT = "left the configuration"  # the reason of rows cancelled when their subscriber left the YAML
 
 # The rows still on their way out. A partial index holds only these (migration 0006): it
 # stays as small as the backlog however long the history grows, and a row leaves it
