@@ -141,6 +141,9 @@ def _lex(rule: str) -> Iterator[_Tok]:
             i = end
 
 
+MAX_NESTING = 64  # a query nested deeper is refused (a rule needs a handful; Python's stack, thousands)
+
+
 class _Parser:
     """Recursive descent: or := and (OR and)*; and := unary ([AND] unary)*; unary := NOT unary | primary."""
 
@@ -148,6 +151,12 @@ class _Parser:
         self.rule = rule
         self.toks = list(_lex(rule))
         self.pos = 0
+        self.depth = 0  # groups and NOTs open around the current token
+
+    def deeper(self, tok: _Tok) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"nested more than {MAX_NESTING} deep (groups and NOTs)", tok.column)
 
     def error(self, message: str, column: int | None) -> RuleError:
         return RuleError(message, rule=self.rule, column=column)
@@ -191,7 +200,10 @@ class _Parser:
         tok = self.peek()
         if tok is not None and tok.kind == "NOT":
             self.take()
-            return Not(self.parse_unary(tok))
+            self.deeper(tok)
+            node = Not(self.parse_unary(tok))
+            self.depth -= 1
+            return node
         return self.parse_primary(after)
 
     def parse_primary(self, after: _Tok | None = None, scope: Scope = "any") -> Node:
@@ -211,7 +223,9 @@ class _Parser:
             inner: Scope = "title" if tok.value == "title" else "abstract"
             return self.parse_primary(tok, scope=inner)
         if tok.kind == "(":
+            self.deeper(tok)
             node = self.parse_or(after=tok)
+            self.depth -= 1
             close = self.peek()
             if close is None or close.kind != ")":
                 raise self.error("'(' is never closed", tok.column)

@@ -4,6 +4,12 @@ Every error names the file, the line and the key
 (``config/paperboy.yaml:14: subscribers[1].keywordz: unknown key; did you
 mean 'keywords'?``). ``${VAR}`` and ``${VAR:-default}`` stand for
 environment variables in any string value.
+
+Hostile or broken files are refused in bounded time, each with file and line:
+a file over :data:`MAX_BYTES`, a line nested deeper than :data:`MAX_DEPTH`
+(flow brackets, indentation, ``- - -``), aliases that would expand the
+document past :data:`MAX_EXPANSION` times its size (a "billion laughs"), an
+alias that contains itself, and anything else the YAML loader refuses.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .schema import At, Settings
 
@@ -27,6 +33,11 @@ DEFAULT_CONFIG = Path("config/paperboy.yaml")
 class ConfigError(Exception):
     """The configuration cannot be used. ``str()`` is the message for the operator."""
 
+
+MAX_BYTES = 8 << 20  # a configuration of 10,000 subscribers is about 1.5 MB
+MAX_DEPTH = 48  # levels of nesting on one line; paperboy's own keys need 5
+MAX_EXPANSION = 10  # aliases may repeat values, up to this many times the document's own (+ EXPANSION_SLACK)
+EXPANSION_SLACK = 100_000
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -114,18 +125,97 @@ def _hint(model: type[BaseModel], path: tuple[Any, ...], key: str) -> str:
     return f"; known keys here: {', '.join(names)}"
 
 
+def _check_shape(text: str, source: str) -> None:
+    """Refuse, before the YAML parser (which recurses) sees it, text nested too deep."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{source}:1: the file is {len(text):,} characters; at most {MAX_BYTES:,}")
+    flow = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        body = line.lstrip(" ")
+        dashes = 0
+        while body.startswith(("- ", "? ")):  # a sequence (or key) nested on one line
+            body = body[2:].lstrip(" ")
+            dashes += 1
+        quote = ""
+        deepest = flow
+        for ch in body:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "[{":
+                flow += 1
+                deepest = max(deepest, flow)
+            elif ch in "]}":
+                flow = max(0, flow - 1)
+        depth = (len(line) - len(line.lstrip(" "))) // 2 + dashes + deepest
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}:{number}: nested {depth} levels deep; at most {MAX_DEPTH}")
+
+
+def _check_aliases(tree: CommentedMap, source: str) -> None:
+    """Refuse aliases that multiply the document (each alias is expanded wherever it is used,
+    by the checks below and by validation) or that contain themselves."""
+    sizes: dict[int, int] = {}
+    distinct = 0
+
+    def size(node: Any, path: frozenset[int]) -> int:
+        nonlocal distinct
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in path:
+            raise ValueError("an alias that contains itself")
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            return 1
+        distinct += 1
+        inner = path | {key}
+        total = 1 + sum(size(child, inner) for child in children)
+        sizes[key] = total
+        return total
+
+    expanded = 0
+    for name in list(tree):
+        line = _position(tree, (name,)) or 1
+        try:
+            expanded += size(tree[name], frozenset())
+        except ValueError as exc:
+            raise ConfigError(f"{source}:{line}: {name}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(
+                f"{source}:{line}: {name}: aliases nest it deeper than paperboy follows"
+            ) from None
+        if expanded > MAX_EXPANSION * distinct + EXPANSION_SLACK:
+            raise ConfigError(
+                f"{source}:{line}: {name}: its aliases expand the configuration to {expanded:,} values "
+                f"(the file holds {distinct:,} collections); an alias may repeat a value, not multiply it"
+            )
+
+
 def parse_settings(text: str, *, source: str, base: Path | None) -> Settings:
     """Validate configuration ``text``; ``source`` names it in messages."""
+    _check_shape(text, source)
     try:
         tree = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ConfigError(f"{where}: not valid YAML: {exc.problem}") from None
+    except YAMLError as exc:
+        raise ConfigError(f"{source}:1: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}:1: not valid YAML: nested deeper than paperboy follows") from None
     if tree is None:
         tree = CommentedMap()
     if not isinstance(tree, CommentedMap):
         raise ConfigError(f"{source}:1: the configuration must be a mapping of keys")
+    _check_aliases(tree, source)
     env_errors: list[tuple[tuple[Any, ...], str]] = []
     _expand(tree, (), env_errors)
     if env_errors:
