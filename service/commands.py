@@ -115,7 +115,7 @@ def cmd_send_test(args: argparse.Namespace, settings: Settings) -> int:
 
     from .mailer import SendError
     from .preflight import send_test
-    from .settings.schema import check_address
+    from .settings.addresses import check_address
 
     try:
         to = check_address(args.email)

@@ -138,8 +138,19 @@ def next_digest(
 class Composer:
     """Claimed chunks into emails, for one delivery run (or the benchmark)."""
 
-    def __init__(self, engine: Engine, renderer: Renderer, settings: Settings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        renderer: Renderer,
+        settings: Settings,
+        *,
+        broken: Callable[[list[store.OutboxRow], str, str], None] | None = None,
+    ) -> None:
+        """``broken(rows, address, reason)`` hears of a subscriber whose email cannot be made (an
+        address no header can hold, say): their rows, not the chunk, fail; without it,
+        the error is raised."""
         self.engine, self.renderer, self.settings = engine, renderer, settings
+        self.broken = broken
         self.limits = paper_limits(settings)
         self.papers = PaperCache()
         self.list_id = list_id(settings.email.from_)
@@ -155,7 +166,16 @@ class Composer:
                 for sid, group in rows.items()
             }
             texts = self.papers.texts(session, {r.paper_id for group in shown.values() for r in group})
-        return [self.mail(subscribers[sid], group, shown[sid], texts, at=at) for sid, group in rows.items()]
+        out = []
+        for sid, group in rows.items():
+            try:
+                out.append(self.mail(subscribers[sid], group, shown[sid], texts, at=at))
+            except (ValueError, UnicodeError) as exc:
+                if self.broken is None:
+                    raise
+                address = subscribers[sid].email
+                self.broken(group, address, f"cannot make the email for {address!r}: {exc}")
+        return out
 
     def mail(
         self,

@@ -218,7 +218,9 @@ class DeliveryRun:
         while one is composed and another sent, and the sender never waits for a chunk to
         finish."""
         sender = self.sender
-        composer = Composer(self.engine, self.renderer, self.settings)
+        composer = Composer(
+            self.engine, self.renderer, self.settings, broken=functools.partial(self._broken, report=report)
+        )
         queue: asyncio.Queue[Mail | None] = asyncio.Queue()
         with (
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-claim") as claims,
@@ -371,6 +373,32 @@ class DeliveryRun:
             folded = store.fold_sent(session=session, worker=self.worker)
         for subscriber_id, rows in folded.lost:  # our lease ran out and another process took over
             event(log, "deliver.lease_lost", level=logging.WARNING, subscriber=subscriber_id, rows=rows)
+
+    def _broken(
+        self, rows: list[store.OutboxRow], address: str, reason: str, *, report: DeliveryReport
+    ) -> None:
+        """(On the compose thread.) A subscriber's email could not be made: their rows fail
+        for good, with the reason; the run goes on for everyone else."""
+        with store.transaction(self.engine) as session:
+            store.mark_failed_attempt(
+                session=session,
+                delivery_ids=[r.id for r in rows],
+                worker=self.worker,
+                error=reason,
+                permanent=True,
+                retry_at=self.clock(),
+                max_attempts=self.settings.email.max_attempts,
+            )
+        report.failed.append((address, reason))
+        event(
+            log,
+            "deliver.failed",
+            level=logging.WARNING,
+            to=address,
+            reason=reason,
+            papers=len(rows),
+            retry="never",
+        )
 
     def _failed(self, mail: Mail, exc: SendError, report: DeliveryReport) -> None:
         if exc.config:  # not the message's fault: no attempt counted, and the run stops

@@ -174,6 +174,9 @@ class SmtpConnection:
         except aiosmtplib.SMTPException as exc:
             await self.close()
             raise SendError(str(exc), temporary=True) from exc
+        except (ValueError, UnicodeError) as exc:  # this recipient or message, not the session
+            await self.close()  # whatever was said, the next email starts a clean session
+            raise SendError(f"cannot send to {mail.to!r}: {exc}", temporary=False) from exc
 
     async def _greet(self) -> None:
         """EHLO (HELO if the server knows no EHLO) unless done: what the server supports."""

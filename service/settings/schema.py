@@ -13,7 +13,6 @@ import difflib
 import os
 import re
 import zoneinfo
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from .addresses import check_address, check_name, check_sender
 from .cron import check_cron
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -57,14 +57,6 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get("base")
     path = path.expanduser()
     return path if path.is_absolute() or base is None else Path(os.path.normpath(Path(base) / path))
-
-
-def check_address(value: str) -> str:
-    _, address = parseaddr(value)
-    local, _, domain = address.rpartition("@")
-    if not local or not domain or " " in address:
-        raise ValueError(f"{value!r} is not an e-mail address")
-    return value
 
 
 class _Model(BaseModel):
@@ -122,8 +114,7 @@ class Email(_Model):
     @field_validator("from_")
     @classmethod
     def _address(cls, value: str) -> str:
-        check_address(value)
-        return value
+        return check_sender(value)
 
     @field_validator("maildir")
     @classmethod
@@ -255,6 +246,11 @@ class SubscriberConfig(_Rules):
     @classmethod
     def _address(cls, value: str) -> str:
         return check_address(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
 
 
 class Settings(_Model):
