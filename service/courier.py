@@ -29,9 +29,10 @@ child -> parent, one frame per email
 The child ignores SIGINT and SIGTERM (Ctrl-C reaches the whole process
 group; systemd signals every process of a service): its parent decides.
 The parent's stdin closing without a "stop" means it died: the child exits
-at once, mid-message if need be, so that a server never accepts what the
-parent can no longer record (SMTP delivers a message only at the end of its
-DATA).
+at once, mid-message if need be, so that a message not finished by then
+never arrives (SMTP delivers a message only at the end of its DATA; one whose
+final dot was written is the server's, answered or not: the window for a
+duplicate that :mod:`service.delivery` describes).
 """
 
 from __future__ import annotations

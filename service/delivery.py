@@ -37,12 +37,14 @@ in this event loop (:class:`~service.mailer.InProcessSender`).
 A row in ``sending`` whose lease has run out belongs to a process that died:
 it is due again, but every claim first folds the sent marks of every
 process, so an email whose mark was committed is never sent again. That
-leaves one window in which a pair can be delivered twice: the server
-accepted the message and the process died before its mark committed (the
-answer on its way from the sending process, the commit then under way, or
-the one after it: a few milliseconds). When the main process dies, the
-sending process sees its pipe close and leaves at once, mid-message, so a
-server never completes a message that nobody can record. When the sending
+leaves one window in which a pair can be delivered twice: from the moment
+the sending process writes a message's final dot (the server has it whole
+and delivers it, whoever is left to hear its answer) until the mark commits:
+the server's answer to the end of DATA, however long it takes, then the
+answer on its way from the sending process and a commit or two (a few
+milliseconds). When the main process dies, the sending process sees its pipe
+close and leaves at once, mid-message, so a message not finished by then
+never arrives (tests/test_hostile_window.py kills it inside the window). When the sending
 process dies alone, the emails it held stay ``sending`` until their lease
 runs out: the ones among them the server had accepted arrive twice. The
 retried message carries the same ``Message-ID``, so mail clients can drop it.

@@ -82,7 +82,7 @@ def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
         ),
         (
             "topics:\n  safety:\n    query: 'x AND /(/'\n",
-            "c.yaml:3: topics.safety.query: column 8: bad regex",
+            "c.yaml:3: topics.safety.query: column 7: bad regex",
         ),
         (
             "topics:\n  safety: {query: x}\nsubscribers:\n - email: a@b.org\n   topics: [safty]\n",

@@ -4,13 +4,13 @@ A :class:`Term` is a word, a phrase or a prefix (``jailbreak*``), folded as
 :mod:`service.text` folds the papers' text, so that a hit is a whole-word
 hit; it also matches its plural (in a phrase, the last word's).
 A :class:`Pattern` is a ``/regex/``, searched case-insensitively in the
-original text.
+original text by RE2, in linear time.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..text import plurals, tokens
 
@@ -64,22 +64,40 @@ class Term:
         return " ".join(self.words) + ("*" if self.prefix else "")
 
 
+REGEX_MEMORY = 8 << 20  # bytes a regex's compiled program may take (RE2's default)
+
+
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """``/regex/``: searched case-insensitively in the original text."""
+    """``/regex/``: searched case-insensitively in the original text, by RE2 (google-re2),
+    whose matching takes time linear in the text whatever the pattern: a rule such as
+    ``/(a+)+$/`` cannot hang a run (Python's engine backtracks, and took hours on an
+    abstract of forty a's). RE2 has no backreferences or lookaround (refused here, with
+    the reason), its ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are ASCII (``\\pL`` is any letter),
+    and a pattern whose program needs more than ``REGEX_MEMORY`` bytes is refused."""
 
     source: str
-    regex: re.Pattern[str] = field(compare=False, hash=False, repr=False)
+    regex: Any = field(compare=False, hash=False, repr=False)  # a compiled re2 pattern
 
     @classmethod
     def compile(cls, source: str, *, rule: str = "", column: int | None = None) -> Pattern:
+        import re2  # only configurations with a regex pay for it
+
         if not source:
             raise RuleError("empty regex //", rule=rule, column=column)
+        options = re2.Options()
+        options.case_sensitive = False
+        options.log_errors = False
+        options.max_mem = REGEX_MEMORY
         try:
-            return cls(source, re.compile(source, re.IGNORECASE))
-        except re.error as exc:
-            at = None if column is None or exc.pos is None else column + 1 + exc.pos
-            raise RuleError(f"bad regex: {exc.msg}", rule=rule or f"/{source}/", column=at) from None
+            return cls(source, re2.compile(source, options))
+        except re2.error as exc:
+            reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise RuleError(
+                f"bad regex: {reason} (paperboy's regex engine, RE2, has no backreferences or lookaround)",
+                rule=rule or f"/{source}/",
+                column=column,
+            ) from None
 
     @property
     def label(self) -> str:
