@@ -146,8 +146,13 @@ def _opted_out_lines(app: App) -> list[str]:
     if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
         return []  # no store yet; check creates none
     try:
-        if store.schema_revision(app.engine) is None:
-            return []
+        revision = store.schema_revision(app.engine)
+    except Exception as exc:  # check validates the configuration; an unreachable store is only noted
+        return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
+    store.check_known(revision)  # a database of a newer paperboy: refused, as by every command
+    if revision is None:
+        return []
+    try:
         with store.reading(app.engine) as session:
             out = store.opted_out(session=session)
     except Exception as exc:  # check validates the configuration; an unreachable store is only noted

@@ -37,7 +37,16 @@ def status(config: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    "command", [["status"], ["run", "--once"], ["db", "current"], ["db", "upgrade"], ["ingest", "x"]]
+    "command",
+    [
+        ["status"],
+        ["run", "--once"],
+        ["db", "current"],
+        ["db", "upgrade"],
+        ["ingest", "x"],
+        ["check"],
+        ["serve"],
+    ],
 )
 def test_a_database_from_a_newer_paperboy_is_refused_in_one_line(tmp_path: Path, command: list[str]) -> None:
     config = config_at(tmp_path, ["alice@example.org"])
