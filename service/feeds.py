@@ -18,6 +18,8 @@ unchanged feed is rewritten byte for byte the same.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -161,9 +163,46 @@ def _atomic_write(path: Path, data: bytes) -> bool:
         raise
 
 
+STAMP = ".paperboy-feeds"  # in feeds.dir: what the feeds were last rendered from (never served)
+FORMAT = 2  # what a feed holds, as this code writes it (2: RSS text HTML-escaped)
+_SETTINGS_PRINTS: dict[int, tuple[Settings, str]] = {}
+
+
+def _settings_print(settings: Settings) -> str:
+    """A hash of everything in the configuration a feed shows (computed once per Settings)."""
+    known = _SETTINGS_PRINTS.get(id(settings))
+    if known is not None and known[0] is settings:
+        return known[1]
+    shown = {
+        "feeds": settings.feeds.model_dump(mode="json"),
+        "paper_link": settings.email.paper_link,
+        "topics": {n: [t.title, t.description] for n, t in settings.topics.items()},
+        "names": [[s.email.lower(), s.name] for s in settings.subscribers],  # the personal feeds' titles
+    }
+    value = hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()
+    if len(_SETTINGS_PRINTS) > 8:
+        _SETTINGS_PRINTS.clear()
+    _SETTINGS_PRINTS[id(settings)] = (settings, value)
+    return value
+
+
+def stamp(engine: Engine, settings: Settings) -> str:
+    """What the feeds would be rendered from now: when it equals the stamp written beside the
+    feeds at their last rendering, no feed can have changed, and none is rendered."""
+    with store.reading(engine) as session:
+        marks = store.feed_marks(session=session)
+    return json.dumps([FORMAT, _settings_print(settings), marks])
+
+
 def write_all(engine: Engine, settings: Settings) -> int:
-    """Render every feed from the store and write those that changed; how many files changed."""
+    """Render every feed from the store and write those that changed; how many files changed.
+    When nothing a feed shows has changed since the last rendering (:func:`stamp`), nothing is
+    rendered: a quiet poll costs a few aggregate queries, whatever the number of subscribers."""
     cfg = settings.feeds
+    now = stamp(engine, settings)
+    marker = cfg.dir / STAMP
+    if marker.is_file() and (cfg.dir / f"{ALL}.atom").is_file() and marker.read_text() == now:
+        return 0
     changed = 0
     with store.reading(engine) as session:
         everything = [
@@ -194,4 +233,6 @@ def write_all(engine: Engine, settings: Settings) -> int:
         changed += write(spec, files, cfg.dir)
     if changed:
         event(log, "feeds.written", changed=changed, feeds=len(jobs), dir=cfg.dir, entries=len(everything))
+    cfg.dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(marker, now.encode())
     return changed

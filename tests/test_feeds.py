@@ -43,3 +43,58 @@ def test_feed_names_are_the_ones_the_server_serves() -> None:
             assert feeds.FEED_FILE.fullmatch(f"{name}.{kind}")
     for path in ("all.xml", "topics/../all.atom", "u/short.atom", "u/" + "A" * 24 + ".atom.bak", "x.atom"):
         assert not feeds.FEED_FILE.fullmatch(path)
+
+
+def test_a_quiet_poll_renders_no_feed(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Nothing a feed shows changed: no feed is rendered (the stamp beside the feeds says so);
+    a new paper, a forgotten one, or a new feed title renders them again."""
+    import shutil
+    from datetime import UTC, datetime
+
+    from service import store
+    from service.cycle import App
+    from service.settings import parse_settings
+    from tests.helpers import FIXTURES
+
+    def settings_with(title: str):  # type: ignore[no-untyped-def]
+        return parse_settings(
+            f"""\
+database: sqlite:///{tmp_path}/paperboy.db
+inbox: {tmp_path}/inbox
+inbox_settle: 0s
+email: {{maildir: {tmp_path}/mail}}
+feeds: {{dir: {tmp_path}/feeds, title: {title}}}
+subscribers:
+  - email: alice@example.org
+    keywords: [model]
+""",
+            source="t.yaml",
+            base=tmp_path,
+        )
+
+    (tmp_path / "inbox").mkdir()
+    shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")
+    app = App(settings_with("Desk"), progress=False)
+    try:
+        app.cycle(send=False)
+        assert (tmp_path / "feeds" / feeds.STAMP).is_file()
+        rendered: list[str] = []
+        real = feeds.render
+        monkeypatch.setattr(
+            feeds, "render", lambda spec, *a, **k: rendered.append(spec.name) or real(spec, *a, **k)
+        )
+        assert app.cycle(send=False).feeds_changed == 0 and rendered == []  # quiet: nothing rendered
+
+        with store.transaction(app.engine) as session:
+            store.forget_papers(session=session, paper_ids=[1], at=datetime.now(UTC))
+        assert app.write_feeds() > 0 and feeds.ALL in rendered
+        rendered.clear()
+        assert app.write_feeds() == 0 and rendered == []
+
+        shutil.copy(FIXTURES / "digest-c.txt", tmp_path / "inbox")  # new papers
+        assert app.cycle(send=False).feeds_changed > 0
+        rendered.clear()
+        renamed = App(settings_with("Paper Desk"), engine=app.engine, progress=False)
+        assert renamed.write_feeds() > 0 and rendered  # the title is in every feed
+    finally:
+        app.engine.dispose()

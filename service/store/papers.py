@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     delete,
     exists,
+    func,
     type_coerce,
     update,
 )
@@ -289,3 +290,24 @@ def subscriber_papers(*, session: Session, subscriber_id: int, limit: int) -> li
         .limit(limit)
     )
     return [(d, p) for d, p in session.exec(stmt)]
+
+
+def feed_marks(*, session: Session) -> list[int]:
+    """A few numbers that change whenever what a feed shows may have changed: new papers,
+    forgotten ones, new matches, topic entries added or removed, subscribers added or
+    (de)activated. Cheap: aggregates the database answers from its indexes (and one count
+    of the forgotten papers)."""
+    from .tables import Subscriber
+
+    rows = [
+        sa_select(func.max(col(Paper.id)), func.count(col(Paper.forgotten_at))),
+        sa_select(func.max(col(Delivery.id))),
+        sa_select(func.max(col(TopicPaper.id)), func.count(col(TopicPaper.id))),
+        sa_select(func.max(col(Subscriber.id)), func.count(col(Subscriber.id))).where(
+            col(Subscriber.active).is_(True)
+        ),
+    ]
+    out: list[int] = []
+    for stmt in rows:
+        out.extend(int(v or 0) for v in core(session).execute(stmt).one())
+    return out
