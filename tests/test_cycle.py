@@ -145,8 +145,9 @@ def test_run_once_delivers_each_match_exactly_once(
     assert final["papers"] == 39 + 52 and final["files"] == 2
     assert final["deliveries"]["sent"] == sum(map(len, both.values()))
 
-    feeds = sorted((tmp_path / "feeds").rglob("*.*"))
+    feeds = sorted(p for p in (tmp_path / "feeds").rglob("*.*") if p.suffix in (".atom", ".rss"))
     assert len(feeds) == 2 + 2 * len(SUBSCRIBERS)
+    assert (tmp_path / "feeds" / ".paperboy-feeds").is_file()  # what they were rendered from
     for path in feeds:
         parsed = feedparser.parse(path.read_bytes())
         assert not parsed.bozo, (path, parsed.get("bozo_exception"))
