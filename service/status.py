@@ -54,12 +54,16 @@ def report(settings: Settings, *, subscribers: bool = False) -> dict[str, Any]:
 def lines(counts: dict[str, Any], settings: Settings) -> list[str]:
     """The report as ``status`` prints it."""
     d = counts["deliveries"]
+    left = (
+        f"; {counts['left_configuration']} left the configuration, their {counts['cancelled_left']} "
+        "pending deliveries cancelled"
+        if counts["left_configuration"]
+        else ""
+    )
     out = [
         f"papers {counts['papers']} (unmatched {counts['unmatched_papers']}, forgotten "
         f"{counts['forgotten_papers']}), files {counts['files']}, "
-        f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}; "
-        f"{counts['left_configuration']} left the configuration, their {counts['cancelled_left']} "
-        "pending deliveries cancelled), "
+        f"subscribers {counts['subscribers']} (unsubscribed {counts['unsubscribed']}{left}), "
         f"deliveries pending {d['pending']} sending {d['sending']} sent {d['sent']} failed {d['failed']} "
         f"cancelled {d['cancelled']}, last ingest {counts['last_ingest'] or 'never'}"
     ]
