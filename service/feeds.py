@@ -203,36 +203,43 @@ def write_all(engine: Engine, settings: Settings) -> int:
     marker = cfg.dir / STAMP
     if marker.is_file() and (cfg.dir / f"{ALL}.atom").is_file() and marker.read_text() == now:
         return 0
-    changed = 0
+    assert cfg.base_url is not None  # Settings fills it in
+    base_url, link = cfg.base_url, settings.email.paper_link
+    changed = feeds = 0
+
+    def emit(spec: FeedSpec, items: list[FeedItem]) -> None:
+        """Render and write one feed at once: only one feed's entries are held at a time."""
+        nonlocal changed, feeds
+        changed += write(spec, render(spec, items, base_url=base_url, link_template=link), cfg.dir)
+        feeds += 1
+
     with store.reading(engine) as session:
         everything = [
             FeedItem(p.key, p.title, p.abstract, p.first_seen_at)
             for p in store.latest_papers(session=session, limit=cfg.max_entries)
         ]
-        jobs = [(FeedSpec(ALL, cfg.title, "Every paper paperboy has seen"), everything)]
+        emit(FeedSpec(ALL, cfg.title, "Every paper paperboy has seen"), everything)
         for name, topic in settings.topics.items():
             items = [
                 FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(t.terms))
                 for t, p in store.topic_papers(session=session, topic=name, limit=cfg.max_entries)
             ]
             about = topic.description or f"Papers on {name}, chosen by paperboy"
-            jobs.append((FeedSpec(topic_feed(name), topic.title or f"{cfg.title}: {name}", about), items))
-        for sub in store.active_subscribers(session=session).values():
-            assert sub.id is not None
+            emit(FeedSpec(topic_feed(name), topic.title or f"{cfg.title}: {name}", about), items)
+        people = [(s.id, s.token, s.name) for s in store.active_subscribers(session=session).values()]
+        for subscriber_id, token, person in people:
+            assert subscriber_id is not None
             items = [
                 FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
                 for d, p in store.subscriber_papers(
-                    session=session, subscriber_id=sub.id, limit=cfg.max_entries
+                    session=session, subscriber_id=subscriber_id, limit=cfg.max_entries
                 )
             ]
-            title = f"{cfg.title}: papers for {sub.name or 'you'}"
-            jobs.append((FeedSpec(subscriber_feed(sub.token), title, "Papers matching your keywords"), items))
-    assert cfg.base_url is not None  # Settings fills it in
-    for spec, items in jobs:
-        files = render(spec, items, base_url=cfg.base_url, link_template=settings.email.paper_link)
-        changed += write(spec, files, cfg.dir)
+            title = f"{cfg.title}: papers for {person or 'you'}"
+            emit(FeedSpec(subscriber_feed(token), title, "Papers matching your keywords"), items)
+            session.expunge_all()  # the rows read for this feed are not needed again
     if changed:
-        event(log, "feeds.written", changed=changed, feeds=len(jobs), dir=cfg.dir, entries=len(everything))
+        event(log, "feeds.written", changed=changed, feeds=feeds, dir=cfg.dir, entries=len(everything))
     cfg.dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(marker, now.encode())
     return changed
