@@ -23,7 +23,7 @@ in this event loop (:class:`~service.mailer.InProcessSender`).
    ``email.smtp.rate`` messages a second, and record each outcome at once:
    accepted -> a *sent mark* (one row in ``sent_marks``; a thread commits
    the marks gathered since its last commit in one insert), which is folded
-   into the rows (``sent``) every FOLD_EVERY emails, in one statement; a
+   into the rows (``sent``) every ``sentbook.FOLD_EVERY`` emails, in one statement; a
    temporary error (4xx, network, timeout) -> ``pending``
    again, due after an exponential backoff with jitter (``retry_after``
    doubling up to ``retry_max``); a permanent error (5xx, the recipient
@@ -75,6 +75,7 @@ from .log import event
 from .mailer import Outcomes, Sender, SendError
 from .message import Mail
 from .render import Renderer
+from .sentbook import SentBook
 from .settings import Settings
 
 log = logging.getLogger("paperboy.delivery")
@@ -117,61 +118,6 @@ class DeliveryReport:
 
 
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
-FOLD_EVERY = 50  # sent marks folded into the outbox rows after this many (and at the end of a run)
-
-
-class _SentBook:
-    """Accepted emails on their way into ``sent_marks``, committed in groups.
-
-    The event loop hands each accepted email over and goes on sending; one
-    thread commits whatever has gathered since its last commit as one insert
-    (a group commit), so a mark waits for at most one commit before its own.
-    A commit that fails stops the run: the next :meth:`add` or :meth:`drain`
-    raises it.
-    """
-
-    def __init__(
-        self,
-        record: Callable[[list[tuple[Mail, datetime]]], None],
-        fold: Callable[[], None],
-        executor: ThreadPoolExecutor,
-    ):
-        self.record, self.fold, self.executor = record, fold, executor
-        self.unfolded = 0  # marks committed since the last fold
-        self.waiting: list[tuple[Mail, datetime]] = []
-        self.task: asyncio.Task[None] | None = None
-        self.error: BaseException | None = None
-
-    def add(self, mail: Mail, at: datetime) -> None:
-        if self.error is not None:
-            raise self.error
-        self.waiting.append((mail, at))
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._commit())
-
-    async def _commit(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.waiting and self.error is None:
-            batch, self.waiting = self.waiting, []
-            try:
-                await loop.run_in_executor(self.executor, self._record, batch)
-            except Exception as exc:  # kept, and raised to the run by add() or drain()
-                self.error = exc
-
-    def _record(self, batch: list[tuple[Mail, datetime]]) -> None:
-        """(On the executor's thread.) Commit the marks; every FOLD_EVERY of them, fold."""
-        self.record(batch)
-        self.unfolded += len(batch)
-        if self.unfolded >= FOLD_EVERY:
-            self.fold()
-            self.unfolded = 0
-
-    async def drain(self) -> None:
-        """Wait until every accepted email so far is committed (raises what a commit raised)."""
-        while self.task is not None and not self.task.done():
-            await self.task
-        if self.error is not None:
-            raise self.error
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +175,7 @@ class DeliveryRun:
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-compose") as composes,
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-mark") as marks,
         ):
-            book = _SentBook(functools.partial(self._sent, report=report), self._fold, marks)
+            book = SentBook(functools.partial(self._sent, report=report), self._fold, marks)
             low = asyncio.Event()  # the queue is down to one email per connection: time to add a chunk
 
             def took() -> None:
