@@ -8,8 +8,8 @@ callers read ``store.claim_due(...)``:
 - :mod:`.migrate`: the schema's migrations (Alembic), run by every command;
 - :mod:`.papers`: ingested files, papers, topic papers;
 - :mod:`.subscribers`: the subscribers table following the configuration, opt-outs;
-- :mod:`.outbox`: the deliveries' state machine (claim, sent marks, fold, fail,
-  release, cancel);
+- :mod:`.outbox`: the deliveries' state machine (claim, fail, release, cancel);
+- :mod:`.marks`: sent marks, recorded at once and folded into the outbox;
 - :mod:`.runs`: job runs and the counts ``status`` shows.
 
 Query functions are keyword-only and take a session; they never open one and
@@ -17,20 +17,17 @@ never commit. Timestamps are timezone-aware UTC, passed in by the caller.
 """
 
 from .engine import make_engine, reading, transaction
+from .marks import FoldReport, NewSentMark, fold_sent, record_sent
 from .migrate import FIRST_RELEASE, NewerDatabase, check_known, head_revision, schema_revision, upgrade
 from .outbox import (
-    FoldReport,
     NewDelivery,
-    NewSentMark,
     OutboxRow,
     add_deliveries,
     cancel_pending,
     claim_due,
     find_delivery,
-    fold_sent,
     mark_failed_attempt,
     outbox_rows,
-    record_sent,
     release,
 )
 from .papers import (

@@ -1,9 +1,10 @@
 """The outbox's state machine, as named queries over ``deliveries``.
 
-pending -> sending (:func:`claim_due`, a lease) -> sent (:func:`record_sent`
-then :func:`fold_sent`); a failed attempt -> pending again or failed
+pending -> sending (:func:`claim_due`, a lease) -> sent (the sent marks of
+:mod:`.marks`); a failed attempt -> pending again or failed
 (:func:`mark_failed_attempt`); claimed but not tried -> pending
-(:func:`release`); an opt-out -> cancelled (:func:`cancel_pending`). The
+(:func:`release`); an opt-out or a subscriber leaving the configuration -> cancelled
+(:func:`cancel_pending`; :func:`restore_left` when they come back). The
 delivery run that drives these is :mod:`service.delivery`; its failure modes
 are written down there.
 """
@@ -12,36 +13,31 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    Connection,
     String,
     and_,
     case,
-    delete,
-    func,
-    literal_column,
     or_,
     type_coerce,
     update,
 )
-from sqlalchemy import insert as sa_insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from .engine import core, insert_new
+from .marks import fold_sent
 from .tables import (
     LEFT,
-    LIVE_STATES,
     Delivery,
     DeliveryState,
-    SentMark,
     Subscriber,
+    live,
 )
 
 # ---------------------------------------------------------------- deliveries
@@ -141,12 +137,6 @@ def _by_subscriber(result: Any) -> dict[int, list[OutboxRow]]:
     return out
 
 
-def _live() -> Any:
-    """``deliveries.state IN ('pending', 'sending')``, with the states as literals: the
-    condition of the partial index ``ix_deliveries_live`` (see ``LIVE_STATES_SQL``)."""
-    return col(Delivery.state).in_([literal_column(f"'{state}'") for state in LIVE_STATES])
-
-
 def _due(at: datetime) -> Any:
     """Rows to send now: pending and past their retry time, or sending with an expired lease.
 
@@ -154,7 +144,7 @@ def _due(at: datetime) -> Any:
     rows up in the partial index ``ix_deliveries_live`` instead of scanning a state.
     """
     return and_(
-        _live(),
+        live(),
         case(
             (
                 col(Delivery.state) == DeliveryState.PENDING,
@@ -225,19 +215,10 @@ def outbox_rows(*, session: Session, subscriber_ids: Sequence[int]) -> dict[int,
     """The pending rows of ``subscriber_ids``, by subscriber, in one query (``preview``)."""
     stmt = sa_select(*_OUTBOX_COLUMNS).where(
         col(Delivery.subscriber_id).in_(subscriber_ids),
-        _live(),
+        live(),
         col(Delivery.state) == DeliveryState.PENDING,
     )
     return _by_subscriber(core(session).execute(stmt))
-
-
-def best_first(rows: Iterable[OutboxRow], limit: int, seen: Mapping[int, Any]) -> list[OutboxRow]:
-    """The ``limit`` rows an email shows: best matches first, then the newest papers
-    (``seen``: each paper's ``first_seen_at``, see :func:`paper_seen`)."""
-    ordered = sorted(rows, key=lambda r: r.paper_id)
-    ordered.sort(key=lambda r: seen[r.paper_id], reverse=True)  # stable: ties keep the paper order
-    ordered.sort(key=lambda r: r.score, reverse=True)
-    return ordered[:limit]
 
 
 def _mine(delivery_ids: Sequence[int], worker: str) -> Any:
@@ -246,93 +227,6 @@ def _mine(delivery_ids: Sequence[int], worker: str) -> Any:
         col(Delivery.state) == DeliveryState.SENDING,
         col(Delivery.claimed_by) == worker,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class NewSentMark:
-    subscriber_id: int
-    message_id: str
-    sent_at: datetime
-    deliveries: int
-
-
-def record_sent(*, session: Session | Connection, worker: str, marks: Sequence[NewSentMark]) -> None:
-    """Insert ``worker``'s sent marks, one row per accepted email, in one statement."""
-    if marks:
-        core(session).execute(
-            sa_insert(SentMark),
-            [
-                {
-                    "worker": worker,
-                    "subscriber_id": m.subscriber_id,
-                    "message_id": m.message_id,
-                    "sent_at": m.sent_at,
-                    "deliveries": m.deliveries,
-                }
-                for m in marks
-            ],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FoldReport:
-    emails: int
-    rows: int
-    lost: list[tuple[int, int]]  # (subscriber id, rows) no longer ours: the lease ran out first
-
-
-def fold_sent(*, session: Session, worker: str | None = None) -> FoldReport:
-    """Apply the sent marks (``worker``'s, or everyone's): ``sending -> sent`` for the rows
-    each stands for, in one transaction; the marks are then deleted."""
-    stmt = (
-        sa_select(
-            col(SentMark.id), col(SentMark.subscriber_id), col(SentMark.message_id), col(SentMark.deliveries)
-        )
-        .order_by(col(SentMark.id))
-        .with_for_update(skip_locked=True)  # one folder each
-    )
-    if worker is not None:
-        stmt = stmt.where(col(SentMark.worker) == worker)
-    marks = list(core(session).execute(stmt))
-    if not marks:
-        return FoldReport(0, 0, [])
-    ids = [m.id for m in marks]
-    result = core(session).execute(  # one UPDATE ... FROM for all of them
-        update(Delivery)
-        .where(
-            col(Delivery.subscriber_id) == col(SentMark.subscriber_id),
-            col(Delivery.claimed_by) == col(SentMark.worker),
-            _live(),
-            col(Delivery.state) == DeliveryState.SENDING,
-            col(SentMark.id).in_(ids),
-        )
-        .values(
-            state=DeliveryState.SENT,
-            sent_at=col(SentMark.sent_at),
-            message_id=col(SentMark.message_id),
-            attempts=Delivery.attempts + 1,
-            lease_until=None,
-            claimed_by=None,
-            last_error=None,
-        )
-    )
-    rows = int(result.rowcount)
-    lost: list[tuple[int, int]] = []
-    if rows < sum(m.deliveries for m in marks):  # some lease ran out first: say whose
-        for mark in marks:
-            done = session.exec(
-                select(func.count())
-                .select_from(Delivery)
-                .where(
-                    Delivery.subscriber_id == mark.subscriber_id,
-                    Delivery.message_id == mark.message_id,
-                    col(Delivery.state) == DeliveryState.SENT,
-                )
-            ).one()
-            if done < mark.deliveries:
-                lost.append((mark.subscriber_id, mark.deliveries - int(done)))
-    core(session).execute(delete(SentMark).where(col(SentMark.id).in_(ids)))
-    return FoldReport(len(marks), rows, lost)
 
 
 def mark_failed_attempt(
@@ -379,7 +273,7 @@ def cancel_pending(*, session: Session, subscriber_id: int, reason: str) -> int:
         update(Delivery)
         .where(
             col(Delivery.subscriber_id) == subscriber_id,
-            _live(),
+            live(),
             col(Delivery.state) == DeliveryState.PENDING,
         )
         .values(state=DeliveryState.CANCELLED, last_error=reason, next_attempt_at=None)

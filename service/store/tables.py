@@ -19,10 +19,11 @@ from sqlalchemy import (
     DateTime,
     Index,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Column, Field, SQLModel
+from sqlmodel import Column, Field, SQLModel, col
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -124,9 +125,15 @@ LEFT = "left the configuration"  # the reason of rows cancelled when their subsc
 # once, when it is sent, instead of moving inside an index of every row at each step.
 # A query uses the index only when its WHERE carries this very condition, literals
 # included (SQLite proves a partial index usable by matching terms, not by
-# evaluating bound parameters): :func:`_live` writes it.
+# evaluating bound parameters): :func:`live` writes it.
 LIVE_STATES = (DeliveryState.PENDING, DeliveryState.SENDING)
 LIVE_STATES_SQL = "state IN ({})".format(", ".join(f"'{state}'" for state in LIVE_STATES))
+
+
+def live() -> Any:
+    """``deliveries.state IN ('pending', 'sending')``, with the states as literals: the
+    condition of the partial index ``ix_deliveries_live`` (see ``LIVE_STATES_SQL``)."""
+    return col(Delivery.state).in_([literal_column(f"'{state}'") for state in LIVE_STATES])
 
 
 class Delivery(SQLModel, table=True):
