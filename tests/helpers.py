@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -139,6 +141,27 @@ def write_config(path: Path, body: str) -> Path:
     return path
 
 
+def local_yaml(tmp_path: Path, subscribers: str = "", *, extra: str = "", email: str | None = None) -> str:
+    """A configuration that keeps everything in ``tmp_path``: a SQLite store, the inbox (files
+    taken at once), a maildir and the feeds. ``subscribers``: the lines of the list (none: an
+    empty list); ``extra``: more top-level keys, each line ending in a newline; ``email``:
+    another ``email:`` key in place of the maildir's."""
+    return (
+        f"database: sqlite:///{tmp_path}/paperboy.db\n"
+        f"inbox: {tmp_path}/inbox\n"
+        "inbox_settle: 0s\n"
+        f"{email or f'email: {{maildir: {tmp_path}/mail}}'}\n"
+        f"feeds: {{dir: {tmp_path}/feeds}}\n"
+        f"{extra}subscribers:{'' if subscribers else ' []'}\n{subscribers}"
+    )
+
+
+def local_config(tmp_path: Path, subscribers: str = "", *, extra: str = "", email: str | None = None) -> Path:
+    """:func:`local_yaml` written to ``tmp_path/paperboy.yaml``."""
+    text = local_yaml(tmp_path, subscribers, extra=extra, email=email)
+    return write_config(tmp_path / "paperboy.yaml", text)
+
+
 def smtp_config(
     tmp_path: Path,
     database_url: str,
@@ -262,3 +285,49 @@ DIGEST = Digest(  # what the golden files and the message tests render
 def rendered(digest: Digest = DIGEST) -> Mail:
     """``digest`` rendered with the shipped templates, as a delivery run would."""
     return Renderer(templates_path()).message(digest, sender=SENDER, list_id=list_id(SENDER))
+
+
+class Service:
+    """``paperboy --config CONFIG run`` as a child process, its log lines read as they come
+    (``log``). Use as a context manager: a process still running at the end is killed."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--config", str(config), "run"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr
+        self.log: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.log.extend(iter(stderr.readline, "")), daemon=True)
+        self.reader.start()
+
+    def wait_for(self, event: str, *, after: int = 0, timeout: float = 60) -> int:
+        """The index of the first log line from ``after`` on that holds ``event``; waits for it
+        (the timeout bounds a stuck process; it is no claim about speed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((i for i, line in enumerate(list(self.log)) if i >= after and event in line), None)
+            if found is not None:
+                return found
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no {event} in:\n{''.join(self.log)}")
+
+    def logged(self, event: str) -> bool:
+        return any(event in line for line in list(self.log))
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.reader.join(timeout=30)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()

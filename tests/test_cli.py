@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from email import policy
 from email.parser import BytesParser
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import ROOT, copy_digest, free_port, run_cli, write_config
+from tests.helpers import ROOT, Service, copy_digest, free_port, run_cli, write_config
 
 
 def maildir_config(tmp_path: Path, extra: str = "") -> Path:
@@ -139,21 +138,8 @@ def test_run_polls_reloads_config_and_stops_on_sigterm(tmp_path: Path) -> None:
     config = maildir_config(tmp_path)
     config.write_text(config.read_text() + "schedule:\n  poll: 1s\n")
     (tmp_path / "inbox").mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--config", str(config), "run"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log: list[str] = []  # its log lines so far, read as they come
-    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-
-    def logged(event: str) -> bool:
-        return any(event in line for line in list(log))
-
-    try:
+    with Service(config) as service:
+        proc = service.proc
         wait_for(lambda: (tmp_path / "db" / "paperboy.db").exists())
         copy_digest("digest-a.txt", tmp_path / "inbox")
         wait_for(
@@ -169,19 +155,13 @@ def test_run_polls_reloads_config_and_stops_on_sigterm(tmp_path: Path) -> None:
         feed = httpx.get(f"http://127.0.0.1:{port}/feeds/all.atom", timeout=10)
         assert feed.status_code == 200 and b"Pushing Frontiers" in feed.content
         config.write_text(config.read_text() + "bogus_key: 1\n")  # an invalid edit
-        wait_for(lambda: logged("config.rejected"))
+        service.wait_for("config.rejected")
         config.write_text(config.read_text().replace("bogus_key: 1\n", "").replace("gaussian", "nerf"))
-        wait_for(lambda: logged("config.reloaded"))
+        service.wait_for("config.reloaded")
         assert proc.poll() is None  # still running on the last good configuration
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        reader.join(timeout=30)
-        proc.stderr.close()  # type: ignore[union-attr]
-    err = "".join(log)
+    err = "".join(service.log)
     assert proc.returncode == 0, err
     assert "service.started" in err and "ingest.file" in err
     assert "config.rejected" in err and "bogus_key: unknown key" in err

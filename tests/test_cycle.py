@@ -16,6 +16,7 @@ from tests.helpers import (
     copy_digest,
     fold,
     free_port,
+    local_config,
     naive_match,
     run_cli,
     serving,
@@ -197,19 +198,10 @@ def test_a_file_that_is_not_a_digest_is_moved_aside_and_fails_the_run(tmp_path: 
     """A README saved into the inbox brings no papers, no email and no feed entry: it is
     moved to inbox/rejected/ with the reason logged, the real digest beside it is taken,
     and `run --once` exits 1 so that cron mails the operator."""
-    config = write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: sqlite:///{tmp_path}/paperboy.db
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
-feeds: {{dir: {tmp_path}/feeds}}
-http: {{enabled: false}}
-subscribers:
-  - email: alice@example.org
-    keywords: [matching, model]
-""",
+    config = local_config(
+        tmp_path,
+        "  - email: alice@example.org\n    keywords: [matching, model]\n",
+        extra="http: {enabled: false}\n",
     )
     inbox = tmp_path / "inbox"
     copy_digest("digest-a.txt", inbox)

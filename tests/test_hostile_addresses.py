@@ -16,7 +16,7 @@ from service.cycle import App
 from service.delivery import DeliveryRun
 from service.mailer import InProcessSender, MaildirTransport
 from service.settings import parse_settings
-from tests.helpers import copy_digest, run_cli, write_config
+from tests.helpers import copy_digest, local_yaml, run_cli, write_config
 
 HOSTILE = [
     "a1@example.org\r\nRCPT TO:<x@evil.example>",  # SMTP command injection
@@ -105,18 +105,11 @@ def test_a_bad_address_that_reaches_a_run_fails_only_its_reader(tmp_path: Path) 
     """Put into the store behind the configuration's back: that reader's rows fail with the
     reason, the other reader's email goes out, the run completes."""
     settings = parse_settings(
-        f"""\
-database: sqlite:///{tmp_path}/paperboy.db
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
-feeds: {{dir: {tmp_path}/feeds}}
-subscribers:
-  - email: good@example.org
-    keywords: [model]
-  - email: bad@example.org
-    keywords: [model]
-""",
+        local_yaml(
+            tmp_path,
+            "  - email: good@example.org\n    keywords: [model]\n"
+            "  - email: bad@example.org\n    keywords: [model]\n",
+        ),
         source="t.yaml",
         base=tmp_path,
     )

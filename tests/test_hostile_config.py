@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import FIXTURES, ROOT, run_cli, write_config
+from tests.helpers import FIXTURES, Service, run_cli, write_config
 
 
 def alias_bomb(levels: int = 9) -> str:
@@ -77,41 +73,13 @@ subscribers:
 """
     config = write_config(tmp_path / "paperboy.yaml", good)
     (tmp_path / "inbox").mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--config", str(config), "run"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-
-    def wait_for(event: str, after: int = 0) -> int:
-        deadline = time.monotonic() + 60  # a bound for a stuck process, not a timing claim
-        while time.monotonic() < deadline:
-            found = [i for i, line in enumerate(list(log)) if event in line and i >= after]
-            if found:
-                return found[0]
-            if proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"no {event} in:\n{''.join(log)}")
-
-    try:
-        wait_for("service.started")
+    with Service(config) as service:
+        service.wait_for("service.started")
         config.write_text(good + alias_bomb())  # the hostile edit
-        rejected = wait_for("config.rejected")
-        assert "its aliases expand the configuration to" in log[rejected]
+        rejected = service.wait_for("config.rejected")
+        assert "its aliases expand the configuration to" in service.log[rejected]
         shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")  # still polling, on the good config
-        wait_for("ingest.file", after=rejected)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        reader.join(timeout=30)
-        proc.stderr.close()  # type: ignore[union-attr]
-    assert "service.stopped" in "".join(log)
+        service.wait_for("ingest.file", after=rejected)
+        service.proc.send_signal(signal.SIGTERM)
+        assert service.proc.wait(timeout=60) == 0
+    assert "service.stopped" in "".join(service.log)

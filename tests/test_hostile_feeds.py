@@ -10,7 +10,7 @@ from pathlib import Path
 
 import feedparser
 
-from tests.helpers import run_cli, write_config
+from tests.helpers import local_config, run_cli
 from tests.test_hostile import HOSTILE
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -19,17 +19,7 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 def test_markup_in_a_paper_reaches_feed_readers_as_text(tmp_path: Path) -> None:
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "hostile.txt").write_text(HOSTILE)
-    config = write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: sqlite:///{tmp_path}/db.sqlite
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
-feeds: {{dir: {tmp_path}/feeds}}
-subscribers: []
-""",
-    )
+    config = local_config(tmp_path)
     done = run_cli("--config", config, "run", "--once")
     assert done.returncode == 0, done.stderr
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, write_config
+from tests.helpers import local_config, run_cli, write_config
 
 EVIL_ABSTRACT = (
     "We study strings that make regular expressions backtrack. Our running example is "
@@ -41,20 +41,10 @@ def test_a_catastrophic_regex_delays_no_one(tmp_path: Path, pattern: str, where:
         "keywords": f"keywords: ['/{pattern}/']",
         "exclude": f"keywords: [regular]\n    exclude: ['/{pattern}/']",
     }[where]
-    config = write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: sqlite:///{tmp_path}/paperboy.db
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
-feeds: {{dir: {tmp_path}/feeds}}
-subscribers:
-  - email: attacker@example.org
-    {rule}
-  - email: reader@example.org
-    keywords: [model]
-""",
+    config = local_config(
+        tmp_path,
+        f"  - email: attacker@example.org\n    {rule}\n"
+        "  - email: reader@example.org\n    keywords: [model]\n",
     )
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "digest.txt").write_text(DIGEST)

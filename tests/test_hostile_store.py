@@ -11,23 +11,12 @@ from pathlib import Path
 import pytest
 
 from service.store import head_revision
-from tests.helpers import copy_digest, free_port, run_cli, write_config
+from tests.helpers import copy_digest, free_port, local_config, run_cli
 
 
 def config_at(tmp_path: Path, people: list[str]) -> Path:
     subscribers = "".join(f"  - email: {p}\n    keywords: [model]\n" for p in people)
-    return write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: sqlite:///{tmp_path}/paperboy.db
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
-feeds: {{dir: {tmp_path}/feeds}}
-http: {{port: {free_port()}}}
-subscribers:
-{subscribers}""",
-    )
+    return local_config(tmp_path, subscribers, extra=f"http: {{port: {free_port()}}}\n")
 
 
 def status(config: Path) -> dict:

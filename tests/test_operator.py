@@ -13,24 +13,13 @@ import feedparser
 import pytest
 from aiosmtpd.smtp import AuthResult
 
-from tests.helpers import Sink, copy_digest, free_port, run_cli, serving, write_config
+from tests.helpers import Sink, copy_digest, free_port, local_config, run_cli, serving
 
 
 def config_at(tmp_path: Path, subscribers: str, *, extra: str = "", email: str | None = None) -> Path:
-    return write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: sqlite:///{tmp_path}/paperboy.db
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-{email or f"email: {{maildir: {tmp_path}/mail}}"}
-feeds: {{dir: {tmp_path}/feeds}}
-http: {{port: {free_port()}}}
-topics:
-  vision: {{keywords: [gaussian, nerf, 3d]}}
-{extra}subscribers:
-{subscribers}""",
-    )
+    """A local configuration with a topic (``vision``) and a free port."""
+    topics = f"http: {{port: {free_port()}}}\ntopics:\n  vision: {{keywords: [gaussian, nerf, 3d]}}\n"
+    return local_config(tmp_path, subscribers, extra=topics + extra, email=email)
 
 
 BOB = "  - email: bob@example.org\n    keywords: [model]\n    topics: [vision]\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, copy_digest, run_cli, write_config
+from tests.helpers import ROOT, copy_digest, local_config, run_cli
 
 HEAVY = ("starlette", "uvicorn", "apscheduler", "aiosmtplib", "alembic")
 PROBE = """
@@ -34,19 +34,7 @@ def imported(*args: str | Path) -> tuple[int, set[str]]:
 @pytest.fixture
 def demo(tmp_path: Path) -> Path:
     """A store with papers and a pending delivery, at the newest schema."""
-    config = write_config(
-        tmp_path / "paperboy.yaml",
-        f"""\
-database: sqlite:///{tmp_path}/paperboy.db
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
-feeds: {{dir: {tmp_path}/feeds}}
-subscribers:
-  - email: alice@example.org
-    keywords: [model]
-""",
-    )
+    config = local_config(tmp_path, "  - email: alice@example.org\n    keywords: [model]\n")
     copy_digest("digest-a.txt", tmp_path / "inbox")
     done = run_cli("--config", config, "ingest", tmp_path / "inbox" / "digest-a.txt")
     assert done.returncode == 0, done.stderr
