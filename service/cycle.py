@@ -25,7 +25,7 @@ from .delivery import DeliveryReport, DeliveryRun
 from .ingest import REJECTED, FileReport, ingest_file, move_aside, scan_inbox
 from .log import event
 from .mailer import Sender, build_sender
-from .match import Backfill, changed_owners, match_new, rematch
+from .match import Backfill, changed_owners, fingerprints, match_new, rematch
 from .preflight import make_folders
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
@@ -161,18 +161,21 @@ class App:
         """Backfill the rule sets that are new or changed (once per configuration), then match
         the new papers; returns (papers matched, deliveries queued) of the new papers."""
         if not self._rules_seen:
-            self.backfill(changed_owners(self.engine, self.settings), days=self.settings.backfill)
+            prints = fingerprints(self.settings)
+            self.backfill(changed_owners(self.engine, prints), days=self.settings.backfill, prints=prints)
             self._rules_seen = True
         papers, queued = match_new(self.engine, self.index, at=self.clock())
         if papers:
             event(log, "match.done", papers=papers, deliveries=queued)
         return papers, queued
 
-    def backfill(self, owners: set[str] | None, *, days: float) -> Backfill:
+    def backfill(
+        self, owners: set[str] | None, *, days: float, prints: dict[str, str] | None = None
+    ) -> Backfill:
         """Match the papers of the last ``days`` days against ``owners``' rules (None: everyone's)."""
         if owners is not None and not owners:
             return Backfill(0, 0, 0, 0)
-        done = rematch(self.engine, self.settings, owners=owners, days=days, at=self.clock())
+        done = rematch(self.engine, self.settings, owners=owners, days=days, at=self.clock(), prints=prints)
         if done.queued or done.topic_entries:
             event(
                 log,

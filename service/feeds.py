@@ -240,6 +240,5 @@ def write_all(engine: Engine, settings: Settings) -> int:
             session.expunge_all()  # the rows read for this feed are not needed again
     if changed:
         event(log, "feeds.written", changed=changed, feeds=feeds, dir=cfg.dir, entries=len(everything))
-    cfg.dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(marker, now.encode())
+    _atomic_write(marker, now.encode())  # feeds.dir exists: the ALL feed was written into it
     return changed

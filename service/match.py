@@ -120,13 +120,15 @@ def rematch(
     owners: Collection[str] | None,
     days: float,
     at: datetime,
+    prints: dict[str, str] | None = None,
 ) -> Backfill:
     """Match the papers first seen in the last ``days`` days against the rules of ``owners``
     (``subscriber:<email>``, ``topic:<name>``; None: everyone) and queue what is not queued
-    yet. The fingerprints of the owners rematched are recorded."""
+    yet. The fingerprints of the owners rematched are recorded (``prints``: the
+    configuration's, when the caller has them already)."""
     from .cycle import subscriber_rules, topic_rules
 
-    prints = fingerprints(settings)
+    prints = fingerprints(settings) if prints is None else prints
     chosen = set(prints) if owners is None else set(owners) & set(prints)
     subs = [s for s in settings.subscribers if subscriber_owner(s.email) in chosen]
     topics = {name for name in settings.topics if topic_owner(name) in chosen}
@@ -148,8 +150,9 @@ def rematch(
     return Backfill(len(chosen), papers, queued, entries)
 
 
-def changed_owners(engine: Engine, settings: Settings) -> set[str]:
-    """The subscribers and topics whose rules the store has not matched yet (new or edited)."""
+def changed_owners(engine: Engine, prints: dict[str, str]) -> set[str]:
+    """The subscribers and topics whose rules (``prints``, :func:`fingerprints`) the store has
+    not matched yet: new or edited."""
     with store.reading(engine) as session:
         known = store.fingerprints(session=session)
-    return {owner for owner, h in fingerprints(settings).items() if known.get(owner) != h}
+    return {owner for owner, h in prints.items() if known.get(owner) != h}

@@ -71,7 +71,13 @@ SESSION_CODES = (530, 534, 535, 538)  # authentication required / refused, encry
 
 def setup_error(exc: BaseException, config: Smtp) -> SendError | None:
     """What a failure to open the session says about the configuration (None: it is weather,
-    a 4xx greeting). Each message names the keys to look at."""
+    a 4xx greeting): a :class:`SendError` with ``config``, whose message names the keys to
+    look at."""
+    problem = _setup_problem(exc, config)
+    return None if problem is None else SendError(problem, temporary=True, config=True)
+
+
+def _setup_problem(exc: BaseException, config: Smtp) -> str | None:
     where = f"{config.host}:{config.port}"
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError) or (
         isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code in SESSION_CODES
@@ -82,42 +88,30 @@ def setup_error(exc: BaseException, config: Smtp) -> SendError | None:
             if "TLS" in said.upper()
             else "check email.smtp.username and email.smtp.password"
         )
-        return SendError(f"{where} refused the session ({code} {said}); {fix}", temporary=True, config=True)
+        return f"{where} refused the session ({code} {said}); {fix}"
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if 400 <= exc.code < 500:
             return None  # busy, try later
-        return SendError(
-            f"{where} refused the connection ({exc.code} {exc.message}); check email.smtp.host",
-            temporary=True,
-            config=True,
-        )
+        return f"{where} refused the connection ({exc.code} {exc.message}); check email.smtp.host"
     text = str(exc) or type(exc).__name__
     if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-        return SendError(
+        return (
             f"the TLS certificate of {where} is not trusted ({text}); give the server a certificate "
-            "for this host name, or set email.smtp.validate_certs: false for a private server",
-            temporary=True,
-            config=True,
+            "for this host name, or set email.smtp.validate_certs: false for a private server"
         )
     if isinstance(exc, ssl.SSLError) or "SSL" in text:
-        return SendError(
+        return (
             f"TLS failed with {where} ({text}); email.smtp.tls: true is implicit TLS (port 465), "
-            "for port 587 or 25 set starttls instead",
-            temporary=True,
-            config=True,
+            "for port 587 or 25 set starttls instead"
         )
     if "STARTTLS" in text:
-        return SendError(
+        return (
             f"{where} does not offer STARTTLS, which email.smtp.starttls: true demands; use the "
-            "server's TLS port with tls: true, or leave starttls unset",
-            temporary=True,
-            config=True,
+            "server's TLS port with tls: true, or leave starttls unset"
         )
-    return SendError(
+    return (
         f"cannot connect to {where} ({text}); check email.smtp.host and email.smtp.port, and that the "
-        "server is running",
-        temporary=True,
-        config=True,
+        "server is running"
     )
 
 
