@@ -141,6 +141,38 @@ def write_config(path: Path, body: str) -> Path:
     return path
 
 
+def settings_for(tmp_path: Path, database_url: str, port: int) -> str:
+    """The web tests' configuration: two topics, two subscribers, the server on ``port``."""
+    return f"""\
+database: "{database_url}"
+inbox: {tmp_path}/inbox
+inbox_settle: 0s
+email:
+  from: "paperboy <papers@example.org>"
+  maildir: {tmp_path}/mail
+feeds:
+  dir: {tmp_path}/feeds
+  title: Paper Desk
+http:
+  port: {port}
+  public_url: http://127.0.0.1:{port}/
+topics:
+  3d-vision:
+    title: 3D vision
+    description: Gaussians, NeRFs and friends
+    keywords: [gaussian splatting, nerf]
+  llm-safety:
+    title: LLM safety
+    keywords: [jailbreak, alignment]
+subscribers:
+  - email: alice@example.org
+    name: Alice
+    keywords: [TÜLU, gaussian]
+  - email: bob@example.org
+    keywords: [diffusion]
+"""
+
+
 def local_yaml(tmp_path: Path, subscribers: str = "", *, extra: str = "", email: str | None = None) -> str:
     """A configuration that keeps everything in ``tmp_path``: a SQLite store, the inbox (files
     taken at once), a maildir and the feeds. ``subscribers``: the lines of the list (none: an

@@ -1,50 +1,16 @@
-"""Hostile requests against the real server on a free port (uvicorn, a real HTTP client):
-request bodies are capped, and the server keeps answering others meanwhile."""
+"""Hostile requests against the real server on a free port (uvicorn, a real HTTP client; the
+``served`` fixture of conftest): request bodies are capped, and the server keeps answering
+others meanwhile."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from service import store
 from service.cycle import App
-from service.server import Server
-from service.settings import parse_settings
-from tests.helpers import FIXTURES, free_port
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[App, str]]:
-    port = free_port()
-    text = f"""\
-database: sqlite:///{tmp_path}/paperboy.db
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email: {{maildir: {tmp_path}/mail}}
-feeds: {{dir: {tmp_path}/feeds}}
-http: {{port: {port}}}
-subscribers:
-  - email: alice@example.org
-    keywords: [model]
-"""
-    settings = parse_settings(text, source=str(tmp_path / "paperboy.yaml"), base=tmp_path)
-    (tmp_path / "inbox").mkdir()
-    shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")
-    app = App(settings, progress=False)
-    app.run_job("poll", send=False)
-    server = Server(lambda: app, host="127.0.0.1", port=port)
-    assert server.start()
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        app.engine.dispose()
 
 
 def token(app: App) -> str:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,59 +25,9 @@ from service import store
 from service.cycle import App
 from service.server import Server
 from service.settings import parse_settings
-from tests.helpers import FIXTURES, ROOT, Sink, copy_digest, free_port, run_cli, write_config
+from tests.helpers import ROOT, Sink, copy_digest, free_port, run_cli, settings_for, write_config
 
 TOKEN_OF_NO_ONE = "Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4"
-
-
-def settings_for(tmp_path: Path, database_url: str, port: int) -> str:
-    return f"""\
-database: "{database_url}"
-inbox: {tmp_path}/inbox
-inbox_settle: 0s
-email:
-  from: "paperboy <papers@example.org>"
-  maildir: {tmp_path}/mail
-feeds:
-  dir: {tmp_path}/feeds
-  title: Paper Desk
-http:
-  port: {port}
-  public_url: http://127.0.0.1:{port}/
-topics:
-  3d-vision:
-    title: 3D vision
-    description: Gaussians, NeRFs and friends
-    keywords: [gaussian splatting, nerf]
-  llm-safety:
-    title: LLM safety
-    keywords: [jailbreak, alignment]
-subscribers:
-  - email: alice@example.org
-    name: Alice
-    keywords: [TÜLU, gaussian]
-  - email: bob@example.org
-    keywords: [diffusion]
-"""
-
-
-@pytest.fixture
-def served(tmp_path: Path, database_url: str) -> Iterator[tuple[App, str]]:
-    port = free_port()
-    settings = parse_settings(
-        settings_for(tmp_path, database_url, port), source=str(tmp_path / "paperboy.yaml"), base=tmp_path
-    )
-    (tmp_path / "inbox").mkdir()
-    shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")
-    app = App(settings, progress=False)
-    app.run_job("poll", send=False)  # ingest, match, feeds; no email yet
-    server = Server(lambda: app, host="127.0.0.1", port=port)
-    assert server.start()
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        app.engine.dispose()
 
 
 def token_of(app: App, email: str) -> str:
