@@ -4,9 +4,10 @@ Starlette, served by uvicorn, from inside ``paperboy run`` (on a thread
 beside the scheduler, ``http.enabled``) or alone with ``paperboy serve``:
 
 - ``/feeds/all.atom``, ``/feeds/topics/<name>.atom``, ``/feeds/u/<token>.atom``
-  (and ``.rss``): the files ``feeds.dir`` holds, with ``ETag`` and
-  ``Last-Modified`` (a conditional GET gets 304), gzip when asked, and the
-  feed's own content type. Anything else under ``/feeds/`` is a plain 404,
+  (and ``.rss``): the feeds as the store holds them (so any host sharing the
+  store serves them), with ``ETag`` and ``Last-Modified`` (a conditional GET
+  is answered 304 from one query by key), gzip when asked, and the feed's own
+  content type. Anything else under ``/feeds/`` is a plain 404,
   the same whether or not a token ever belonged to someone.
 - ``/feeds.opml``: the public feeds (everything, then each topic) for a reader
   to import at once.
@@ -29,11 +30,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, feeds, store
@@ -67,36 +67,30 @@ MAX_FORM_FIELDS = 8
 CHART_DAYS = 30
 
 
-class FeedFiles(StaticFiles):
-    """``feeds.dir`` as Starlette serves static files (ETag, Last-Modified, 304, HEAD),
-    limited to the feed names paperboy writes and with the feeds' content types."""
+def fresh(request: Request, etag: str, modified: datetime) -> bool:
+    """Whether the reader's copy is current (RFC 9110 13.1): ``If-None-Match`` when sent
+    (weak comparison, ``*`` matches), else ``If-Modified-Since`` to the second."""
+    match = request.headers.get("if-none-match")
+    if match is not None:
+        tags = {t.strip().removeprefix("W/") for t in match.split(",")}
+        return "*" in tags or etag.removeprefix("W/") in tags
+    since = request.headers.get("if-modified-since")
+    if since is None:
+        return False
+    try:
+        when = parsedate_to_datetime(since)
+    except (TypeError, ValueError, IndexError):
+        return False
+    return when.tzinfo is not None and modified.replace(microsecond=0) <= when
 
-    def __init__(self, directory: Callable[[], Path]) -> None:
-        super().__init__(directory=None, check_dir=False)
-        self.current = directory
 
-    def get_directories(self, directory: Any = None, packages: Any = None) -> list[Any]:
-        return []  # looked up per request: the folder can change with the configuration
-
-    def lookup_path(self, path: str) -> tuple[str, Any]:
-        folder = os.path.realpath(self.current())
-        full = os.path.realpath(os.path.join(folder, path))
-        if os.path.commonpath([full, folder]) != folder:
-            return "", None  # a symlink out of the folder
-        try:
-            return full, os.stat(full)
-        except OSError:
-            return "", None
-
-    async def get_response(self, path: str, scope: Scope) -> Response:
-        if not feeds.FEED_FILE.fullmatch(path):
-            raise HTTPException(status_code=404)
-        response = await super().get_response(path, scope)
-        kind = path.rpartition(".")[2]
-        if response.status_code == 200:
-            response.headers["content-type"] = FEED_TYPES[kind]
-        response.headers["cache-control"] = "no-cache"  # revalidate: the ETag makes that cheap
-        return response
+def feed_headers(kind: str, etag: str, modified: datetime) -> dict[str, str]:
+    return {
+        "etag": etag,
+        "last-modified": format_datetime(modified.astimezone(UTC), usegmt=True),
+        "cache-control": "no-cache",  # revalidate: the ETag makes that cheap
+        "content-type": FEED_TYPES[kind],
+    }
 
 
 class BodyLimit:
@@ -300,6 +294,33 @@ def create_app(current: Callable[[], App]) -> Starlette:
         data = await in_thread(load)
         return page("index.html.j2", feeds=topic_feeds(), version=__version__, **data)
 
+    async def feed(request: Request) -> Response:
+        """A feed from the store, on any host that shares it: a conditional GET reads only the
+        row's ETag and time (one query by key, 304 when current); else its bytes too."""
+        path = request.path_params["path"]
+        if not feeds.FEED_FILE.fullmatch(path):
+            raise HTTPException(status_code=404)
+        conditional = "if-none-match" in request.headers or "if-modified-since" in request.headers
+        engine = current().engine
+
+        def look() -> tuple[str, datetime, bytes | None] | None:
+            with store.reading(engine) as session:
+                if conditional:
+                    head = store.doc_head(session=session, name=path)
+                    if head is None or fresh(request, *head):
+                        return None if head is None else (*head, None)
+                return store.doc_body(session=session, name=path)
+
+        found = await in_thread(look)
+        if found is None:
+            raise HTTPException(status_code=404)
+        etag, modified, body = found
+        headers = feed_headers(path.rpartition(".")[2], etag, modified)
+        if body is None:
+            del headers["content-type"]
+            return Response(status_code=304, headers=headers)
+        return Response(body, headers=headers)
+
     async def feeds_opml(request: Request) -> Response:
         body = opml(current().settings.feeds.title, [(f["title"], f["atom"]) for f in topic_feeds()])
         return Response(body, media_type="text/x-opml; charset=utf-8")
@@ -365,7 +386,7 @@ def create_app(current: Callable[[], App]) -> Starlette:
         routes=[
             Route("/", index),
             Route("/feeds.opml", feeds_opml),
-            Mount("/feeds", FeedFiles(lambda: current().settings.feeds.dir)),
+            Route("/feeds/{path:path}", feed),
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/metrics", metrics),

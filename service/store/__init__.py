@@ -10,13 +10,25 @@ callers read ``store.claim_due(...)``:
 - :mod:`.subscribers`: the subscribers table following the configuration, opt-outs;
 - :mod:`.outbox`: the deliveries' state machine (claim, fail, release, cancel);
 - :mod:`.marks`: sent marks, recorded at once and folded into the outbox;
-- :mod:`.runs`: job runs and the counts ``status`` shows.
+- :mod:`.runs`: job runs and the counts ``status`` shows;
+- :mod:`.feed_docs`: rendered feeds, and what each feed is rendered from.
 
 Query functions are keyword-only and take a session; they never open one and
 never commit. Timestamps are timezone-aware UTC, passed in by the caller.
 """
 
 from .engine import make_engine, reading, transaction
+from .feed_docs import (
+    FeedSources,
+    NewDoc,
+    doc_bodies,
+    doc_body,
+    doc_head,
+    doc_marks,
+    drop_docs,
+    feed_sources,
+    save_docs,
+)
 from .marks import FoldReport, NewSentMark, fold_sent, record_sent
 from .migrate import FIRST_RELEASE, NewerDatabase, check_known, head_revision, schema_revision, upgrade
 from .outbox import (
@@ -81,6 +93,7 @@ from .tables import (
     LIVE_STATES_SQL,
     Delivery,
     DeliveryState,
+    FeedDoc,
     IngestedFile,
     JobRun,
     Paper,
@@ -96,11 +109,14 @@ __all__ = [
     "LIVE_STATES_SQL",
     "Delivery",
     "DeliveryState",
+    "FeedDoc",
+    "FeedSources",
     "FoldReport",
     "Forgotten",
     "IngestedFile",
     "JobRun",
     "NewDelivery",
+    "NewDoc",
     "NewPaper",
     "NewSentMark",
     "NewTopicPaper",
@@ -121,8 +137,14 @@ __all__ = [
     "claim_due",
     "counts",
     "daily_activity",
+    "doc_bodies",
+    "doc_body",
+    "doc_head",
+    "doc_marks",
+    "drop_docs",
     "failures",
     "feed_marks",
+    "feed_sources",
     "file_by_hash",
     "file_known",
     "files_named",
@@ -153,6 +175,7 @@ __all__ = [
     "resubscribe",
     "retrying",
     "run_stats",
+    "save_docs",
     "schema_revision",
     "search_papers",
     "subscriber_by_email",

@@ -18,6 +18,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Index,
+    LargeBinary,
     UniqueConstraint,
     literal_column,
     text,
@@ -226,3 +227,19 @@ class RuleFingerprint(SQLModel, table=True):
     owner: str = Field(unique=True)
     fingerprint: str
     updated_at: datetime = _ts()
+
+
+class FeedDoc(SQLModel, table=True):
+    """A rendered feed, as ``paperboy serve`` answers it from any host (migration 0008).
+
+    Written by the cycle only when what the feed shows changed (``mark``: what it was
+    rendered from); read by the web server with one query by primary key, the body
+    only when the reader's copy is not current (``etag``, ``modified_at``).
+    """
+
+    __tablename__ = "feed_docs"
+    name: str = Field(primary_key=True)  # its path under /feeds/: "all.atom", "u/<token>.rss"
+    mark: str
+    etag: str
+    modified_at: datetime = _ts()
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
