@@ -1,19 +1,26 @@
-"""Ingest benchmark: memory stays flat as digest files grow.
+"""Ingest benchmark: papers a second, against the floor, and memory that stays flat.
 
     .venv/bin/python bench/ingest.py [--sizes 5 50]
 
 Builds digest files of the given sizes in MB from the sample digests (every
 real entry repeated with a numbered title, so each is a new paper), then
 ingests each with ``paperboy ingest`` in a fresh process and a fresh SQLite
-store, and prints the time, the papers stored and the process's peak
-resident memory. The parser streams the file and the store takes papers in
-batches, so peak memory should not grow with the file.
+store (parse, store, match: no subscribers), and prints the time, the papers
+stored and the process's peak resident memory. The parser streams the file
+and the store takes papers in batches, so peak memory should not grow with
+the file.
+
+In the same run, the floors: the bare bulk insert of the same rows (Python's
+sqlite3, one ``executemany`` in one transaction, into the same migrated
+schema, WAL and ``synchronous=NORMAL`` as paperboy sets them), and the parse
+alone (``service.digest.parse`` over the file, keys made, nothing stored).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -82,7 +89,51 @@ def main() -> int:
                 f"{size:>4} MB digest, {entries:,} entries: ingested in {took:.1f} s"
                 f" ({entries / took:,.0f} papers/s), peak RSS {peak / 1024:.0f} MB  [{result.stdout.strip()}]"
             )
+            parsed, rows = parse_only(digest)
+            bare = bare_insert(folder / "db.sqlite", rows)
+            print(
+                f"      floors: parse alone {parsed:.2f} s ({entries / parsed:,.0f} papers/s), "
+                f"bare bulk insert {bare:.2f} s ({entries / bare:,.0f} rows/s); paperboy ingest is "
+                f"{took / bare:.1f}x the insert, {took / (parsed + bare):.1f}x parse + insert"
+            )
     return 0
+
+
+def parse_only(path: Path) -> tuple[float, list[tuple[object, ...]]]:
+    """Seconds to parse the file and key its papers; the rows paperboy would store."""
+    from service.digest import DigestFile, parse
+    from service.text import paper_key
+
+    t0 = time.perf_counter()
+    with path.open("rb") as f:
+        entries = list(parse(f, DigestFile(path.name), mtime=datetime.now(UTC)))
+    rows = [(paper_key(e.title), e.title, e.abstract, e.date, path.name, e.line) for e in entries]
+    took = time.perf_counter() - t0
+    at = datetime.now(UTC).isoformat(sep=" ")
+    return took, [(*row, at) for row in rows]
+
+
+def bare_insert(database: Path, rows: list[tuple[object, ...]]) -> float:
+    """Seconds to insert ``rows`` into an empty copy of the store's papers table, in bulk."""
+    con = sqlite3.connect(database, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("DELETE FROM paper_files")
+        con.execute("DELETE FROM papers")
+        con.execute("VACUUM")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        t0 = time.perf_counter()
+        con.execute("BEGIN")
+        con.executemany(
+            "INSERT INTO papers (key, title, abstract, digest_date, source, line, first_seen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(k, t, a, d.isoformat() if d else None, s, n, at) for k, t, a, d, s, n, at in rows],  # type: ignore[union-attr]
+        )
+        con.execute("COMMIT")
+        return time.perf_counter() - t0
+    finally:
+        con.close()
 
 
 if __name__ == "__main__":

@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="one full cycle (ingest, match, deliver, feeds), then exit"
     )
 
+    worker = sub.add_parser(
+        "worker",
+        help="a delivery worker: send the due digests on schedule.deliver, beside one paperboy run "
+        "(any number, on any host sharing the store)",
+    )
+    worker.add_argument("--once", action="store_true", help="send what is due now, then exit")
+
     ingest = sub.add_parser("ingest", help="ingest the named digest files now, and match them")
     ingest.add_argument("files", nargs="+", type=Path, metavar="FILE")
 

@@ -67,6 +67,29 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Send due digests beside the leader: claims skip rows another process holds, so any
+    number of workers (and the leader) share the work and send each email once."""
+    if not args.once:
+        from .scheduler import Service
+
+        Service(args.config, settings, lambda s, stop: _app(s, stop=stop), role="worker").run()
+        return OK
+    report = _app(settings).run_job("deliver", send=True, lead=False)
+    assert report is not None  # run_job returns a report or raises
+    event(
+        log,
+        "worker.done",
+        emails=report.delivery.emails,
+        papers=report.delivery.papers,
+        failed=len(report.delivery.failed),
+    )
+    if not report.ok:
+        event(log, "worker.failed", level=logging.ERROR, reason=report.error)
+        return FAILURE
+    return OK
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
@@ -354,6 +377,7 @@ COMMANDS = {
     "forget": cmd_forget,
     "rematch": cmd_rematch,
     "run": cmd_run,
+    "worker": cmd_worker,
     "ingest": cmd_ingest,
     "check": cmd_check,
     "send-test": cmd_send_test,

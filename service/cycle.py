@@ -104,22 +104,36 @@ class App:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._migrated = False
         self._rules_seen = False  # the rules' fingerprints were compared with the store's
+        self._synced = False  # the subscribers table follows this configuration
 
-    def prepare_store(self) -> None:
-        """Create the folders the configuration names, migrate the schema (once per App) and
-        make the subscribers table follow the configuration."""
+    def prepare_store(self, *, sync: bool = True) -> None:
+        """Migrate the schema and, unless ``sync`` is off (a delivery worker), create the folders
+        the configuration names and make the subscribers table follow it: each once per App
+        (a configuration reloaded is a new App), so a quiet poll reads no subscriber row."""
         if not self._migrated:
-            make_folders(self.settings)
+            if sync:
+                make_folders(self.settings)
             before, after = store.upgrade(self.engine)
             if before != after:
                 event(log, "db.migrated", before=before or "empty", after=after)
             self._migrated = True
-        with store.transaction(self.engine) as session:
-            store.sync_subscribers(
-                session=session,
-                people=[(s.email, s.name) for s in self.settings.subscribers],
-                at=self.clock(),
-            )
+        if sync and not self._synced:
+            with store.transaction(self.engine) as session:
+                changed = store.sync_subscribers(
+                    session=session,
+                    people=[(s.email, s.name) for s in self.settings.subscribers],
+                    at=self.clock(),
+                )
+            if changed:
+                event(
+                    log,
+                    "subscribers.synced",
+                    added=changed.added,
+                    left=changed.left,
+                    back=changed.back,
+                    renamed=changed.renamed,
+                )
+            self._synced = True
 
     # ------------------------------------------------------------ stages
 
@@ -164,7 +178,7 @@ class App:
             prints = fingerprints(self.settings)
             self.backfill(changed_owners(self.engine, prints), days=self.settings.backfill, prints=prints)
             self._rules_seen = True
-        papers, queued = match_new(self.engine, self.index, at=self.clock())
+        papers, queued = match_new(self.engine, lambda: self.index, at=self.clock())
         if papers:
             event(log, "match.done", papers=papers, deliveries=queued)
         return papers, queued
@@ -219,18 +233,19 @@ class App:
         return report
 
     def write_feeds(self) -> int:
-        return feeds.write_all(self.engine, self.settings)
+        return feeds.write_all(self.engine, self.settings, at=self.clock())
 
     # ------------------------------------------------------------ the whole run
 
-    def run_job(self, job: str, *, send: bool) -> CycleReport | None:
+    def run_job(self, job: str, *, send: bool, lead: bool = True) -> CycleReport | None:
         """``cycle`` as a recorded job (``poll``, ``deliver``, ``cycle``): its time and outcome
-        go to the store for /healthz, /metrics and the status page. None when it raised."""
+        go to the store for /healthz, /metrics and the status page. None when it raised.
+        ``lead=False`` is a delivery worker's job: only the sending (see :meth:`cycle`)."""
         started, t0 = self.clock(), time.monotonic()
         report: CycleReport | None = None
         error: str | None = None
         try:
-            report = self.cycle(send=send)
+            report = self.cycle(send=send, lead=lead)
             error = report.error
             return report
         except BaseException as exc:
@@ -252,8 +267,16 @@ class App:
             except Exception as exc:  # the store is away: the job's own outcome matters more
                 event(log, "job.unrecorded", level=logging.WARNING, job=job, reason=str(exc))
 
-    def cycle(self, *, send: bool = True) -> CycleReport:
+    def cycle(self, *, send: bool = True, lead: bool = True) -> CycleReport:
+        """The leader's cycle: the inbox, matching, the due digests (``send``), the feeds.
+        A delivery worker's (``lead=False``) only sends what is due: the subscribers table,
+        the inbox and the feeds are the leader's, so it never writes them."""
         report = CycleReport()
+        if not lead:
+            self.prepare_store(sync=False)
+            if send:
+                report.delivery = self.deliver()
+            return report
         self.prepare_store()
         report.files, report.waiting = self.poll_inbox()
         if self.stop.is_set():

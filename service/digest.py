@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import islice
 from typing import BinaryIO
 
 MAX_LINE = 1 << 20  # a line longer than this is no title nor abstract
@@ -67,6 +68,8 @@ PAPER_TITLE_CHARS = (8, TITLE_MAX)
 PAPER_ABSTRACT_SENTENCES = 2
 PAPER_ABSTRACT_CHARS = 150
 _NOT_A_TITLE_START = tuple("#*->|`{}[]=/\\!@%^&;,")
+# Any space but a single one between words (what str.split() would change); most lines have none.
+_ODD_SPACE = re.compile(r"[^\S ]|  |^ | $")
 _SENTENCE = re.compile(r"[.!?][\"')\]]*(?:\s|$)")
 
 
@@ -77,7 +80,8 @@ def not_a_paper(title: str, abstract: str) -> str | None:
     shortest, longest = PAPER_TITLE_CHARS
     if len(title.split()) < PAPER_TITLE_WORDS or not shortest <= len(title) <= longest:
         return f"a title has {PAPER_TITLE_WORDS}+ words and {shortest}-{longest} characters"
-    if len(abstract) < PAPER_ABSTRACT_CHARS or len(_SENTENCE.findall(abstract)) < PAPER_ABSTRACT_SENTENCES:
+    sentences = islice(_SENTENCE.finditer(abstract), PAPER_ABSTRACT_SENTENCES)  # enough to tell
+    if len(abstract) < PAPER_ABSTRACT_CHARS or sum(1 for _ in sentences) < PAPER_ABSTRACT_SENTENCES:
         return f"an abstract has {PAPER_ABSTRACT_SENTENCES}+ sentences and {PAPER_ABSTRACT_CHARS}+ characters"
     return None
 
@@ -161,7 +165,9 @@ def _read_lines(stream: BinaryIO, digest: DigestFile) -> Iterator[tuple[int, str
                     "read as Windows-1252, check the text",
                 )
             )
-        text = " ".join(text.split())  # CR, tabs, trailing and repeated spaces
+        text = text.rstrip("\n")
+        if _ODD_SPACE.search(text) is not None:
+            text = " ".join(text.split())  # CR, tabs, NBSP, leading, trailing and repeated spaces
         if not text:
             blank_before = True
             continue

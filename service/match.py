@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,46 +34,55 @@ from .settings import Settings
 MATCH_BATCH = 500  # papers per transaction
 
 
-def match_new(engine: Engine, index: Index, *, at: datetime) -> tuple[int, int]:
-    """Match every paper not matched yet; returns (papers matched, deliveries queued)."""
+def match_new(engine: Engine, index: Callable[[], Index], *, at: datetime) -> tuple[int, int]:
+    """Match every paper not matched yet; returns (papers matched, deliveries queued). With
+    none (a quiet poll), neither the index (``index()``) nor a subscriber row is needed."""
     papers_done = queued = 0
+    receiving: dict[str, int] | None = None
     while True:
         with store.transaction(engine) as session:
-            active = store.active_subscribers(session=session)
             batch = store.unmatched_papers(session=session, limit=MATCH_BATCH)
             if not batch:
                 return papers_done, queued
-            queued += _queue(session, index, batch, active, topics=None, at=at)[0]
+            if receiving is None:
+                receiving = store.receiving(session=session)
+            queued += _queue(session, index(), batch, receiving, topics=None, at=at)[0]
             store.mark_matched(session=session, paper_ids=[p.id for p in batch if p.id], at=at)
             papers_done += len(batch)
+
+
+QUEUE_ROWS = 20_000  # matches held before they are stored: memory stays flat however many match
 
 
 def _queue(
     session: Session,
     index: Index,
-    papers: list[store.Paper],
-    active: dict[str, store.Subscriber],
+    papers: list[store.PaperText],
+    receiving: dict[str, int],
     *,
     topics: Collection[str] | None,
     at: datetime,
 ) -> tuple[int, int]:
     """Match ``papers`` and queue what matched (of ``topics`` only, when given): (deliveries
-    queued, topic entries added)."""
+    queued, topic entries added). ``receiving``: the subscribers who get new papers, by address."""
     rows: list[store.NewDelivery] = []
     topic_rows: list[store.NewTopicPaper] = []
+    queued = 0
     for paper in papers:
-        assert paper.id is not None
         result = index.match(paper.title, paper.abstract)
         for m in result.subscribers:
-            sub = active.get(m.owner)
-            if sub is not None and sub.id is not None and sub.unsubscribed_at is None:
-                rows.append(store.NewDelivery(sub.id, paper.id, m.score, list(m.terms), list(m.via)))
+            sub_id = receiving.get(m.owner)
+            if sub_id is not None:
+                rows.append(store.NewDelivery(sub_id, paper.id, m.score, list(m.terms), list(m.via)))
         topic_rows.extend(
             store.NewTopicPaper(m.owner, paper.id, m.score, list(m.terms))
             for m in result.topics
             if topics is None or m.owner in topics
         )
-    queued = store.add_deliveries(session=session, deliveries=rows, at=at)
+        if len(rows) >= QUEUE_ROWS:
+            queued += store.add_deliveries(session=session, deliveries=rows, at=at)
+            rows = []
+    queued += store.add_deliveries(session=session, deliveries=rows, at=at)
     return queued, store.add_topic_papers(session=session, rows=topic_rows, at=at)
 
 
@@ -138,13 +147,13 @@ def rematch(
         since, after = at - timedelta(days=days), 0
         while True:
             with store.transaction(engine) as session:
-                active = store.active_subscribers(session=session)
+                receiving = store.receiving(session=session)
                 batch = store.papers_since(session=session, since=since, after=after, limit=MATCH_BATCH)
                 if not batch:
                     break
-                q, t = _queue(session, index, batch, active, topics=topics, at=at)
+                q, t = _queue(session, index, batch, receiving, topics=topics, at=at)
                 queued, entries, papers = queued + q, entries + t, papers + len(batch)
-                after = max(p.id or 0 for p in batch)
+                after = max(p.id for p in batch)
     with store.transaction(engine) as session:
         store.record_fingerprints(session=session, prints={o: prints[o] for o in chosen}, at=at)
     return Backfill(len(chosen), papers, queued, entries)

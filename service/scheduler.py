@@ -14,10 +14,14 @@ configuration keeps running. SIGTERM and SIGINT let the current step finish
 
 Only one process schedules per database (:mod:`service.leader`); another
 ``paperboy run`` on the same database waits in standby and takes over when
-the leader stops. The leader also serves HTTP (:mod:`service.web`) on a
-thread of its own unless ``http.enabled`` is false; a port that cannot be
-opened stops the process with exit code 1. ``http.*`` changes take effect at
-the next start.
+the leader stops. Delivery workers (``paperboy worker``, ``role="worker"``)
+take no lock: any number, on any host sharing the store, run only the
+``deliver`` job on the same cron line and share the due digests with the
+leader (claims skip what another process holds: ``FOR UPDATE SKIP LOCKED``).
+
+The leader also serves HTTP (:mod:`service.web`) on a thread of its own
+unless ``http.enabled`` is false; a port that cannot be opened stops the
+process with exit code 1. ``http.*`` changes take effect at the next start.
 """
 
 from __future__ import annotations
@@ -52,8 +56,15 @@ class Service:
     """The long-running process: a scheduler around :class:`App`."""
 
     def __init__(
-        self, config: Path, settings: Settings, make_app: Callable[[Settings, threading.Event], App]
+        self,
+        config: Path,
+        settings: Settings,
+        make_app: Callable[[Settings, threading.Event], App],
+        *,
+        role: str = "leader",
     ) -> None:
+        assert role in ("leader", "worker")
+        self.role = role
         self.config = config
         self.make_app = make_app
         self.stop = threading.Event()
@@ -104,14 +115,15 @@ class Service:
 
     def _schedule_jobs(self) -> None:
         sched = self.app.settings.schedule
-        self.scheduler.add_job(
-            self._job,
-            IntervalTrigger(seconds=max(1.0, sched.poll)),
-            args=["poll"],
-            id="poll",
-            name="poll the inbox",
-            replace_existing=True,
-        )
+        if self.role == "leader":
+            self.scheduler.add_job(
+                self._job,
+                IntervalTrigger(seconds=max(1.0, sched.poll)),
+                args=["poll"],
+                id="poll",
+                name="poll the inbox",
+                replace_existing=True,
+            )
         self.scheduler.add_job(
             self._job,
             CronTrigger.from_crontab(sched.deliver, timezone=self.zone),
@@ -127,7 +139,7 @@ class Service:
         self.reload_if_changed()
         app = self.app
         try:
-            app.run_job(kind, send=kind == "deliver")
+            app.run_job(kind, send=kind == "deliver", lead=self.role == "leader")
         except Exception as exc:  # a failed run is logged and tried again next time
             event(log, f"{kind}.failed", level=logging.ERROR, reason=f"{type(exc).__name__}: {exc}")
             log.debug("traceback", exc_info=True)
@@ -137,6 +149,8 @@ class Service:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
+        if self.role == "worker":
+            return self._work()
         self.app.prepare_store()
         leader = leader_for(self.app.engine, fallback_dir=self.config.resolve().parent)
         if not self._lead(leader):
@@ -180,6 +194,26 @@ class Service:
             leader.release()
         event(log, "service.stopped")
         return not lost
+
+    def _work(self) -> bool:
+        """A delivery worker: the deliver job on its cron line until SIGTERM/SIGINT."""
+        self.app.prepare_store(sync=False)
+        self._schedule_jobs()
+        self.scheduler.start()
+        deliver_job = self.scheduler.get_job("deliver")
+        event(
+            log,
+            "worker.started",
+            config=self.config,
+            pid=os.getpid(),
+            timezone=self.zone,
+            next_delivery=deliver_job.next_run_time.isoformat() if deliver_job else "-",
+        )
+        while not self.stop.wait(2.0):
+            self.reload_if_changed_between_jobs()
+        self.scheduler.shutdown(wait=True)  # the current send finishes first
+        event(log, "worker.stopped")
+        return True
 
     def _start_http(self) -> Server | None:
         """The web server on its thread (None when ``http.enabled`` is off); OSError when it cannot listen."""

@@ -136,6 +136,14 @@ def serving(handler: object, **kwargs: Any) -> Iterator[int]:
 # ---------------------------------------------------------------- configs and the CLI
 
 
+def sync(session: Any, people: list[tuple[str, str | None]], at: datetime = FIXED_NOW) -> dict[str, Any]:
+    """``store.sync_subscribers``, then the active subscribers by address (what tests look at)."""
+    from service import store
+
+    store.sync_subscribers(session=session, people=people, at=at)
+    return store.active_subscribers(session=session)
+
+
 def write_config(path: Path, body: str) -> Path:
     path.write_text(body, encoding="utf-8")
     return path
@@ -320,12 +328,13 @@ def rendered(digest: Digest = DIGEST) -> Mail:
 
 
 class Service:
-    """``paperboy --config CONFIG run`` as a child process, its log lines read as they come
-    (``log``). Use as a context manager: a process still running at the end is killed."""
+    """``paperboy --config CONFIG run`` (or another command: ``args``) as a child process, its
+    log lines read as they come (``log``). Use as a context manager: a process still running at
+    the end is killed."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--config", str(config), "run"],
+            [sys.executable, "-m", "service", "--config", str(config), *(args or ("run",))],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.helpers import ROOT, copy_digest, serving, smtp_config
+from tests.helpers import ROOT, Service, copy_digest, serving, smtp_config
 
 
 class Recorder:
@@ -178,3 +178,81 @@ def test_one_leader_schedules_the_other_waits_and_takes_over(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+class Gate(Recorder):
+    """A Recorder that holds every message until :meth:`open` (a sink that is slow on cue)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        while not self.opened.is_set():
+            await asyncio.sleep(0.02)
+        return await super().handle_DATA(server, session, envelope)
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+def wait_for_rows(database_url: str, sql: str, enough: int, timeout: float = 60) -> None:
+    """Wait until ``sql`` (one count) reaches ``enough``: an event in the store, not a delay."""
+    deadline = time.monotonic() + timeout
+    while store_rows(database_url, sql)[0][0] < enough:
+        assert time.monotonic() < deadline, f"{sql!r} stayed under {enough}"
+        time.sleep(0.1)
+
+
+def test_a_leader_matches_and_two_workers_share_the_sending(tmp_path: Path, database_url: str) -> None:
+    """Scale-out: ``paperboy run`` (the leader: inbox, matching; its own delivery far away) and
+    two ``paperboy worker`` processes. The sink holds every message until both workers hold
+    claims, so each must have taken a share; then every (subscriber, paper) arrives once."""
+    gate = Gate()
+    people = 160  # more than two claim chunks (CLAIM_SUBSCRIBERS = 50, one claimed ahead)
+    with serving(gate) as port:
+        copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
+        cfg = smtp_config(tmp_path, database_url, port, people, extra="  max_papers: 1000\n")
+        cfg.write_text(cfg.read_text() + "schedule: {poll: 1h, deliver: '0 0 1 1 *'}\n")
+        with Service(cfg) as leader:
+            leader.wait_for("match.done")
+            due = store_rows(database_url, "SELECT count(*) FROM deliveries WHERE state = 'pending'")[0][0]
+            assert due >= people
+            claimed_by = "SELECT count(DISTINCT claimed_by) FROM deliveries WHERE state = 'sending'"
+            with Service(cfg, "worker", "--once") as first:
+                wait_for_rows(database_url, claimed_by, 1)
+                with Service(cfg, "worker", "--once") as second:
+                    wait_for_rows(database_url, claimed_by, 2)  # the second took what the first had not
+                    gate.open()
+                    assert first.proc.wait(timeout=120) == 0, "".join(first.log)
+                    assert second.proc.wait(timeout=120) == 0, "".join(second.log)
+            assert not leader.logged("deliver.sent")  # the leader only polled and matched
+            leader.proc.send_signal(signal.SIGTERM)
+            assert leader.proc.wait(timeout=30) == 0
+
+    shares = [sum("deliver.sent" in line for line in w.log) for w in (first, second)]
+    assert all(shares) and sum(shares) == people  # the work was shared, each email sent once
+    assert store_rows(database_url, "SELECT count(*) FROM deliveries WHERE state <> 'sent'")[0][0] == 0
+    pairs = Counter((rcpt, title) for rcpt, _, titles in gate.received for title in titles)
+    assert max(pairs.values()) == 1 and sum(pairs.values()) == due  # each pair once, none missing
+    emails = Counter(rcpt for rcpt, _, _ in gate.received)
+    assert sorted(emails) == sorted(f"reader{i}@example.org" for i in range(people))
+    assert max(emails.values()) == 1  # a subscriber is claimed whole, by one worker
+
+
+def test_a_worker_waits_for_the_deliver_cron_and_leaves_the_inbox_to_the_leader(
+    tmp_path: Path, database_url: str, recorder_port: tuple[Recorder, int]
+) -> None:
+    recorder, port = recorder_port
+    digest = copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
+    cfg = smtp_config(tmp_path, database_url, port, 2)
+    cfg.write_text(cfg.read_text() + "schedule: {poll: 1s, deliver: '0 7 * * *'}\n")
+    with Service(cfg, "worker") as worker:
+        started = worker.wait_for("worker.started")
+        assert "next_delivery=" in worker.log[started] and "T07:00:00" in worker.log[started]
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(timeout=30) == 0
+        assert worker.logged("worker.stopped")
+    assert digest.is_file()  # not ingested: the inbox is the leader's
+    assert store_rows(database_url, "SELECT count(*) FROM papers")[0][0] == 0
+    assert recorder.received == []

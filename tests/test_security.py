@@ -9,21 +9,17 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from service import store
-from tests.helpers import FIXED_NOW, copy_digest, free_port, run_cli, write_config
+from tests.helpers import copy_digest, free_port, run_cli, sync, write_config
 
 
 def test_tokens_are_random_not_derived_from_the_address(engine: Engine, tmp_path: Path) -> None:
     people = [("annabelle.quartermain@example.org", None), ("bobbie.zimmerman@example.org", None)]
     with store.transaction(engine) as s:
-        first = {
-            e: sub.token for e, sub in store.sync_subscribers(session=s, people=people, at=FIXED_NOW).items()
-        }
+        first = {e: sub.token for e, sub in sync(s, people).items()}
     other = store.make_engine(f"sqlite:///{tmp_path / 'other.db'}")
     store.upgrade(other)
     with store.transaction(other) as s:
-        second = {
-            e: sub.token for e, sub in store.sync_subscribers(session=s, people=people, at=FIXED_NOW).items()
-        }
+        second = {e: sub.token for e, sub in sync(s, people).items()}
     other.dispose()
     ann = "annabelle.quartermain@example.org"
     assert first[ann] != second[ann]  # the same address, another store
@@ -32,7 +28,7 @@ def test_tokens_are_random_not_derived_from_the_address(engine: Engine, tmp_path
         # nothing of the address in it (a name of three letters could turn up by chance: these cannot)
         assert not any(part in token.lower() for part in ("annabelle", "quartermain", "zimmerman", "example"))
     with store.transaction(engine) as s:  # stable while the subscriber exists
-        again = store.sync_subscribers(session=s, people=people, at=FIXED_NOW)
+        again = sync(s, people)
     assert {e: sub.token for e, sub in again.items()} == first
 
 

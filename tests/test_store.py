@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from service import store
 from service.compose import best_first
-from tests.helpers import FIXED_NOW
+from tests.helpers import FIXED_NOW, sync
 
 
 def paper(key: str, title: str | None = None) -> store.NewPaper:
@@ -48,7 +48,7 @@ def test_timestamps_come_back_aware_utc(engine: Engine) -> None:
 
 def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
     with store.transaction(engine) as s:
-        subs = store.sync_subscribers(session=s, people=[("Ann@X.org", "Ann")], at=FIXED_NOW)
+        subs = sync(s, [("Ann@X.org", "Ann")])
         store.add_papers(session=s, papers=[paper("a"), paper("b")], at=FIXED_NOW)
         store.add_papers(session=s, papers=[paper("c")], at=FIXED_NOW + timedelta(hours=1))
     ann = subs["ann@x.org"]
@@ -91,7 +91,7 @@ def test_deliveries_are_unique_per_subscriber_and_paper(engine: Engine) -> None:
 def test_claims_leases_retries_and_failure(engine: Engine) -> None:
     """pending -> sending -> sent; -> pending with a retry time; -> failed; an expired lease is due."""
     with store.transaction(engine) as s:
-        subs = store.sync_subscribers(session=s, people=[("a@x.org", None), ("b@x.org", None)], at=FIXED_NOW)
+        subs = sync(s, [("a@x.org", None), ("b@x.org", None)])
         store.add_papers(session=s, papers=[paper("p"), paper("q")], at=FIXED_NOW)
         ids = {p.key: p.id for p in s.exec(select(store.Paper))}
         rows = [
@@ -163,7 +163,7 @@ def test_claims_leases_retries_and_failure(engine: Engine) -> None:
 
 def test_a_permanent_error_fails_at_once_and_release_counts_no_attempt(engine: Engine) -> None:
     with store.transaction(engine) as s:
-        subs = store.sync_subscribers(session=s, people=[("a@x.org", None)], at=FIXED_NOW)
+        subs = sync(s, [("a@x.org", None)])
         store.add_papers(session=s, papers=[paper("p")], at=FIXED_NOW)
         pid = s.exec(select(store.Paper.id)).one()
         store.add_deliveries(
@@ -221,17 +221,15 @@ def test_topic_papers_are_unique_per_topic_newest_then_best_first(engine: Engine
 
 def test_subscribers_follow_the_configuration_and_keep_their_token(engine: Engine) -> None:
     with store.transaction(engine) as s:
-        first = store.sync_subscribers(session=s, people=[("a@x.org", "A"), ("b@x.org", None)], at=FIXED_NOW)
+        first = sync(s, [("a@x.org", "A"), ("b@x.org", None)])
     token = first["a@x.org"].token
     assert len(token) >= 24 and "a@x" not in token
     with store.transaction(engine) as s:
-        second = store.sync_subscribers(session=s, people=[("A@x.org", "Anna")], at=FIXED_NOW)
+        second = sync(s, [("A@x.org", "Anna")])
     assert list(second) == ["a@x.org"]
     assert second["a@x.org"].token == token and second["a@x.org"].name == "Anna"
     with store.transaction(engine) as s:
-        third = store.sync_subscribers(
-            session=s, people=[("a@x.org", "Anna"), ("b@x.org", None)], at=FIXED_NOW
-        )
+        third = sync(s, [("a@x.org", "Anna"), ("b@x.org", None)])
     assert third["b@x.org"].token == first["b@x.org"].token
 
 
@@ -250,9 +248,7 @@ def test_a_subscribers_new_deliveries_are_stored_side_by_side(engine: Engine) ->
     (consecutive ids), so a claim or a sent mark touches a few pages, not one per row."""
     with store.transaction(engine) as s:
         store.add_papers(session=s, papers=[paper(f"p{i}") for i in range(5)], at=FIXED_NOW)
-        subs = store.sync_subscribers(
-            session=s, people=[(f"r{i}@x.org", None) for i in range(3)], at=FIXED_NOW
-        )
+        subs = sync(s, [(f"r{i}@x.org", None) for i in range(3)])
         paper_ids = [p.id for p in s.exec(select(store.Paper))]
         rows = [
             store.NewDelivery(sub.id, pid, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
@@ -271,9 +267,7 @@ def test_inserts_larger_than_one_statement_allows(engine: Engine) -> None:
     many = [paper(f"paper {i}") for i in range(5000)]  # 5,000 x 7 values
     with store.transaction(engine) as s:
         assert store.add_papers(session=s, papers=many, at=FIXED_NOW) == 5000
-        subs = store.sync_subscribers(
-            session=s, people=[(f"r{i}@x.org", None) for i in range(3)], at=FIXED_NOW
-        )
+        subs = sync(s, [(f"r{i}@x.org", None) for i in range(3)])
         ids = [p.id for p in s.exec(select(store.Paper))]
         rows = [
             store.NewDelivery(sub.id, pid, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
@@ -288,7 +282,7 @@ def test_a_mark_left_by_a_dead_process_counts_before_anything_is_claimed_again(e
     """The server accepted the email, the process recorded its mark and died before folding:
     after the lease the rows are not claimed again (no duplicate); they are sent."""
     with store.transaction(engine) as s:
-        subs = store.sync_subscribers(session=s, people=[("a@x.org", None)], at=FIXED_NOW)
+        subs = sync(s, [("a@x.org", None)])
         store.add_papers(session=s, papers=[paper("p"), paper("q")], at=FIXED_NOW)
         rows = [
             store.NewDelivery(subs["a@x.org"].id, p.id, 1, ["t"], ["keywords"])  # type: ignore[arg-type]
@@ -335,7 +329,7 @@ def test_the_outbox_is_read_through_the_index_of_rows_still_to_send(engine: Engi
     """Claims, sent marks, preview and unsubscribe find a subscriber's due rows in the partial
     index of pending and sending rows, never by scanning the table or every row of theirs."""
     with store.transaction(engine) as s:
-        subs = store.sync_subscribers(session=s, people=[("a@x.org", None), ("b@x.org", None)], at=FIXED_NOW)
+        subs = sync(s, [("a@x.org", None), ("b@x.org", None)])
         store.add_papers(session=s, papers=[paper("p"), paper("q")], at=FIXED_NOW)
         pids = list(s.exec(select(store.Paper.id)))
         rows = [
@@ -385,3 +379,40 @@ _INDEX_USED = re.compile(
     r"SEARCH deliveries USING (?:COVERING )?INDEX (\w+)|SEARCH deliveries USING INTEGER (PRIMARY KEY)"
     r"|Scan using (\w+) on deliveries|Bitmap Index Scan on (\w+)"
 )
+
+
+def test_following_the_configuration_takes_the_same_statements_for_10_or_1000_subscribers(
+    engine: Engine,
+) -> None:
+    """sync_subscribers is set-based: adding, leaving, coming back and renaming cost a handful of
+    statements, however many subscribers change (the driver sends many rows per INSERT, a few
+    hundred at a time, so 1,000 new rows may take a statement or two more than 10)."""
+    from sqlalchemy import event
+
+    def statements(people: list[tuple[str, str | None]]) -> int:
+        seen: list[str] = []
+
+        def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            seen.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with store.transaction(engine) as s:
+                store.sync_subscribers(session=s, people=people, at=FIXED_NOW)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len(seen)
+
+    def rounds(n: int) -> list[int]:
+        everyone = [(f"r{i}@{n}.org", None) for i in range(n)]
+        half = everyone[: n // 2]
+        renamed = [(email, "New Name") for email, _ in everyone]
+        return [statements(everyone), statements(half), statements(renamed), statements(everyone)]
+
+    small, large = rounds(10), rounds(1000)
+    assert all(b <= a + 3 for a, b in zip(small, large, strict=True)), (small, large)
+    assert max(large) <= 12, large
+    with store.reading(engine) as s:
+        active = store.active_subscribers(session=s)
+    assert len([e for e in active if e.endswith("@1000.org")]) == 1000
+    assert {sub.name for e, sub in active.items() if e.endswith("@1000.org")} == {None}  # renamed back

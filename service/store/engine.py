@@ -93,15 +93,22 @@ def insert_new(session: Session, table: Any, rows: Sequence[dict[str, Any]], uni
     storing matches the slowest step of a big match.) Counted with RETURNING:
     the driver's rowcount is -1 for multi-row inserts on psycopg.
     """
+    return len(insert_new_ids(session, table, rows, unique))
+
+
+def insert_new_ids(
+    session: Session, table: Any, rows: Sequence[dict[str, Any]], unique: list[str]
+) -> list[int]:
+    """:func:`insert_new`, returning the ids of the rows that went in."""
     if not rows:
-        return 0
+        return []
     stmt = (
         insert_for(session, table.__table__)
         .on_conflict_do_nothing(index_elements=unique)
         .returning(table.__table__.c.id)
     )
     connection = session.connection().execution_options(insertmanyvalues_page_size=INSERT_ROWS)
-    return len(connection.execute(stmt, list(rows)).all())
+    return [row_id for (row_id,) in connection.execute(stmt, list(rows))]
 
 
 def core(session: Session | Connection) -> Connection:

@@ -193,6 +193,9 @@ def claim_due(
             )
             .order_by(col(Subscriber.id))
             .limit(max_subscribers)
+            # A subscriber is claimed whole, by one process: another one claiming at the same
+            # time skips them (PostgreSQL; NO KEY: the leader's new deliveries still go in).
+            .with_for_update(skip_locked=True, key_share=True)
         )
     )
     if not subscribers:
@@ -266,34 +269,45 @@ def release(*, session: Session, delivery_ids: Sequence[int], worker: str) -> No
     )
 
 
-def cancel_pending(*, session: Session, subscriber_id: int, reason: str) -> int:
-    """``pending -> cancelled`` for every row of the subscriber still waiting (an opt-out);
-    how many. Rows being sent right now finish as they are."""
-    result = core(session).execute(
-        update(Delivery)
-        .where(
-            col(Delivery.subscriber_id) == subscriber_id,
-            live(),
-            col(Delivery.state) == DeliveryState.PENDING,
+def cancel_pending(*, session: Session, subscriber_ids: Sequence[int], reason: str) -> int:
+    """``pending -> cancelled`` for every row of the subscribers still waiting (an opt-out,
+    or they left the configuration); how many. Rows being sent right now finish as they are."""
+    done = 0
+    for chunk in _chunks(subscriber_ids):
+        result = core(session).execute(
+            update(Delivery)
+            .where(
+                col(Delivery.subscriber_id).in_(chunk),
+                live(),
+                col(Delivery.state) == DeliveryState.PENDING,
+            )
+            .values(state=DeliveryState.CANCELLED, last_error=reason, next_attempt_at=None)
         )
-        .values(state=DeliveryState.CANCELLED, last_error=reason, next_attempt_at=None)
-    )
-    return int(result.rowcount)
+        done += int(result.rowcount)
+    return done
 
 
-def restore_left(*, session: Session, subscriber_id: int) -> int:
-    """``cancelled -> pending`` for the rows cancelled when the subscriber left the
-    configuration (a subscriber who comes back); how many."""
-    result = core(session).execute(
-        update(Delivery)
-        .where(
-            col(Delivery.subscriber_id) == subscriber_id,
-            col(Delivery.state) == DeliveryState.CANCELLED,
-            col(Delivery.last_error) == LEFT,
+def restore_left(*, session: Session, subscriber_ids: Sequence[int]) -> int:
+    """``cancelled -> pending`` for the rows cancelled when the subscribers left the
+    configuration (they came back); how many."""
+    done = 0
+    for chunk in _chunks(subscriber_ids):
+        result = core(session).execute(
+            update(Delivery)
+            .where(
+                col(Delivery.subscriber_id).in_(chunk),
+                col(Delivery.state) == DeliveryState.CANCELLED,
+                col(Delivery.last_error) == LEFT,
+            )
+            .values(state=DeliveryState.PENDING, last_error=None, next_attempt_at=None)
         )
-        .values(state=DeliveryState.PENDING, last_error=None, next_attempt_at=None)
-    )
-    return int(result.rowcount)
+        done += int(result.rowcount)
+    return done
+
+
+def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
+    """``ids`` in lists short enough for one ``IN (...)`` (SQLite allows 32,766 parameters)."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def find_delivery(*, session: Session, subscriber_id: int, paper_id: int) -> Delivery | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     String,
@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from .engine import core, insert_for, insert_new, inserted
+from .engine import core, insert_for, insert_new, insert_new_ids, inserted
 from .tables import (
     Delivery,
     DeliveryState,
@@ -161,29 +161,43 @@ def add_papers(
         }
         for p in unique.values()
     ]
-    new = insert_new(session, Paper, rows, ["key"])
+    new = insert_new_ids(session, Paper, rows, ["key"])
     if sha256 is not None:
-        found = core(session).execute(sa_select(col(Paper.id)).where(col(Paper.key).in_(list(unique))))
-        links = [{"paper_id": paper_id, "file_sha256": sha256} for (paper_id,) in found]
+        ids = list(new)
+        if len(new) < len(unique):  # some were known: their ids too
+            known = core(session).execute(sa_select(col(Paper.id)).where(col(Paper.key).in_(list(unique))))
+            ids = [int(paper_id or 0) for (paper_id,) in known]
+        links = [{"paper_id": paper_id, "file_sha256": sha256} for paper_id in ids]
         insert_new(session, PaperFile, links, ["file_sha256", "paper_id"])
-    return new
+    return len(new)
 
 
-def unmatched_papers(*, session: Session, limit: int) -> list[Paper]:
+class PaperText(NamedTuple):
+    """What matching reads of a paper (a plain row: no ORM object per paper)."""
+
+    id: int
+    title: str
+    abstract: str
+
+
+_TEXT = (col(Paper.id), col(Paper.title), col(Paper.abstract))
+
+
+def unmatched_papers(*, session: Session, limit: int) -> list[PaperText]:
     stmt = (
-        select(Paper)
+        sa_select(*_TEXT)
         .where(col(Paper.matched_at).is_(None), col(Paper.forgotten_at).is_(None))
         .order_by(col(Paper.id))
         .limit(limit)
     )
-    return list(session.exec(stmt))
+    return [PaperText(int(pid or 0), title, abstract) for pid, title, abstract in core(session).execute(stmt)]
 
 
-def papers_since(*, session: Session, since: datetime, after: int, limit: int) -> list[Paper]:
+def papers_since(*, session: Session, since: datetime, after: int, limit: int) -> list[PaperText]:
     """Papers first seen at ``since`` or later and matched already (not forgotten), by id after
     ``after``: what a backfill rematches."""
     stmt = (
-        select(Paper)
+        sa_select(*_TEXT)
         .where(
             col(Paper.first_seen_at) >= since,
             col(Paper.id) > after,
@@ -193,13 +207,13 @@ def papers_since(*, session: Session, since: datetime, after: int, limit: int) -
         .order_by(col(Paper.id))
         .limit(limit)
     )
-    return list(session.exec(stmt))
+    return [PaperText(int(pid or 0), title, abstract) for pid, title, abstract in core(session).execute(stmt)]
 
 
 def mark_matched(*, session: Session, paper_ids: Iterable[int], at: datetime) -> None:
     ids = list(paper_ids)
     if ids:
-        session.execute(update(Paper).where(col(Paper.id).in_(ids)).values(matched_at=at))
+        core(session).execute(update(Paper).where(col(Paper.id).in_(ids)).values(matched_at=at))
 
 
 def find_paper(*, session: Session, key: str) -> Paper | None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from .engine import insert_for
+from .engine import core, insert_for
 from .outbox import cancel_pending, restore_left
 from .tables import (
     LEFT,
@@ -25,45 +28,94 @@ from .tables import (
 # ---------------------------------------------------------------- subscribers
 
 
-def sync_subscribers(
-    *, session: Session, people: Sequence[tuple[str, str | None]], at: datetime
-) -> dict[str, Subscriber]:
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """What :func:`sync_subscribers` changed: addresses added, left, back, renamed."""
+
+    added: int = 0
+    left: int = 0
+    back: int = 0
+    renamed: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.left or self.back or self.renamed)
+
+
+def sync_subscribers(*, session: Session, people: Sequence[tuple[str, str | None]], at: datetime) -> Synced:
     """Make the table follow the configuration: add, rename, (de)activate. A subscriber who
     left the configuration has their pending deliveries cancelled (``LEFT``): nothing is
     sent to them, and status and /metrics return to zero; one who comes back has those
     rows pending again, and gets new papers.
 
-    Returns the active subscribers by lower-cased address. Tokens are made
-    once, from ``secrets``, and never change while the subscriber exists.
+    Set-based: one read of the table's five columns, then one statement per kind of change
+    (in chunks), whatever the number of subscribers. Tokens are made once, from
+    ``secrets``, and never change while the subscriber exists.
     """
     wanted = {email.lower(): name for email, name in people}
-    existing = {s.email: s for s in session.exec(select(Subscriber))}
-    for email, name in wanted.items():
-        if email not in existing:
-            stmt = (
-                insert_for(session, Subscriber)
-                .values(email=email, name=name, token=secrets.token_urlsafe(18), active=True, created_at=at)
-                .on_conflict_do_nothing(index_elements=["email"])
+    conn = core(session)
+    existing: dict[str, tuple[int, str | None, bool, datetime | None]] = {
+        email: (int(sid or 0), name, active, out)
+        for sid, email, name, active, out in conn.execute(
+            sa_select(
+                col(Subscriber.id),
+                col(Subscriber.email),
+                col(Subscriber.name),
+                col(Subscriber.active),
+                col(Subscriber.unsubscribed_at),
             )
-            session.execute(stmt)
-    for email, sub in existing.items():
-        active = email in wanted
-        name = wanted.get(email, sub.name)
-        if sub.active != active or sub.name != name:
-            if sub.active and not active and sub.id is not None:  # left the configuration
-                cancel_pending(session=session, subscriber_id=sub.id, reason=LEFT)
-            elif active and not sub.active and sub.id is not None and sub.unsubscribed_at is None:
-                restore_left(session=session, subscriber_id=sub.id)  # back: what waited for them
-            sub.active, sub.name = active, name
-            session.add(sub)
-    session.flush()
-    return active_subscribers(session=session)
+        )
+    }
+    new = [
+        {"email": email, "name": name, "token": secrets.token_urlsafe(18), "active": True, "created_at": at}
+        for email, name in wanted.items()
+        if email not in existing
+    ]
+    if new:
+        conn.execute(insert_for(session, Subscriber).on_conflict_do_nothing(index_elements=["email"]), new)
+    left = [sid for email, (sid, _, active, _) in existing.items() if active and email not in wanted]
+    returning = [
+        (sid, out) for email, (sid, _, active, out) in existing.items() if not active and email in wanted
+    ]
+    renamed = [
+        {"sid": sid, "name": wanted[email]}
+        for email, (sid, name, _, _) in existing.items()
+        if email in wanted and name != wanted[email]
+    ]
+    if left:
+        _set_active(session, left, False)
+        cancel_pending(session=session, subscriber_ids=left, reason=LEFT)
+    if returning:
+        _set_active(session, [sid for sid, _ in returning], True)
+        # what waited for them comes back, unless they had unsubscribed (that still holds)
+        restore_left(session=session, subscriber_ids=[sid for sid, out in returning if out is None])
+    if renamed:
+        conn.execute(
+            update(Subscriber).where(col(Subscriber.id) == bindparam("sid")).values(name=bindparam("name")),
+            renamed,
+        )
+    return Synced(len(new), len(left), len(returning), len(renamed))
+
+
+def _set_active(session: Session, ids: list[int], active: bool) -> None:
+    for start in range(0, len(ids), 500):
+        core(session).execute(
+            update(Subscriber).where(col(Subscriber.id).in_(ids[start : start + 500])).values(active=active)
+        )
 
 
 def active_subscribers(*, session: Session) -> dict[str, Subscriber]:
     """The subscribers in the configuration, by lower-cased address."""
     stmt = select(Subscriber).where(Subscriber.active == True)  # noqa: E712
     return {s.email: s for s in session.exec(stmt)}
+
+
+def receiving(*, session: Session) -> dict[str, int]:
+    """The ids of the subscribers who get new papers (in the configuration, not unsubscribed),
+    by lower-cased address: what matching needs of them, as plain values."""
+    stmt = sa_select(col(Subscriber.email), col(Subscriber.id)).where(
+        col(Subscriber.active).is_(True), col(Subscriber.unsubscribed_at).is_(None)
+    )
+    return {email: int(sid or 0) for email, sid in core(session).execute(stmt)}
 
 
 def subscriber_by_token(*, session: Session, token: str) -> Subscriber | None:
@@ -82,7 +134,7 @@ def unsubscribe(*, session: Session, token: str, at: datetime) -> Subscriber | N
         sub.unsubscribed_at = at
         session.add(sub)
         assert sub.id is not None
-        cancel_pending(session=session, subscriber_id=sub.id, reason="unsubscribed")
+        cancel_pending(session=session, subscriber_ids=[sub.id], reason="unsubscribed")
         session.flush()
     return sub
 
