@@ -1,6 +1,7 @@
 """The whole cycle as an operator runs it: each step its own `paperboy` process.
 
     .venv/bin/python bench/cycle.py [--sizes 1000,10000] [--papers 1000] [--seed 7] [--keep DIR]
+                                    [--postgres URL] [--workers SUBSCRIBERS]
 
 For each size (number of subscribers), in one run, on a fresh SQLite store and
 a maildir:
@@ -9,6 +10,12 @@ a maildir:
 2. ``paperboy run --once``: deliver every digest email to the maildir, write the feeds;
 3. ``paperboy run --once`` again, with nothing new: the cost of every quiet poll;
 4. ``paperboy status``.
+
+With ``--postgres URL`` the store is a fresh schema on that server (dropped
+afterwards) instead of a SQLite file. With ``--workers N`` it then compares
+delivery by one ``paperboy worker --once`` against two at once, each on its
+own fresh store of N subscribers (ingested first): how much a second worker
+adds, on this machine's cores, with a maildir as the sink.
 
 Each step is timed from outside as a whole process: wall seconds, CPU seconds
 (user + system, from the kernel's accounting of the child, ``os.wait4``) and
@@ -33,13 +40,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+sys.path.insert(0, str(ROOT))
+
 from match import corpus, make_papers, vocabulary  # noqa: E402  (bench/match.py's workload)
+
+from tests.helpers import scratch_schema  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +68,13 @@ def quoted(term: str) -> str:
     return f'"{term}"' if " " in term else term
 
 
-def write_config(folder: Path, subscribers: int, rng: random.Random, terms: tuple[list[str], ...]) -> Path:
+def write_config(
+    folder: Path,
+    subscribers: int,
+    rng: random.Random,
+    terms: tuple[list[str], ...],
+    database: str | None = None,
+) -> Path:
     words, phrases, stems = terms
 
     def term() -> str:
@@ -64,7 +83,7 @@ def write_config(folder: Path, subscribers: int, rng: random.Random, terms: tupl
 
     topics = [f"topic-{i}" for i in range(20)]
     lines = [
-        f"database: sqlite:///{folder}/paperboy.db",
+        f'database: "{database}"' if database else f"database: sqlite:///{folder}/paperboy.db",
         f"inbox: {folder}/inbox",
         "inbox_settle: 0s",
         f"email: {{maildir: {folder}/mail}}",
@@ -96,28 +115,49 @@ def write_digest(path: Path, papers: list[tuple[str, str]]) -> None:
     path.write_text(f"Daily Papers\n\nMar 14\n\n{body}\n")
 
 
-def measure(name: str, config: Path, *args: str) -> Step:
+def measure(name: str, config: Path, *args: str, processes: int = 1) -> Step:
+    """``paperboy ARGS`` as ``processes`` processes started together: wall seconds until the
+    last ends, CPU seconds of all, the largest peak memory, the worst exit code."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--config", str(config), "-q", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - t0
-    if proc.returncode != 0:
-        print(err.decode(errors="replace")[-2000:], file=sys.stderr)
-    return Step(name, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "service", "--config", str(config), "-q", *args],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(processes)
+    ]
+    cpu, peak, code = 0.0, 0.0, 0
+    for proc in procs:
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            print(err.decode(errors="replace")[-2000:], file=sys.stderr)
+        cpu += usage.ru_utime + usage.ru_stime
+        peak = max(peak, usage.ru_maxrss / 1024)
+        code = code or proc.returncode
+    return Step(name, time.monotonic() - t0, cpu, peak, code)
 
 
-def one_size(subscribers: int, papers: list[tuple[str, str]], seed: int, folder: Path) -> list[Step]:
+@contextmanager
+def scratch(server: str | None) -> Iterator[str | None]:
+    """None (a SQLite file in the size's folder), or a fresh schema on the PostgreSQL ``server``."""
+    if server is None:
+        yield None
+        return
+    with scratch_schema(server, prefix="bench_") as url:
+        yield url
+
+
+def one_size(
+    subscribers: int, papers: list[tuple[str, str]], seed: int, folder: Path, database: str | None = None
+) -> list[Step]:
     rng = random.Random(seed)
     real = corpus()
-    config = write_config(folder, subscribers, rng, vocabulary(real))
+    config = write_config(folder, subscribers, rng, vocabulary(real), database)
     digest = folder / "digest.txt"
     write_digest(digest, papers)
     (folder / "inbox").mkdir()
@@ -126,7 +166,56 @@ def one_size(subscribers: int, papers: list[tuple[str, str]], seed: int, folder:
         measure("run --once (deliver, feeds)", config, "run", "--once"),
         measure("run --once, nothing new", config, "run", "--once"),
         measure("status", config, "status"),
+        quiet_polls(config, database or f"sqlite:///{folder}/paperboy.db"),
     ]
+
+
+POLLS = 20  # quiet polls measured in the running service
+
+
+def quiet_polls(config: Path, database: str) -> Step:
+    """``paperboy run`` (the service) polling every second with nothing new: the CPU of one
+    poll, from the process's own accounting across ``POLLS`` polls after the first. The
+    polls are counted in the store (``job_runs``), so nothing here waits on the clock alone."""
+    from sqlalchemy import create_engine, text
+
+    service = config.with_name("service.yaml")
+    service.write_text(config.read_text() + "schedule: {poll: 1s, deliver: '0 0 1 1 *'}\n")
+    engine = create_engine(database)
+
+    def polls() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM job_runs WHERE job = 'poll'")).scalar_one())
+
+    def cpu(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wait_polls(n: int) -> None:
+        deadline = time.monotonic() + 600
+        while polls() < n:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("paperboy run did not poll")
+            time.sleep(0.05)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--config", str(service), "-q", "run"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        start = polls()
+        wait_polls(start + 1)  # the first poll (start-up, configuration, store) is done
+        c0, n0, t0 = cpu(proc.pid), polls(), time.monotonic()
+        wait_polls(n0 + POLLS)
+        c1, n1, t1 = cpu(proc.pid), polls(), time.monotonic()
+        peak = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=60)
+        engine.dispose()
+    return Step("run: one quiet poll (service)", (t1 - t0) / (n1 - n0), (c1 - c0) / (n1 - n0), peak, code)
 
 
 def main() -> int:
@@ -137,6 +226,8 @@ def main() -> int:
     parser.add_argument("--papers", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="keep each size's store, config and mail under this folder")
+    parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server for the stores (new schemas)")
+    parser.add_argument("--workers", type=int, metavar="N", help="then 1 worker against 2, at N subscribers")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     papers = make_papers(corpus(), args.papers, random.Random(args.seed))
@@ -146,11 +237,13 @@ def main() -> int:
         f"workload: {args.papers:,} new papers; subscribers with 4-6 terms, "
         "a query for 1 in 20, a topic for 1 in 10"
     )
+    print(f"store:    {'PostgreSQL' if args.postgres else 'SQLite'}")
     results: dict[int, list[Step]] = {}
     for size in sizes:
         folder = Path(tempfile.mkdtemp(prefix=f"paperboy-cycle-{size}-"))
         try:
-            results[size] = one_size(size, papers, args.seed, folder)
+            with scratch(args.postgres) as database:
+                results[size] = one_size(size, papers, args.seed, folder, database)
             emails = (
                 len(list((folder / "mail" / "new").iterdir())) if (folder / "mail" / "new").is_dir() else 0
             )
@@ -166,15 +259,48 @@ def main() -> int:
                 shutil.move(str(folder), args.keep / folder.name)
             else:
                 shutil.rmtree(folder, ignore_errors=True)
-    if len(sizes) >= 2:
-        small, large = sizes[0], sizes[-1]
+    large = sizes[-1]
+    for small in sizes[:-1]:  # the largest size against each smaller one
         print(f"\ngrowth, {large:,} against {small:,} subscribers ({large / small:g}x):")
         for a, b in zip(results[small], results[large], strict=True):
             print(
                 f"  {a.name:<30} wall {b.wall / a.wall:6.2f}x   cpu {b.cpu / a.cpu:6.2f}x   "
                 f"peak {b.peak_mb / a.peak_mb:6.2f}x"
             )
-    return 0 if all(s.code == 0 for steps in results.values() for s in steps) else 1
+    ok = all(s.code == 0 for steps in results.values() for s in steps)
+    if args.workers:
+        ok = compare_workers(args.workers, papers, args.seed, args.postgres) and ok
+    return 0 if ok else 1
+
+
+def compare_workers(subscribers: int, papers: list[tuple[str, str]], seed: int, server: str | None) -> bool:
+    """Delivery by one ``paperboy worker --once``, then by two at once, each on a fresh store."""
+    steps = []
+    for processes in (1, 2):
+        folder = Path(tempfile.mkdtemp(prefix=f"paperboy-workers-{processes}-"))
+        try:
+            with scratch(server) as database:
+                terms = vocabulary(corpus())
+                config = write_config(folder, subscribers, random.Random(seed), terms, database)
+                digest = folder / "digest.txt"
+                write_digest(digest, papers)
+                (folder / "inbox").mkdir()
+                if measure("ingest", config, "ingest", str(digest)).code != 0:
+                    return False
+                step = measure(f"{processes} worker(s)", config, "worker", "--once", processes=processes)
+                emails = len(list((folder / "mail" / "new").iterdir()))
+                steps.append((step, emails))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"\ndelivery by workers, {subscribers:,} subscribers (worker --once, started together):")
+    for step, emails in steps:
+        print(
+            f"  {step.name:<12} {emails:,} emails   wall {step.wall:7.2f} s   cpu {step.cpu:7.2f} s   "
+            f"{emails / step.wall:7.0f} emails/s   peak {step.peak_mb:6.1f} MB"
+        )
+    (one, _), (two, _) = steps
+    print(f"  two against one: {one.wall / two.wall:.2f}x the speed, {two.cpu / one.cpu:.2f}x the CPU")
+    return all(step.code == 0 for step, _ in steps) and steps[0][1] == steps[1][1]
 
 
 if __name__ == "__main__":
