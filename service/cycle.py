@@ -20,13 +20,14 @@ from pathlib import Path
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from . import feeds, store
+from . import store
 from .delivery import DeliveryReport, DeliveryRun
 from .ingest import REJECTED, FileReport, ingest_file, move_aside, scan_inbox
 from .log import event
 from .mailer import Sender, build_sender
 from .match import Backfill, changed_owners, fingerprints, match_new, rematch
 from .preflight import make_folders
+from .publish import publish
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
 from .settings import Settings, SubscriberConfig
@@ -233,7 +234,7 @@ class App:
         return report
 
     def write_feeds(self) -> int:
-        return feeds.write_all(self.engine, self.settings, at=self.clock())
+        return publish(self.engine, self.settings, at=self.clock())
 
     # ------------------------------------------------------------ the whole run
 

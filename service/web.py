@@ -4,10 +4,10 @@ Starlette, served by uvicorn, from inside ``paperboy run`` (on a thread
 beside the scheduler, ``http.enabled``) or alone with ``paperboy serve``:
 
 - ``/feeds/all.atom``, ``/feeds/topics/<name>.atom``, ``/feeds/u/<token>.atom``
-  (and ``.rss``): the feeds as the store holds them (so any host sharing the
-  store serves them), with ``ETag`` and ``Last-Modified`` (a conditional GET
-  is answered 304 from one query by key), gzip when asked, and the feed's own
-  content type. Anything else under ``/feeds/`` is a plain 404,
+  (and ``.rss``): the feeds, from the store (so any host sharing it serves
+  them, :class:`~service.publish.Feeds`), with ``ETag`` and
+  ``Last-Modified`` (a conditional GET is answered 304 from one query by
+  key), gzip when asked, and the feed's own content type. Anything else under ``/feeds/`` is a plain 404,
   the same whether or not a token ever belonged to someone.
 - ``/feeds.opml``: the public feeds (everything, then each topic) for a reader
   to import at once.
@@ -56,6 +56,7 @@ from . import __version__, feeds, store
 from .cycle import App
 from .health import verdict
 from .log import event
+from .publish import Feeds
 from .render import paper_link, templates_path
 
 log = logging.getLogger("paperboy.web")
@@ -294,31 +295,27 @@ def create_app(current: Callable[[], App]) -> Starlette:
         data = await in_thread(load)
         return page("index.html.j2", feeds=topic_feeds(), version=__version__, **data)
 
+    published = Feeds()
+
     async def feed(request: Request) -> Response:
-        """A feed from the store, on any host that shares it: a conditional GET reads only the
-        row's ETag and time (one query by key, 304 when current); else its bytes too."""
+        """A feed, on any host that shares the store: its ETag and time from one row by key
+        (304 when the reader's copy is current); the body rendered from the store for a reader
+        whose copy is old, and kept by ETag for the next one."""
         path = request.path_params["path"]
         if not feeds.FEED_FILE.fullmatch(path):
             raise HTTPException(status_code=404)
-        conditional = "if-none-match" in request.headers or "if-modified-since" in request.headers
-        engine = current().engine
-
-        def look() -> tuple[str, datetime, bytes | None] | None:
-            with store.reading(engine) as session:
-                if conditional:
-                    head = store.doc_head(session=session, name=path)
-                    if head is None or fresh(request, *head):
-                        return None if head is None else (*head, None)
-                return store.doc_body(session=session, name=path)
-
-        found = await in_thread(look)
-        if found is None:
+        app = current()
+        head = await in_thread(lambda: Feeds.head(app.engine, path))
+        if head is None:
             raise HTTPException(status_code=404)
-        etag, modified, body = found
-        headers = feed_headers(path.rpartition(".")[2], etag, modified)
-        if body is None:
+        tag, modified = head
+        headers = feed_headers(path.rpartition(".")[2], tag, modified)
+        if fresh(request, tag, modified):
             del headers["content-type"]
             return Response(status_code=304, headers=headers)
+        body = await in_thread(lambda: published.body(app.engine, app.settings, path, tag))
+        if body is None:
+            raise HTTPException(status_code=404)
         return Response(body, headers=headers)
 
     async def feeds_opml(request: Request) -> Response:

@@ -1,6 +1,6 @@
-"""Feeds kept in the store: only the feeds whose entries changed are rendered, any host that
-shares the store serves them (no shared disk), and ``feeds.dir`` mirrors what the store holds.
-SQLite and PostgreSQL where a server is involved."""
+"""Feeds follow the store: only the feeds whose entries changed are rendered, any host that
+shares the store serves them (no shared disk) with the same bytes and ETags, and ``feeds.dir``
+mirrors them. SQLite and PostgreSQL where a server is involved."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import feedparser
 import httpx
 import pytest
 
-from service import feeds, store
+from service import feeds, publish, store
 from service.cycle import App
 from service.server import Server
 from service.settings import Settings, parse_settings
@@ -28,11 +28,16 @@ BOB = "  - email: bob@example.org\n    keywords: [gaussian splatting]\n"
 
 
 def docs(app: App) -> dict[str, tuple[str, str]]:
-    """Every stored feed: name -> (etag, modified)."""
+    """Every feed file the store calls for: path -> (ETag, Last-Modified)."""
+    out = {}
     with store.reading(app.engine) as session:
-        names = store.doc_marks(session=session)
-        heads = {name: store.doc_head(session=session, name=name) for name in names}
-    return {name: (h[0], h[1].isoformat()) for name, h in heads.items() if h is not None}
+        names = store.feed_states(session=session)
+    for name in names:
+        for kind in feeds.SUFFIXES:
+            head = publish.Feeds.head(app.engine, f"{name}.{kind}")
+            assert head is not None
+            out[f"{name}.{kind}"] = (head[0], head[1].isoformat())
+    return out
 
 
 def token(app: App, email: str) -> str:
@@ -61,10 +66,9 @@ def test_only_the_feeds_whose_entries_changed_are_rendered(tmp_path: Path, clock
     )
     first = docs(app)
     assert set(first) == {f"{n}.{k}" for n in (feeds.ALL, alice, bob) for k in feeds.SUFFIXES}
-    for name in first:  # what the store holds is what the folder holds
-        with store.reading(app.engine) as session:
-            found = store.doc_body(session=session, name=name)
-        assert found is not None and found[2] == (tmp_path / "feeds" / name).read_bytes()
+    served = publish.Feeds()
+    for name, (tag, _) in first.items():  # what is rendered on request is what the folder holds
+        assert served.body(app.engine, app.settings, name, tag) == (tmp_path / "feeds" / name).read_bytes()
 
     rendered: list[str] = []
     real = feeds.render
@@ -85,7 +89,7 @@ def test_only_the_feeds_whose_entries_changed_are_rendered(tmp_path: Path, clock
     assert second[f"{alice}.atom"][1] == (FIXED_NOW + timedelta(hours=1)).isoformat()
 
 
-def test_a_subscriber_who_left_loses_their_feed_and_a_new_folder_is_filled_from_the_store(
+def test_a_subscriber_who_left_loses_their_feed_and_a_new_folder_gets_every_feed(
     tmp_path: Path, clocked: App, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     app = clocked
@@ -101,7 +105,13 @@ def test_a_subscriber_who_left_loses_their_feed_and_a_new_folder_is_filled_from_
     assert not any(name.startswith(bob) for name in docs(alone))
     assert not (tmp_path / "feeds" / f"{bob}.atom").exists()
 
-    before = {p.relative_to(tmp_path / "feeds"): p.read_bytes() for p in (tmp_path / "feeds").rglob("*.*")}
+    def files() -> dict[Path, bytes]:
+        folder = tmp_path / "feeds"
+        return {
+            p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.suffix in (".atom", ".rss")
+        }
+
+    before = files()
     shutil.rmtree(tmp_path / "feeds")  # a new host, or a wiped folder
     rendered: list[str] = []
     real = feeds.render
@@ -109,9 +119,9 @@ def test_a_subscriber_who_left_loses_their_feed_and_a_new_folder_is_filled_from_
         feeds, "render", lambda spec, *a, **k: rendered.append(spec.name) or real(spec, *a, **k)
     )
     assert alone.write_feeds() > 0
-    assert rendered == []  # copied from the store, not rendered again
-    after = {p.relative_to(tmp_path / "feeds"): p.read_bytes() for p in (tmp_path / "feeds").rglob("*.*")}
-    assert after == before
+    assert sorted(rendered) == sorted({str(p.with_suffix("")) for p in before})  # every feed, once
+    assert alone.write_feeds() == 0  # and then nothing: the stamp is written
+    assert files() == before
 
 
 def test_any_host_sharing_the_store_serves_the_feeds_without_their_files(
@@ -123,9 +133,10 @@ def test_any_host_sharing_the_store_serves_the_feeds_without_their_files(
     port = free_port()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    other = parse_settings(
-        settings_for(elsewhere, database_url, port), source=str(elsewhere / "paperboy.yaml"), base=elsewhere
-    )
+    first_port = int(base.rpartition(":")[2])
+    # the same configuration (its public URL included), but listening elsewhere, with its own folders
+    text = settings_for(elsewhere, database_url, first_port).replace(f"port: {first_port}", f"port: {port}")
+    other = parse_settings(text, source=str(elsewhere / "paperboy.yaml"), base=elsewhere)
     second = App(other, progress=False)
     server = Server(lambda: second, host="127.0.0.1", port=port)
     assert server.start()

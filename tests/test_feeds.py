@@ -7,7 +7,7 @@ import html
 
 import feedparser
 
-from service import feeds
+from service import feeds, publish
 from tests.helpers import FIXED_NOW, golden
 
 
@@ -77,7 +77,7 @@ subscribers:
     app = App(settings_with("Desk"), progress=False)
     try:
         app.cycle(send=False)
-        assert (tmp_path / "feeds" / feeds.STAMP).is_file()
+        assert (tmp_path / "feeds" / publish.STAMP).is_file()
         rendered: list[str] = []
         real = feeds.render
         monkeypatch.setattr(

@@ -11,24 +11,14 @@ callers read ``store.claim_due(...)``:
 - :mod:`.outbox`: the deliveries' state machine (claim, fail, release, cancel);
 - :mod:`.marks`: sent marks, recorded at once and folded into the outbox;
 - :mod:`.runs`: job runs and the counts ``status`` shows;
-- :mod:`.feed_docs`: rendered feeds, and what each feed is rendered from.
+- :mod:`.feed_states`: what each feed is rendered from.
 
 Query functions are keyword-only and take a session; they never open one and
 never commit. Timestamps are timezone-aware UTC, passed in by the caller.
 """
 
 from .engine import make_engine, reading, transaction
-from .feed_docs import (
-    FeedSources,
-    NewDoc,
-    doc_bodies,
-    doc_body,
-    doc_head,
-    doc_marks,
-    drop_docs,
-    feed_sources,
-    save_docs,
-)
+from .feed_states import FeedSources, drop_states, feed_sources, feed_state, feed_states, save_states
 from .marks import FoldReport, NewSentMark, fold_sent, record_sent
 from .migrate import FIRST_RELEASE, NewerDatabase, check_known, head_revision, schema_revision, upgrade
 from .outbox import (
@@ -96,7 +86,7 @@ from .tables import (
     LIVE_STATES_SQL,
     Delivery,
     DeliveryState,
-    FeedDoc,
+    FeedState,
     IngestedFile,
     JobRun,
     Paper,
@@ -112,14 +102,13 @@ __all__ = [
     "LIVE_STATES_SQL",
     "Delivery",
     "DeliveryState",
-    "FeedDoc",
     "FeedSources",
+    "FeedState",
     "FoldReport",
     "Forgotten",
     "IngestedFile",
     "JobRun",
     "NewDelivery",
-    "NewDoc",
     "NewPaper",
     "NewSentMark",
     "NewTopicPaper",
@@ -142,14 +131,12 @@ __all__ = [
     "claim_due",
     "counts",
     "daily_activity",
-    "doc_bodies",
-    "doc_body",
-    "doc_head",
-    "doc_marks",
-    "drop_docs",
+    "drop_states",
     "failures",
     "feed_marks",
     "feed_sources",
+    "feed_state",
+    "feed_states",
     "file_by_hash",
     "file_known",
     "files_named",
@@ -181,7 +168,7 @@ __all__ = [
     "resubscribe",
     "retrying",
     "run_stats",
-    "save_docs",
+    "save_states",
     "schema_revision",
     "search_papers",
     "subscriber_by_email",

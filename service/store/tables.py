@@ -18,7 +18,6 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Index,
-    LargeBinary,
     UniqueConstraint,
     literal_column,
     text,
@@ -229,17 +228,16 @@ class RuleFingerprint(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-class FeedDoc(SQLModel, table=True):
-    """A rendered feed, as ``paperboy serve`` answers it from any host (migration 0008).
+class FeedState(SQLModel, table=True):
+    """A feed paperboy serves, and what it is rendered from (migration 0008).
 
-    Written by the cycle only when what the feed shows changed (``mark``: what it was
-    rendered from); read by the web server with one query by primary key, the body
-    only when the reader's copy is not current (``etag``, ``modified_at``).
+    ``mark`` sums up everything the feed shows (its entries, titles and settings): the
+    cycle updates it only when that changed, and the web server derives the feed's ETag
+    from it, so any host sharing the store answers a conditional GET with one query by key
+    and renders the feed only for a reader whose copy is out of date.
     """
 
-    __tablename__ = "feed_docs"
-    name: str = Field(primary_key=True)  # its path under /feeds/: "all.atom", "u/<token>.rss"
+    __tablename__ = "feed_states"
+    name: str = Field(primary_key=True)  # its path under /feeds/ without the suffix: "all", "u/<token>"
     mark: str
-    etag: str
-    modified_at: datetime = _ts()
-    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    modified_at: datetime = _ts()  # when the mark last changed (Last-Modified)

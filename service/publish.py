@@ -1,0 +1,272 @@
+"""Which feeds exist, when each is rendered, and serving them from the store.
+
+Every feed has a *mark*: a hash of what it shows (its entry count and newest
+entry, from :func:`store.feed_sources`; the papers forgotten; its title and
+the configuration's feed settings; the feed format). The store keeps each
+feed's mark and when it last changed (``feed_states``). From that:
+
+- the cycle (:func:`publish`) updates the marks that changed and renders only
+  those feeds, into ``feeds.dir`` (a mirror for a web server of your own);
+  a poll that changed nothing stops at :func:`stamp` (a few aggregates) and
+  reads or renders nothing;
+- the web server (:class:`Feeds`) answers a conditional GET from one row by
+  key (the ETag derives from the mark), on any host sharing the store, and
+  renders a feed only for a reader whose copy is out of date, keeping what it
+  rendered (by ETag) for the next reader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from . import feeds as feedfiles
+from . import store
+from .feeds import ALL, FEED_FILE, SUFFIXES, FeedItem, FeedSpec, subscriber_feed, topic_feed
+from .log import event
+from .settings import Settings
+
+log = logging.getLogger("paperboy.feeds")
+
+STAMP = ".paperboy-feeds"  # in feeds.dir: what the feeds there were last rendered from (never served)
+FORMAT = 3  # what a feed holds, as this code writes it (2: RSS text HTML-escaped; 3: marks in the store)
+_SETTINGS_PRINTS: dict[int, tuple[Settings, str, str]] = {}
+
+
+def _settings_prints(settings: Settings) -> tuple[str, str]:
+    """Hashes of what the configuration puts into feeds: into every feed (the feeds section,
+    the paper link), and into any (that, the topics' texts and the subscribers' names).
+    Computed once per Settings."""
+    known = _SETTINGS_PRINTS.get(id(settings))
+    if known is not None and known[0] is settings:
+        return known[1], known[2]
+    common = {"feeds": settings.feeds.model_dump(mode="json"), "paper_link": settings.email.paper_link}
+    shown = {
+        **common,
+        "topics": {n: [t.title, t.description] for n, t in settings.topics.items()},
+        "names": [[s.email.lower(), s.name] for s in settings.subscribers],  # the personal feeds' titles
+    }
+    values = (_digest(common), _digest(shown))
+    if len(_SETTINGS_PRINTS) > 8:
+        _SETTINGS_PRINTS.clear()
+    _SETTINGS_PRINTS[id(settings)] = (settings, *values)
+    return values
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def etag(mark: str, kind: str) -> str:
+    """The ETag of a feed of ``kind`` (``atom``, ``rss``) rendered from ``mark``."""
+    return '"' + hashlib.sha256(f"{mark}.{kind}".encode()).hexdigest()[:32] + '"'
+
+
+def stamp(engine: Engine, settings: Settings) -> str:
+    """What the feeds would be rendered from now: when it equals the stamp written beside the
+    feeds at their last rendering, no feed can have changed, and none is rendered."""
+    with store.reading(engine) as session:
+        marks = store.feed_marks(session=session)
+    return json.dumps([FORMAT, _settings_prints(settings)[1], marks])
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A feed as the configuration and the store call for it."""
+
+    spec: FeedSpec
+    mark: str  # what the feed is rendered from: when the stored mark is the same, it is current
+    kind: str  # ALL, "topic" or "subscriber"
+    key: str = ""  # the topic's name, the subscriber's token
+
+
+def _mark(settings: Settings, forgotten: int, *parts: object) -> str:
+    return _digest([FORMAT, _settings_prints(settings)[0], forgotten, *parts])
+
+
+def _all(settings: Settings, sources: store.FeedSources) -> Wanted:
+    spec = FeedSpec(ALL, settings.feeds.title, "Every paper paperboy has seen")
+    return Wanted(spec, _mark(settings, sources.papers[1], ALL, sources.papers[0]), ALL)
+
+
+def _topic(settings: Settings, sources: store.FeedSources, name: str) -> Wanted:
+    topic, title = settings.topics[name], settings.feeds.title
+    about = topic.description or f"Papers on {name}, chosen by paperboy"
+    spec = FeedSpec(topic_feed(name), topic.title or f"{title}: {name}", about)
+    entries = sources.topics.get(name, (0, 0))
+    return Wanted(
+        spec, _mark(settings, sources.papers[1], "topic", name, spec.title, about, *entries), "topic", name
+    )
+
+
+def _subscriber(
+    settings: Settings, forgotten: int, token: str, person: str | None, matches: int, top: int
+) -> Wanted:
+    title = f"{settings.feeds.title}: papers for {person or 'you'}"
+    spec = FeedSpec(subscriber_feed(token), title, "Papers matching your keywords")
+    return Wanted(spec, _mark(settings, forgotten, "subscriber", title, matches, top), "subscriber", token)
+
+
+def wanted(settings: Settings, sources: store.FeedSources) -> list[Wanted]:
+    """Every feed the configuration and the store call for, each with its mark."""
+    out = [_all(settings, sources)]
+    out += [_topic(settings, sources, name) for name in settings.topics]
+    forgotten = sources.papers[1]
+    out += [
+        _subscriber(settings, forgotten, token, person, matches, top)
+        for token, (person, matches, top) in sources.subscribers.items()
+    ]
+    return out
+
+
+def items(session: Session, settings: Settings, feed: Wanted) -> list[FeedItem]:
+    """The entries of ``feed``, newest first, read from the store."""
+    limit = settings.feeds.max_entries
+    if feed.kind == ALL:
+        return [
+            FeedItem(p.key, p.title, p.abstract, p.first_seen_at)
+            for p in store.latest_papers(session=session, limit=limit)
+        ]
+    if feed.kind == "topic":
+        return [
+            FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(t.terms))
+            for t, p in store.topic_papers(session=session, topic=feed.key, limit=limit)
+        ]
+    sub = store.subscriber_by_token(session=session, token=feed.key)
+    if sub is None or sub.id is None:
+        return []
+    return [
+        FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
+        for d, p in store.subscriber_papers(session=session, subscriber_id=sub.id, limit=limit)
+    ]
+
+
+SAVE_EVERY = 500  # marks per transaction that records them
+
+
+def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -> int:
+    """After a cycle: record the marks of the feeds that changed, render those feeds into
+    ``feeds.dir``, and drop the feeds no one calls for any more; how many files changed.
+    When nothing a feed shows changed since the last time (:func:`stamp`), nothing is read
+    or rendered: a quiet poll costs a few aggregate queries, whatever the number of
+    subscribers. A new ``feeds.dir`` (or host) gets every feed rendered into it."""
+    cfg = settings.feeds
+    now = stamp(engine, settings)
+    marker = cfg.dir / STAMP
+    mirrored = marker.is_file() and (cfg.dir / f"{ALL}.atom").is_file()
+    if mirrored and marker.read_text() == now:
+        return 0
+    at = at or datetime.now(UTC)
+    assert cfg.base_url is not None  # Settings fills it in
+    base_url, link = cfg.base_url, settings.email.paper_link
+    with store.reading(engine) as session:
+        feeds = wanted(settings, store.feed_sources(session=session))
+        stored = store.feed_states(session=session)
+    changed_marks = {f.spec.name: f.mark for f in feeds if stored.get(f.spec.name) != f.mark}
+    stale = [f for f in feeds if not mirrored or f.spec.name in changed_marks]
+    gone = sorted(set(stored) - {f.spec.name for f in feeds})
+    changed = 0
+    with store.reading(engine) as session:
+        for feed in stale:
+            entries = items(session, settings, feed)
+            files = feedfiles.render(feed.spec, entries, base_url=base_url, link_template=link)
+            changed += feedfiles.write(feed.spec, files, cfg.dir)
+            session.expunge_all()  # the rows read for this feed are not needed again
+    names = list(changed_marks)
+    for start in range(0, len(names), SAVE_EVERY):
+        with store.transaction(engine) as writing:
+            chunk = {name: changed_marks[name] for name in names[start : start + SAVE_EVERY]}
+            store.save_states(session=writing, marks=chunk, at=at)
+    if gone:
+        with store.transaction(engine) as writing:
+            store.drop_states(session=writing, names=gone)
+        for name in gone:
+            for kind in SUFFIXES:
+                if FEED_FILE.fullmatch(f"{name}.{kind}"):  # a feed this code named, never another path
+                    (cfg.dir / f"{name}.{kind}").unlink(missing_ok=True)
+    if stale or gone:
+        event(log, "feeds.written", rendered=len(stale), dropped=len(gone), changed=changed, dir=cfg.dir)
+    feedfiles.atomic_write(marker, now.encode())
+    return changed
+
+
+class Feeds:
+    """Feeds as the web server answers them, on any host sharing the store: the ETag and
+    Last-Modified from the feed's row (one query by key), the body rendered from the store
+    on request and kept (by ETag, up to ``budget`` bytes) for the next reader."""
+
+    def __init__(self, budget: int = 64 << 20) -> None:
+        self.budget = budget
+        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def head(engine: Engine, path: str) -> tuple[str, datetime] | None:
+        """The ETag and Last-Modified of the feed at ``path`` (``u/<token>.atom``); None: none."""
+        name, _, kind = path.rpartition(".")
+        with store.reading(engine) as session:
+            state = store.feed_state(session=session, name=name)
+        return None if state is None else (etag(state[0], kind), state[1])
+
+    def body(self, engine: Engine, settings: Settings, path: str, tag: str) -> bytes | None:
+        """The feed at ``path`` as of ETag ``tag``: kept, or rendered from the store now."""
+        with self._lock:
+            kept = self._kept.get((path, tag))
+            if kept is not None:
+                self._kept.move_to_end((path, tag))
+                return kept
+        rendered = self._render(engine, settings, path)
+        if rendered is not None:
+            self._keep((path, tag), rendered)
+        return rendered
+
+    def _render(self, engine: Engine, settings: Settings, path: str) -> bytes | None:
+        name, _, kind = path.rpartition(".")
+        assert settings.feeds.base_url is not None  # Settings fills it in
+        with store.reading(engine) as session:
+            feed = self._feed(session, settings, name)
+            if feed is None:
+                return None
+            entries = items(session, settings, feed)
+        files = feedfiles.render(
+            feed.spec,
+            entries,
+            base_url=settings.feeds.base_url,
+            link_template=settings.email.paper_link,
+            kinds=[kind],
+        )
+        return files["." + kind]
+
+    @staticmethod
+    def _feed(session: Session, settings: Settings, name: str) -> Wanted | None:
+        """The feed called ``name`` (its spec: the mark is not needed to render it)."""
+        empty = store.FeedSources(papers=(0, 0))
+        if name == ALL:
+            return _all(settings, empty)
+        if name.startswith("topics/"):
+            topic = name.removeprefix("topics/")
+            return _topic(settings, empty, topic) if topic in settings.topics else None
+        token = name.removeprefix("u/")
+        sub = store.subscriber_by_token(session=session, token=token)
+        if sub is None or not sub.active:
+            return None
+        return _subscriber(settings, 0, token, sub.name, 0, 0)
+
+    def _keep(self, key: tuple[str, str], body: bytes) -> None:
+        with self._lock:
+            if key in self._kept or len(body) > self.budget:
+                return
+            self._kept[key] = body
+            self._size += len(body)
+            while self._size > self.budget:
+                _, dropped = self._kept.popitem(last=False)
+                self._size -= len(dropped)

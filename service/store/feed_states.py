@@ -1,0 +1,97 @@
+"""What each feed is rendered from, in the store.
+
+:func:`feed_sources` sums up, in three aggregate queries, what every feed
+shows (the papers, each topic's entries, each subscriber's matches), so the
+cycle can tell which feeds changed without reading one entry. Each feed's
+mark is a row of ``feed_states`` (:class:`~.tables.FeedState`), keyed by the
+feed's path under ``/feeds/``: the web server answers a conditional GET from
+one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
+
+from .engine import core
+from .tables import Delivery, FeedState, Paper, Subscriber, TopicPaper
+
+BATCH = 500  # names per IN (...) list
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSources:
+    """What each feed shows, as numbers that change when its entries do."""
+
+    papers: tuple[int, int]  # newest paper id, papers forgotten
+    topics: dict[str, tuple[int, int]] = field(default_factory=dict)  # topic -> (entries, newest id)
+    # the subscribers in the configuration: token -> (name, matches, newest match id)
+    subscribers: dict[str, tuple[str | None, int, int]] = field(default_factory=dict)
+
+
+def feed_sources(*, session: Session) -> FeedSources:
+    conn = core(session)
+    newest, forgotten = conn.execute(
+        sa_select(func.max(col(Paper.id)), func.count(col(Paper.forgotten_at)))
+    ).one()
+    topics = conn.execute(
+        sa_select(
+            col(TopicPaper.topic), func.count(col(TopicPaper.id)), func.max(col(TopicPaper.id))
+        ).group_by(col(TopicPaper.topic))
+    )
+    people = conn.execute(
+        sa_select(
+            col(Subscriber.token),
+            col(Subscriber.name),
+            func.count(col(Delivery.id)),
+            func.max(col(Delivery.id)),
+        )
+        .select_from(Subscriber)
+        .outerjoin(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
+        .where(col(Subscriber.active).is_(True))
+        .group_by(col(Subscriber.id), col(Subscriber.token), col(Subscriber.name))
+    )
+    return FeedSources(
+        papers=(int(newest or 0), int(forgotten or 0)),
+        topics={t: (int(n), int(top or 0)) for t, n, top in topics},
+        subscribers={token: (name, int(n), int(top or 0)) for token, name, n, top in people},
+    )
+
+
+def feed_states(*, session: Session) -> dict[str, str]:
+    """Every feed's name and the mark it was last rendered from."""
+    rows = core(session).execute(sa_select(col(FeedState.name), col(FeedState.mark)))
+    return {name: mark for name, mark in rows}
+
+
+def feed_state(*, session: Session, name: str) -> tuple[str, datetime] | None:
+    """One feed's mark and when it last changed: all a conditional GET needs (one row by key)."""
+    row = (
+        core(session)
+        .execute(
+            sa_select(col(FeedState.mark), col(FeedState.modified_at)).where(col(FeedState.name) == name)
+        )
+        .first()
+    )
+    return None if row is None else (row[0], row[1])
+
+
+def save_states(*, session: Session, marks: dict[str, str], at: datetime) -> None:
+    """Record the feeds' new marks (changed at ``at``), replacing the rows of the same names."""
+    if not marks:
+        return
+    drop_states(session=session, names=list(marks))
+    core(session).execute(
+        insert(FeedState), [{"name": name, "mark": mark, "modified_at": at} for name, mark in marks.items()]
+    )
+
+
+def drop_states(*, session: Session, names: Sequence[str]) -> None:
+    for start in range(0, len(names), BATCH):
+        chunk = names[start : start + BATCH]
+        core(session).execute(delete(FeedState).where(col(FeedState.name).in_(chunk)))
