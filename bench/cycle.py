@@ -170,7 +170,8 @@ def one_size(
     ]
 
 
-POLLS = 20  # quiet polls measured in the running service
+POLLS = 50  # quiet polls measured in the running service
+QUIET_POLL = "run: one quiet poll (service)"
 
 
 def quiet_polls(config: Path, database: str) -> Step:
@@ -215,7 +216,7 @@ def quiet_polls(config: Path, database: str) -> Step:
         proc.terminate()
         code = proc.wait(timeout=60)
         engine.dispose()
-    return Step("run: one quiet poll (service)", (t1 - t0) / (n1 - n0), (c1 - c0) / (n1 - n0), peak, code)
+    return Step(QUIET_POLL, (t1 - t0) / (n1 - n0), (c1 - c0) / (n1 - n0), peak, code)
 
 
 def main() -> int:
@@ -250,6 +251,12 @@ def main() -> int:
             print(f"\n{size:,} subscribers ({emails:,} emails delivered):")
             for step in results[size]:
                 flag = "" if step.code == 0 else f"  EXIT {step.code}"
+                if step.name == QUIET_POLL:  # milliseconds: a poll costs a few
+                    print(
+                        f"  {step.name:<30} cpu {step.cpu * 1000:7.1f} ms per poll   "
+                        f"peak {step.peak_mb:7.1f} MB{flag}"
+                    )
+                    continue
                 print(
                     f"  {step.name:<30} wall {step.wall:7.2f} s   cpu {step.cpu:7.2f} s   "
                     f"peak {step.peak_mb:7.1f} MB{flag}"

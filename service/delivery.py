@@ -279,7 +279,7 @@ class DeliveryRun:
         """Claim the due rows of the next subscribers after ``after`` (None: nothing is due)."""
         at = self.clock()
         with store.transaction(self.engine) as session:
-            claimed, anything = store.claim_due(
+            subscribers, anything = store.claim_subscribers(
                 session=session,
                 at=at,
                 lease_until=at + timedelta(seconds=self.settings.email.lease),
@@ -289,6 +289,8 @@ class DeliveryRun:
             )
         if not anything:
             return None
+        with store.reading(self.engine) as session:  # after the commit: the write lock is free
+            claimed = store.claimed_rows(session=session, worker=self.worker, subscriber_ids=subscribers)
         return Claim(claimed, max(claimed, default=after), at)
 
     def _give_back(self, delivery_ids: list[int], report: DeliveryReport, *, emails: int) -> None:
