@@ -40,8 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +48,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 sys.path.insert(0, str(ROOT))
 
+from deliver import scratch_database  # noqa: E402  (a fresh PostgreSQL schema, or None)
 from match import corpus, make_papers, vocabulary  # noqa: E402  (bench/match.py's workload)
-
-from tests.helpers import scratch_schema  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +137,6 @@ def measure(name: str, config: Path, *args: str, processes: int = 1) -> Step:
         peak = max(peak, usage.ru_maxrss / 1024)
         code = code or proc.returncode
     return Step(name, time.monotonic() - t0, cpu, peak, code)
-
-
-@contextmanager
-def scratch(server: str | None) -> Iterator[str | None]:
-    """None (a SQLite file in the size's folder), or a fresh schema on the PostgreSQL ``server``."""
-    if server is None:
-        yield None
-        return
-    with scratch_schema(server, prefix="bench_") as url:
-        yield url
 
 
 def one_size(
@@ -243,7 +230,7 @@ def main() -> int:
     for size in sizes:
         folder = Path(tempfile.mkdtemp(prefix=f"paperboy-cycle-{size}-"))
         try:
-            with scratch(args.postgres) as database:
+            with scratch_database(args.postgres) as database:
                 results[size] = one_size(size, papers, args.seed, folder, database)
             emails = (
                 len(list((folder / "mail" / "new").iterdir())) if (folder / "mail" / "new").is_dir() else 0
@@ -286,7 +273,7 @@ def compare_workers(subscribers: int, papers: list[tuple[str, str]], seed: int, 
     for processes in (1, 2):
         folder = Path(tempfile.mkdtemp(prefix=f"paperboy-workers-{processes}-"))
         try:
-            with scratch(server) as database:
+            with scratch_database(server) as database:
                 terms = vocabulary(corpus())
                 config = write_config(folder, subscribers, random.Random(seed), terms, database)
                 digest = folder / "digest.txt"
