@@ -99,13 +99,20 @@ class App:
         self.engine = engine or store.make_engine(settings.database)
         self._sender = sender
         self.renderer = Renderer(templates_path(settings.templates_dir))
-        self.index = build_index(settings)
+        self._index: Index | None = None  # built when first needed: a quiet poll needs none
         self.clock = clock
         self.stop = stop or threading.Event()
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._migrated = False
         self._rules_seen = False  # the rules' fingerprints were compared with the store's
         self._synced = False  # the subscribers table follows this configuration
+
+    @property
+    def index(self) -> Index:
+        """Every rule in one index, built once per App when first needed."""
+        if self._index is None:
+            self._index = build_index(self.settings)
+        return self._index
 
     def prepare_store(self, *, sync: bool = True) -> None:
         """Migrate the schema and, unless ``sync`` is off (a delivery worker), create the folders
