@@ -228,3 +228,33 @@ def test_a_file_that_is_not_a_digest_is_moved_aside_and_fails_the_run(tmp_path: 
 
     quiet = run_cli("--config", config, "run", "--once")  # nothing new, nothing wrong: exit 0
     assert quiet.returncode == 0, quiet.stderr
+
+
+def test_a_quiet_cycle_builds_no_rule_index_and_reads_no_subscriber(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With nothing new, a cycle neither builds the index of every rule nor reads the
+    subscribers (their rows are read when a paper needs matching)."""
+    from service import store
+    from service.cycle import App
+    from service.settings import parse_settings
+    from tests.helpers import local_yaml
+
+    settings = parse_settings(
+        local_yaml(tmp_path, "  - email: alice@example.org\n    keywords: [model]\n"),
+        source="t.yaml",
+        base=tmp_path,
+    )
+    (tmp_path / "inbox").mkdir()
+    copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
+    App(settings, progress=False).cycle(send=False)  # the digest is matched: the index was needed
+
+    quiet = App(settings, progress=False)
+    reads: list[str] = []
+    real = store.receiving
+    monkeypatch.setattr(store, "receiving", lambda **kw: reads.append("receiving") or real(**kw))
+    report = quiet.cycle(send=False)
+    assert report.matched_papers == 0 and report.feeds_changed == 0
+    assert quiet._index is None and reads == []
+    copy_digest("digest-c.txt", tmp_path / "inbox", mtime=time.time() - 3600)
+    assert quiet.cycle(send=False).matched_papers > 0  # new papers: now it is built and read
+    assert quiet._index is not None and reads == ["receiving"]
+    quiet.engine.dispose()
