@@ -47,7 +47,7 @@ def match_new(engine: Engine, index: Callable[[], Index], *, at: datetime) -> tu
             if receiving is None:
                 receiving = store.receiving(session=session)
             queued += _queue(session, index(), batch, receiving, topics=None, at=at)[0]
-            store.mark_matched(session=session, paper_ids=[p.id for p in batch if p.id], at=at)
+            store.mark_matched(session=session, paper_ids=[p.id for p in batch], at=at)
             papers_done += len(batch)
 
 
@@ -145,9 +145,10 @@ def rematch(
     if days > 0 and (subs or topics):
         index = Index([subscriber_rules(s) for s in subs], list(topic_rules(settings).values()))
         since, after = at - timedelta(days=days), 0
+        with store.reading(engine) as session:
+            receiving = store.receiving(session=session)  # read once, not per batch of papers
         while True:
             with store.transaction(engine) as session:
-                receiving = store.receiving(session=session)
                 batch = store.papers_since(session=session, since=since, after=after, limit=MATCH_BATCH)
                 if not batch:
                     break

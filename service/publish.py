@@ -86,6 +86,7 @@ class Wanted:
     mark: str  # what the feed is rendered from: when the stored mark is the same, it is current
     kind: str  # ALL, "topic" or "subscriber"
     key: str = ""  # the topic's name, the subscriber's token
+    subscriber_id: int = 0  # the subscriber's (their feed's entries are read by it)
 
 
 def _mark(settings: Settings, forgotten: int, *parts: object) -> str:
@@ -108,11 +109,18 @@ def _topic(settings: Settings, sources: store.FeedSources, name: str) -> Wanted:
 
 
 def _subscriber(
-    settings: Settings, forgotten: int, token: str, person: str | None, matches: int, top: int
+    settings: Settings,
+    forgotten: int,
+    token: str,
+    subscriber_id: int,
+    person: str | None,
+    matches: int,
+    top: int,
 ) -> Wanted:
     title = f"{settings.feeds.title}: papers for {person or 'you'}"
     spec = FeedSpec(subscriber_feed(token), title, "Papers matching your keywords")
-    return Wanted(spec, _mark(settings, forgotten, "subscriber", title, matches, top), "subscriber", token)
+    mark = _mark(settings, forgotten, "subscriber", title, matches, top)
+    return Wanted(spec, mark, "subscriber", token, subscriber_id)
 
 
 def wanted(settings: Settings, sources: store.FeedSources) -> list[Wanted]:
@@ -121,8 +129,8 @@ def wanted(settings: Settings, sources: store.FeedSources) -> list[Wanted]:
     out += [_topic(settings, sources, name) for name in settings.topics]
     forgotten = sources.papers[1]
     out += [
-        _subscriber(settings, forgotten, token, person, matches, top)
-        for token, (person, matches, top) in sources.subscribers.items()
+        _subscriber(settings, forgotten, token, subscriber_id, person, matches, top)
+        for token, (subscriber_id, person, matches, top) in sources.subscribers.items()
     ]
     return out
 
@@ -140,12 +148,9 @@ def items(session: Session, settings: Settings, feed: Wanted) -> list[FeedItem]:
             FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(t.terms))
             for t, p in store.topic_papers(session=session, topic=feed.key, limit=limit)
         ]
-    sub = store.subscriber_by_token(session=session, token=feed.key)
-    if sub is None or sub.id is None:
-        return []
     return [
         FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
-        for d, p in store.subscriber_papers(session=session, subscriber_id=sub.id, limit=limit)
+        for d, p in store.subscriber_papers(session=session, subscriber_id=feed.subscriber_id, limit=limit)
     ]
 
 
@@ -257,9 +262,9 @@ class Feeds:
             return _topic(settings, empty, topic) if topic in settings.topics else None
         token = name.removeprefix("u/")
         sub = store.subscriber_by_token(session=session, token=token)
-        if sub is None or not sub.active:
+        if sub is None or sub.id is None or not sub.active:
             return None
-        return _subscriber(settings, 0, token, sub.name, 0, 0)
+        return _subscriber(settings, 0, token, sub.id, sub.name, 0, 0)
 
     def _keep(self, key: tuple[str, str], body: bytes) -> None:
         with self._lock:

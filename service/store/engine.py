@@ -80,6 +80,14 @@ def insert_for(session: Session, table: Any) -> Any:
     raise NotImplementedError(f"paperboy supports SQLite and PostgreSQL, not {dialect}")
 
 
+IN_LIST = 500  # values per IN (...) list: far under SQLite's 32,766 bound parameters
+
+
+def chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    """``values`` in lists short enough for one ``IN (...)``."""
+    return [values[i : i + IN_LIST] for i in range(0, len(values), IN_LIST)]
+
+
 INSERT_ROWS = 1000  # rows per INSERT: SQLite allows 32,766 bound values, PostgreSQL 65,535
 
 

@@ -18,10 +18,8 @@ from sqlalchemy import delete, func, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from .engine import core
+from .engine import chunks, core
 from .tables import Delivery, FeedState, Paper, Subscriber, TopicPaper
-
-BATCH = 500  # names per IN (...) list
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +28,8 @@ class FeedSources:
 
     papers: tuple[int, int]  # newest paper id, papers forgotten
     topics: dict[str, tuple[int, int]] = field(default_factory=dict)  # topic -> (entries, newest id)
-    # the subscribers in the configuration: token -> (name, matches, newest match id)
-    subscribers: dict[str, tuple[str | None, int, int]] = field(default_factory=dict)
+    # the subscribers in the configuration: token -> (id, name, matches, newest match id)
+    subscribers: dict[str, tuple[int, str | None, int, int]] = field(default_factory=dict)
 
 
 def feed_sources(*, session: Session) -> FeedSources:
@@ -47,6 +45,7 @@ def feed_sources(*, session: Session) -> FeedSources:
     people = conn.execute(
         sa_select(
             col(Subscriber.token),
+            col(Subscriber.id),
             col(Subscriber.name),
             func.count(col(Delivery.id)),
             func.max(col(Delivery.id)),
@@ -59,7 +58,9 @@ def feed_sources(*, session: Session) -> FeedSources:
     return FeedSources(
         papers=(int(newest or 0), int(forgotten or 0)),
         topics={t: (int(n), int(top or 0)) for t, n, top in topics},
-        subscribers={token: (name, int(n), int(top or 0)) for token, name, n, top in people},
+        subscribers={
+            token: (int(sid or 0), name, int(n), int(top or 0)) for token, sid, name, n, top in people
+        },
     )
 
 
@@ -92,6 +93,5 @@ def save_states(*, session: Session, marks: dict[str, str], at: datetime) -> Non
 
 
 def drop_states(*, session: Session, names: Sequence[str]) -> None:
-    for start in range(0, len(names), BATCH):
-        chunk = names[start : start + BATCH]
+    for chunk in chunks(names):
         core(session).execute(delete(FeedState).where(col(FeedState.name).in_(chunk)))

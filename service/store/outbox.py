@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from .engine import core, insert_new
+from .engine import chunks, core, insert_new
 from .marks import fold_sent
 from .tables import (
     LEFT,
@@ -328,7 +328,7 @@ def cancel_pending(*, session: Session, subscriber_ids: Sequence[int], reason: s
     """``pending -> cancelled`` for every row of the subscribers still waiting (an opt-out,
     or they left the configuration); how many. Rows being sent right now finish as they are."""
     done = 0
-    for chunk in _chunks(subscriber_ids):
+    for chunk in chunks(subscriber_ids):
         result = core(session).execute(
             update(Delivery)
             .where(
@@ -346,7 +346,7 @@ def restore_left(*, session: Session, subscriber_ids: Sequence[int]) -> int:
     """``cancelled -> pending`` for the rows cancelled when the subscribers left the
     configuration (they came back); how many."""
     done = 0
-    for chunk in _chunks(subscriber_ids):
+    for chunk in chunks(subscriber_ids):
         result = core(session).execute(
             update(Delivery)
             .where(
@@ -358,11 +358,6 @@ def restore_left(*, session: Session, subscriber_ids: Sequence[int]) -> int:
         )
         done += int(result.rowcount)
     return done
-
-
-def _chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
-    """``ids`` in lists short enough for one ``IN (...)`` (SQLite allows 32,766 parameters)."""
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def find_delivery(*, session: Session, subscriber_id: int, paper_id: int) -> Delivery | None:

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from .engine import core, insert_for
+from .engine import chunks, core, insert_for
 from .outbox import cancel_pending, restore_left
 from .tables import (
     LEFT,
@@ -97,10 +97,8 @@ def sync_subscribers(*, session: Session, people: Sequence[tuple[str, str | None
 
 
 def _set_active(session: Session, ids: list[int], active: bool) -> None:
-    for start in range(0, len(ids), 500):
-        core(session).execute(
-            update(Subscriber).where(col(Subscriber.id).in_(ids[start : start + 500])).values(active=active)
-        )
+    for chunk in chunks(ids):
+        core(session).execute(update(Subscriber).where(col(Subscriber.id).in_(chunk)).values(active=active))
 
 
 def active_subscribers(*, session: Session) -> dict[str, Subscriber]:
