@@ -9,6 +9,8 @@ import mailbox
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from service import store
@@ -16,6 +18,7 @@ from service.cycle import App
 from service.delivery import DeliveryRun
 from service.mailer import InProcessSender, MaildirTransport
 from service.settings import parse_settings
+from service.settings.addresses import _address_problem, check_address
 from tests.helpers import copy_digest, local_yaml, run_cli, write_config
 
 HOSTILE = [
@@ -79,6 +82,41 @@ def test_a_hostile_address_is_a_configuration_error(tmp_path: Path, address: str
 def test_real_addresses_pass(tmp_path: Path, address: str) -> None:
     done = run_cli("--config", config_for(tmp_path, address), "check")
     assert done.returncode == 0, done.stderr
+
+
+_PIECES = st.sampled_from(["a", "Z", "0", ".", "..", "-", "+", "_", "'", "~", "@", "ü", "é", "x" * 30])
+_DOMAINS = st.sampled_from(
+    [
+        "example.org",
+        "localhost",
+        "sub.example.co.uk",
+        "exämple.org",
+        "-bad.org",
+        "a..b",
+        "x" * 70 + ".org",
+        "org",
+        "",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(local=st.lists(_PIECES, max_size=8).map("".join), domain=_DOMAINS)
+@example(local="a" * 67, domain=("d" * 60 + ".") * 3 + "org")  # 254 octets: the longest
+@example(local="a" * 68, domain=("d" * 60 + ".") * 3 + "org")
+def test_the_quick_address_check_agrees_with_email_validator(local: str, domain: str) -> None:
+    """check_address skips email-validator for plain local parts and checks each domain once;
+    it accepts and refuses exactly what email-validator does for the whole address."""
+    address = f"{local}@{domain}"
+    lan = domain.lower() in ("localhost", "local", "test", "internal", "lan", "home.arpa")
+    expected = _address_problem(f"{local}@example.org" if lan else address)
+    try:
+        check_address(address)
+    except ValueError as exc:
+        assert expected is not None, (address, str(exc))
+        assert expected in str(exc)
+    else:
+        assert expected is None, (address, expected)
 
 
 @pytest.mark.parametrize(

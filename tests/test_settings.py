@@ -128,3 +128,52 @@ def test_shipped_configs_are_valid() -> None:
     root = Path(__file__).parent.parent / "config"
     for path in sorted(root.glob("*.yaml")):
         load_settings(path)
+
+
+# The fast path reads a plain file with yaml-rs; these must mean to it what they mean to ruamel.
+PLAIN_YAML = [
+    "",
+    "# only a comment\n",
+    "? a\n: b\n",
+    "a: |\n  x\n  y\n\nb: >-\n  p\n  q\n",
+    'a: "\\u00e9\\x41\\t"\n',
+    "a: 'it''s'\n",
+    "a: [1, 2.5, .5, -.inf, 0x1F, 0o17, 0b11, 010, 1_000, 12e3, 1e]\n",
+    "a: [yes, no, on, off, true, False, null, ~, Null, '']\n",
+    "a: 2024-01-01\nb: 2024-01-01 10:00:00\nc: 1:20\n",
+    "a: {b: c, d}\ne: [f: g]\n",
+    'a: b\n  c\nd: "multi\n  line"\n',
+    'schedule: {deliver: "0 7 * * *"}\nsubscribers:\n  - {email: a@b.org, keywords: ["x*", "*y"]}\n',
+]
+
+
+@pytest.mark.parametrize("text", PLAIN_YAML + [p.read_text() for p in sorted(Path("config").rglob("*.yaml"))])
+def test_the_fast_reader_reads_a_plain_file_as_ruamel_does(text: str) -> None:
+    from ruamel.yaml import YAML
+
+    from service.settings.loading import _load_fast
+
+    assert _load_fast(text) == YAML(typ="safe", pure=False).load(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "base: &b {keywords: [x]}\nother: {<<: *b, exclude: [y]}\n",  # a merge key
+        "a: !!int '5'\nb: ! 5\n",  # tags
+        "a: 1\n---\nb: 2\n",  # two documents: an error
+        "%YAML 1.2\n---\na: 1\n",
+    ],
+)
+def test_anchors_tags_and_documents_are_left_to_ruamel(text: str) -> None:
+    from ruamel.yaml import YAML
+
+    from service.settings.loading import _load_fast
+
+    try:
+        expected = YAML(typ="safe", pure=False).load(text)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            _load_fast(text)
+    else:
+        assert _load_fast(text) == expected

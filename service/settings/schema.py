@@ -13,6 +13,7 @@ import difflib
 import os
 import re
 import zoneinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -185,6 +186,7 @@ class At(ValueError):
         super().__init__(message)
 
 
+@lru_cache(maxsize=1 << 16)  # readers share words: 50,000 terms of 10,000 readers are 2,000 distinct
 def _term(value: str) -> str:
     # The rules are imported here, not at the top: the sending process reads Smtp
     # settings and has no use for them.
