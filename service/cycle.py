@@ -25,7 +25,16 @@ from .delivery import DeliveryReport, DeliveryRun
 from .ingest import REJECTED, FileReport, ingest_file, move_aside, scan_inbox
 from .log import event
 from .mailer import Sender, build_sender
-from .match import Backfill, changed_owners, fingerprints, match_new, rematch
+from .match import (
+    Backfill,
+    changed_owners,
+    fingerprints,
+    match_new,
+    rematch,
+    rules_hash,
+    rules_known,
+    rules_matched,
+)
 from .preflight import make_folders
 from .publish import publish
 from .render import Renderer, templates_path
@@ -183,8 +192,11 @@ class App:
         """Backfill the rule sets that are new or changed (once per configuration), then match
         the new papers; returns (papers matched, deliveries queued) of the new papers."""
         if not self._rules_seen:
-            prints = fingerprints(self.settings)
-            self.backfill(changed_owners(self.engine, prints), days=self.settings.backfill, prints=prints)
+            whole = rules_hash(self.settings)
+            if not rules_known(self.engine, whole):
+                prints = fingerprints(self.settings)
+                self.backfill(changed_owners(self.engine, prints), days=self.settings.backfill, prints=prints)
+                rules_matched(self.engine, whole, self.clock())
             self._rules_seen = True
         papers, queued = match_new(self.engine, lambda: self.index, at=self.clock())
         if papers:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import feedparser
+from sqlalchemy import event
 
 from tests.helpers import (
     FIXTURES,
@@ -247,13 +248,23 @@ def test_a_quiet_cycle_builds_no_rule_index_and_reads_no_subscriber(tmp_path: Pa
     copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
     App(settings, progress=False).cycle(send=False)  # the digest is matched: the index was needed
 
-    quiet = App(settings, progress=False)
+    quiet = App(settings, progress=False)  # as a new `run --once` process would
     reads: list[str] = []
     real = store.receiving
     monkeypatch.setattr(store, "receiving", lambda **kw: reads.append("receiving") or real(**kw))
+    statements: list[str] = []
+    event.listen(quiet.engine, "before_cursor_execute", lambda _c, _k, sql, *_: statements.append(sql))
     report = quiet.cycle(send=False)
     assert report.matched_papers == 0 and report.feeds_changed == 0
     assert quiet._index is None and reads == []
+    # the configuration is the last run's: one row each says so for the roster and the rules
+    # (the feeds' stamp counts the subscribers: one aggregate, no row)
+    per_subscriber = [
+        sql
+        for sql in statements
+        if ("FROM subscribers" in sql and "count(" not in sql) or re.search(r"FROM rule_fingerprints\s*$", sql)
+    ]
+    assert per_subscriber == [] and any("FROM rule_fingerprints" in sql for sql in statements)
     copy_digest("digest-c.txt", tmp_path / "inbox", mtime=time.time() - 3600)
     assert quiet.cycle(send=False).matched_papers > 0  # new papers: now it is built and read
     assert quiet._index is not None and reads == ["receiving"]

@@ -71,6 +71,7 @@ from .runs import (
     subscriber_overview,
 )
 from .subscribers import (
+    ALL_RULES,
     Synced,
     active_subscribers,
     fingerprints,
@@ -100,6 +101,7 @@ from .tables import (
 )
 
 __all__ = [
+    "ALL_RULES",
     "FIRST_RELEASE",
     "LIVE_STATES_SQL",
     "Delivery",

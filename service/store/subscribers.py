@@ -8,6 +8,8 @@ changed one is backfilled (:mod:`service.match`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,11 @@ from .tables import (
     RuleFingerprint,
     Subscriber,
 )
+
+# Two rows of rule_fingerprints sum up the whole configuration, so that a run with the last
+# one's reads one row, not one per subscriber:
+ALL_RULES = "*"  # a hash of everyone's rules, as last matched (service.match)
+ROSTER = "*roster"  # a hash of the subscribers' addresses and names, as last synced
 
 # ---------------------------------------------------------------- subscribers
 
@@ -48,10 +55,15 @@ def sync_subscribers(*, session: Session, people: Sequence[tuple[str, str | None
     rows pending again, and gets new papers.
 
     Set-based: one read of the table's five columns, then one statement per kind of change
-    (in chunks), whatever the number of subscribers. Tokens are made once, from
-    ``secrets``, and never change while the subscriber exists.
+    (in chunks), whatever the number of subscribers; and none of that when ``people`` are
+    those of the last sync (one row, :data:`ROSTER`, keeps their hash). Tokens are made once,
+    from ``secrets``, and never change while the subscriber exists.
     """
     wanted = {email.lower(): name for email, name in people}
+    roster = hashlib.sha256(json.dumps(sorted(wanted.items())).encode()).hexdigest()[:32]
+    if fingerprints(session=session, owner=ROSTER) == {ROSTER: roster}:
+        return Synced()
+    record_fingerprints(session=session, prints={ROSTER: roster}, at=at)
     conn = core(session)
     existing: dict[str, tuple[int, str | None, bool, datetime | None]] = {
         email: (int(sid or 0), name, active, out)
@@ -164,9 +176,13 @@ def subscriber_by_email(*, session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email == email.lower())).first()
 
 
-def fingerprints(*, session: Session) -> dict[str, str]:
-    """The rules each owner (``subscriber:<email>``, ``topic:<name>``) was last matched with."""
-    return {f.owner: f.fingerprint for f in session.exec(select(RuleFingerprint))}
+def fingerprints(*, session: Session, owner: str | None = None) -> dict[str, str]:
+    """The rules each owner (``subscriber:<email>``, ``topic:<name>``, or :data:`ALL_RULES`)
+    was last matched with; only ``owner``'s when given."""
+    stmt = sa_select(col(RuleFingerprint.owner), col(RuleFingerprint.fingerprint))
+    if owner is not None:
+        stmt = stmt.where(col(RuleFingerprint.owner) == owner)
+    return {owner: fingerprint for owner, fingerprint in core(session).execute(stmt)}
 
 
 def record_fingerprints(*, session: Session, prints: dict[str, str], at: datetime) -> None:

@@ -219,7 +219,8 @@ class JobRun(SQLModel, table=True):
 
 class RuleFingerprint(SQLModel, table=True):
     """The rules of a subscriber (``subscriber:<email>``) or topic (``topic:<name>``) as last
-    matched: a new or changed one is backfilled (migration 0007)."""
+    matched: a new or changed one is backfilled (migration 0007). Two rows sum up the whole
+    configuration: ``*`` (everyone's rules) and ``*roster`` (the subscribers, as last synced)."""
 
     __tablename__ = "rule_fingerprints"
     id: int | None = Field(default=None, primary_key=True)
