@@ -145,7 +145,8 @@ def build(
 ) -> Mail:
     """The message: shared headers, Subject, To, Message-ID, List-Unsubscribe (and
     RFC 8058's List-Unsubscribe-Post when a URL is https), then the text and HTML parts."""
-    utf8 = not (to_email.isascii() and sender.isascii())
+    # SMTPUTF8 only for an address outside ASCII: a name outside ASCII goes as RFC 2047 words
+    utf8 = not (to_email.isascii() and sender_address(sender).isascii())
     boundary = "=_" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
     head = [
         _shared_headers(one_line(sender), format_datetime(date), list_id, utf8),

@@ -226,6 +226,41 @@ def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
     assert "To: Jürgen <jürgen@example.org>\n" in mail.data.decode()  # UTF-8 as is, not encoded-words
 
 
+def test_names_outside_ascii_need_no_smtputf8() -> None:
+    """A sender's or reader's name outside ASCII goes as RFC 2047 words: a relay without
+    SMTPUTF8 (aiosmtpd's default) takes the digest, and the reader sees the names whole."""
+    sink = Sink()
+    with serving(sink) as port:
+        digest = Digest(
+            to_email="juergen@example.org",
+            to_name="Jürgen Größe",
+            papers=[PaperView.build(title="Grüße", abstract="A.", link="https://x.org/p", terms=[], score=1)],
+            more=0,
+            feed_url="https://x.org/feeds/u/T.atom",
+            unsubscribe=["https://x.org/unsubscribe/T"],
+            message_id="<m@example.org>",
+            date=FIXED_NOW,
+        )
+        sender = "Pâpers Dïgest <papers@example.org>"
+        mail = Renderer(templates_path()).message(digest, sender=sender, list_id=list_id(sender))
+        assert not mail.smtputf8
+        config = Smtp(host="127.0.0.1", port=port, starttls=False)
+
+        async def go() -> None:
+            async with SmtpTransport(config, sender="papers@example.org").connect() as conn:
+                await conn.send(mail)
+
+        asyncio.run(go())
+    assert sink.envelopes == [("papers@example.org", ["juergen@example.org"])]
+    assert "SMTPUTF8" not in sink.options[0]
+    head = sink.raw[0][: sink.raw[0].index(b"\r\n\r\n")]
+    assert head.isascii() and b"=?utf-8?" in head
+    received = sink.messages[0]
+    assert received["From"].addresses[0].display_name == "Pâpers Dïgest"
+    assert received["To"].addresses[0].display_name == "Jürgen Größe"
+    assert "Grüße" in received["Subject"]
+
+
 class SevenBitSink(Sink):
     """A server that does not offer 8BITMIME (it takes its EHLO line out)."""
 
