@@ -40,6 +40,7 @@ from .publish import publish
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
 from .settings import Settings, SubscriberConfig
+from .signing import Signer
 
 log = logging.getLogger("paperboy.cycle")
 
@@ -107,7 +108,7 @@ class App:
         self.settings = settings
         self.engine = engine or store.make_engine(settings.database)
         self._sender = sender
-        self.renderer = Renderer(templates_path(settings.templates_dir))
+        self.renderer = Renderer(templates_path(settings.templates_dir), sign=Signer.of(settings.email.dkim))
         self._index: Index | None = None  # built when first needed: a quiet poll needs none
         self.clock = clock
         self.stop = stop or threading.Event()

@@ -13,7 +13,7 @@ import binascii
 import functools
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes, message_from_string, policy
@@ -142,9 +142,11 @@ def build(
     unsubscribe: Sequence[str],
     text: str,
     html: str,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Mail:
     """The message: shared headers, Subject, To, Message-ID, List-Unsubscribe (and
-    RFC 8058's List-Unsubscribe-Post when a URL is https), then the text and HTML parts."""
+    RFC 8058's List-Unsubscribe-Post when a URL is https), then the text and HTML parts;
+    with ``sign`` (:class:`service.signing.Signer`), 7-bit and signed."""
     # SMTPUTF8 only for an address outside ASCII: a name outside ASCII goes as RFC 2047 words
     utf8 = not (to_email.isascii() and sender_address(sender).isascii())
     boundary = "=_" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
@@ -159,9 +161,12 @@ def build(
         if any(url.startswith("https://") for url in unsubscribe):
             head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\n")  # RFC 8058
     head.append(f'Content-Type: multipart/alternative; boundary="{boundary}"\n\n'.encode())
-    body, eight_bit = alternative_body([("plain", text), ("html", html)], boundary=boundary)
+    body, eight_bit = alternative_body(
+        [("plain", text), ("html", html)], boundary=boundary, eight_bit=not sign
+    )
     head.append(body)
-    return Mail(to_email, message_id, b"".join(head), eight_bit)
+    data = b"".join(head)
+    return Mail(to_email, message_id, sign(data) if sign else data, eight_bit)
 
 
 # Headers are written here rather than by the email package, which parses

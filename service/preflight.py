@@ -162,7 +162,30 @@ def connect(settings: Settings, engine: Engine) -> list[Check]:
     checks += [writable(key, folder) for key, folder in folders(settings)]
     if settings.email.transport == "smtp":
         checks.append(smtp_answers(settings))
+    if settings.email.dkim is not None:
+        checks.append(dkim_signs(settings))
     return checks
+
+
+def dkim_signs(settings: Settings) -> Check:
+    """Sign a message with the key and verify it against the key's own public half (no DNS):
+    the record named in the detail is what to publish."""
+    import dkim
+
+    from .settings.keys import dns_record
+    from .signing import Signer
+
+    config = settings.email.dkim
+    assert config is not None
+    name = f"{config.selector}._domainkey.{config.domain}"
+    record = dns_record(config.private_key.get_secret_value())
+    message = f"From: {settings.email.from_}\nSubject: paperboy check\n\nA test.\n".encode()
+    signed = Signer(config)(message).replace(b"\n", b"\r\n")
+    if not dkim.verify(
+        signed, dnsfunc=lambda asked, timeout=5: record.encode() if asked == f"{name}.".encode() else None
+    ):
+        return Check("email.dkim", False, f"a message signed with the key does not verify; check {name}")
+    return Check("email.dkim", True, f"signs as {name}; publish there the TXT record: {record}")
 
 
 # ---------------------------------------------------------------- send-test

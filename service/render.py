@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -170,9 +170,11 @@ class Digest:
 
 
 class Renderer:
-    def __init__(self, templates: Path) -> None:
+    def __init__(self, templates: Path, *, sign: Callable[[bytes], bytes] | None = None) -> None:
+        """``sign``: a DKIM signer (:class:`service.signing.Signer`) for every message."""
         loader = jinja2.FileSystemLoader(str(templates))
         self.templates = templates
+        self.sign = sign
         self.html = jinja2.Environment(
             loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
         )
@@ -224,4 +226,5 @@ class Renderer:
             unsubscribe=digest.unsubscribe,
             text=text,
             html=html,
+            sign=self.sign,
         )

@@ -13,6 +13,7 @@ import difflib
 import os
 import re
 import zoneinfo
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -99,6 +101,36 @@ class Smtp(_Model):
         return self
 
 
+_SELECTOR = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)*"
+)
+
+
+class Dkim(_Model):
+    """``email.dkim``: every email signed (RFC 6376) as ``<selector>._domainkey.<domain>``."""
+
+    domain: str
+    selector: str
+    # a PEM file (its path), or the PEM itself (from ${ENV}); held as the PEM, never shown
+    private_key: SecretStr
+
+    @field_validator("domain", "selector")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SELECTOR.fullmatch(value) or len(value) > 253:
+            raise ValueError(f"{value!r} is not a DNS name (letters, digits, '-', '_' and dots)")
+        return value.lower()
+
+    @field_validator("private_key", mode="before")
+    @classmethod
+    def _key(cls, value: Any, info: ValidationInfo) -> str:
+        from .keys import read_private_key
+
+        if not isinstance(value, str):
+            raise ValueError("a PEM file's path, or the PEM itself")
+        return read_private_key(value, base=(info.context or {}).get("base"))
+
+
 class Email(_Model):
     from_: str = Field(default="paperboy <paperboy@localhost>", alias="from")
     transport: Literal["smtp", "maildir"] = "maildir"
@@ -111,6 +143,20 @@ class Email(_Model):
     retry_after: Duration = 300.0  # the first retry's delay; it doubles each time, with jitter
     retry_max: Duration = 6 * 3600.0  # the longest delay between two attempts
     lease: Duration = 600.0  # a claimed delivery not sent by then is due again (its process died)
+    dkim: Dkim | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Email:
+        """DMARC passes on DKIM only when the signing domain is the sender's or a parent of it."""
+        if self.dkim is not None:
+            sender = parseaddr(self.from_)[1].rpartition("@")[2].lower()
+            if sender != self.dkim.domain and not sender.endswith("." + self.dkim.domain):
+                raise At(
+                    ("email", "dkim", "domain"),
+                    f"{self.dkim.domain!r} is not the sender's domain {sender!r} nor a parent of it: "
+                    "receivers apply DMARC to the From domain, and this signature would not count for it",
+                )
+        return self
 
     @field_validator("from_")
     @classmethod
