@@ -121,7 +121,9 @@ def _parser() -> argparse.ArgumentParser:
         "health", help="ask the running server's /healthz (at http.host/http.port); exit 0 when healthy"
     )
 
-    resub = sub.add_parser("resubscribe", help="undo a subscriber's one-click unsubscribe")
+    unsub = sub.add_parser("unsubscribe", help="opt a subscriber out, as their one-click link would")
+    unsub.add_argument("email", metavar="EMAIL")
+    resub = sub.add_parser("resubscribe", help="undo a subscriber's unsubscribe")
     resub.add_argument("email", metavar="EMAIL")
 
     status = sub.add_parser("status", help="papers, files and deliveries in the store")

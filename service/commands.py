@@ -336,6 +336,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
+def cmd_unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
+    """The operator's opt-out for a reader (who wrote in, or bounced): as one click would."""
+    app = _app(settings)
+    app.prepare_store()
+    with store.transaction(app.engine) as session:
+        known = store.subscriber_by_email(session=session, email=args.email)
+        already = known is not None and known.unsubscribed_at is not None
+        sub = store.unsubscribe(session=session, email=args.email, at=app.clock())
+    if sub is None:
+        raise UsageError(f"{args.email} is not a subscriber in the store")
+    if already:
+        print(f"{sub.email} had unsubscribed already; nothing changed")
+        return OK
+    event(log, "subscriber.unsubscribed", subscriber=sub.id, email=sub.email, via="operator")
+    print(f"{sub.email} is unsubscribed: nothing more is sent (undo: paperboy resubscribe {sub.email})")
+    return OK
+
+
 def cmd_resubscribe(args: argparse.Namespace, settings: Settings) -> int:
     if not any(s.email.lower() == args.email.lower() for s in settings.subscribers):
         raise UsageError(f"{args.email} is not a subscriber in {args.config}")
@@ -372,6 +390,7 @@ COMMANDS = {
     "db": cmd_db,
     "serve": cmd_serve,
     "resubscribe": cmd_resubscribe,
+    "unsubscribe": cmd_unsubscribe,
     "health": cmd_health,
     "explain": cmd_explain,
     "forget": cmd_forget,

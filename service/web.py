@@ -285,7 +285,7 @@ def create_app(current: Callable[[], App]) -> Starlette:
             if sub is None:
                 return page("unsubscribe.html.j2", 404, state="unknown", token=token)
             state = "done" if sub.unsubscribed_at else "confirm"
-            return page("unsubscribe.html.j2", state=state, token=token)
+            return page("unsubscribe.html.j2", state=state, token=token, **reader(sub))
         form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
         if form.get("List-Unsubscribe") != "One-Click":
             return PlainTextResponse("expected List-Unsubscribe=One-Click (RFC 8058)", status_code=400)
@@ -297,8 +297,13 @@ def create_app(current: Callable[[], App]) -> Starlette:
         sub = await in_thread(record)
         if sub is None:
             return page("unsubscribe.html.j2", 404, state="unknown", token=token)
-        event(log, "subscriber.unsubscribed", subscriber=sub.id, via="one-click")
-        return page("unsubscribe.html.j2", state="done", token=token)
+        event(log, "subscriber.unsubscribed", subscriber=sub.id, email=sub.email, via="one-click")
+        return page("unsubscribe.html.j2", state="done", token=token, **reader(sub))
+
+    def reader(sub: store.Subscriber) -> dict[str, Any]:
+        """Who the page speaks to, and whom they may write to."""
+        name, address = current().settings.email.contact_address
+        return {"address": sub.email, "contact_name": name or address, "contact": address}
 
     started = current().clock()  # with no job run yet, "no poll for three intervals" counts from here
 

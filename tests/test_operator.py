@@ -349,3 +349,57 @@ def test_an_error_of_the_setup_stops_the_run_and_counts_no_attempt(
     report = status(config)
     assert report["deliveries"]["pending"] > 0 and report["retrying"] == [] and report["failures"] == []
     assert said in report["last_run"]["error"]
+
+
+# ---------------------------------------------------------------- unsubscribe
+
+
+def test_the_operator_unsubscribes_a_reader_who_wrote_in(tmp_path: Path) -> None:
+    """`paperboy unsubscribe EMAIL` records the opt-out as one click would: what was pending
+    is cancelled, the next run sends to the others only, the log names the address, and the
+    reader's unsubscribe page says who they were and whom to write to (email.contact)."""
+    import httpx
+
+    from service import store
+    from service.cycle import App
+    from service.server import Server
+    from service.settings import load_settings
+
+    alice = "  - email: alice@example.org\n    keywords: [model]\n"
+    email = f"email: {{maildir: {tmp_path}/mail, contact: 'Papers desk <desk@example.org>'}}"
+    config = config_at(tmp_path, alice + BOB, email=email)
+    copy_digest("digest-a.txt", tmp_path / "inbox")
+    ok("--config", config, "ingest", str(tmp_path / "inbox" / "digest-a.txt"))
+    assert status(config)["deliveries"]["pending"] > 0
+
+    done = run_cli("--config", config, "unsubscribe", "Alice@Example.org")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("alice@example.org is unsubscribed: nothing more is sent")
+    assert "subscriber.unsubscribed subscriber=1 email=alice@example.org via=operator" in done.stderr
+    again = run_cli("--config", config, "unsubscribe", "alice@example.org")
+    assert again.returncode == 0 and "had unsubscribed already; nothing changed" in again.stdout
+    unknown = run_cli("--config", config, "unsubscribe", "carol@example.org")
+    assert unknown.returncode == 2 and "carol@example.org is not a subscriber in the store" in unknown.stderr
+
+    ok("--config", config, "run", "--once")
+    sent = [m["To"] for m in mailbox.Maildir(tmp_path / "mail", create=False)]
+    assert sent and all(to == "bob@example.org" for to in sent)
+    assert status(config)["unsubscribed_emails"][0]["email"] == "alice@example.org"
+
+    settings = load_settings(config)
+    app = App(settings, progress=False)
+    with store.reading(app.engine) as session:
+        sub = store.subscriber_by_email(session=session, email="alice@example.org")
+        assert sub is not None
+        token = sub.token
+    port = free_port()
+    server = Server(lambda: app, host="127.0.0.1", port=port)
+    assert server.start()
+    try:
+        page = httpx.get(f"http://127.0.0.1:{port}/unsubscribe/{token}", timeout=10)
+    finally:
+        server.stop()
+        app.engine.dispose()
+    assert page.status_code == 200 and "You are unsubscribed" in page.text
+    assert "<strong>alice@example.org</strong>" in page.text
+    assert '<a href="mailto:desk@example.org">Papers desk</a>' in page.text

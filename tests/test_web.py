@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -92,6 +93,9 @@ def test_one_click_unsubscribe_records_the_opt_out(served: tuple[App, str]) -> N
         page = http.get(f"/unsubscribe/{token}")
         assert page.status_code == 200
         assert 'name="List-Unsubscribe" value="One-Click"' in page.text and "<button" in page.text
+        # who they are, and whom to write to (email.contact; by default the sender)
+        assert "<strong>alice@example.org</strong>" in page.text
+        assert '<a href="mailto:papers@example.org">paperboy</a>' in page.text
         assert http.post(f"/unsubscribe/{token}", data={"other": "x"}).status_code == 400
         # RFC 8058: mail providers POST multipart/form-data with List-Unsubscribe=One-Click.
         done = http.post(f"/unsubscribe/{token}", files={"List-Unsubscribe": (None, "One-Click")})
@@ -253,10 +257,13 @@ def test_unsubscribe_from_an_email_end_to_end(
             time.sleep(0.2)
         done = httpx.post(urls[0], files={"List-Unsubscribe": (None, "One-Click")}, timeout=10)
         assert done.status_code == 200 and "You are unsubscribed" in done.text
+        assert "<strong>alice@example.org</strong>" in done.text
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
+    logged = r"INFO subscriber\.unsubscribed subscriber=\d+ email=alice@example\.org via=one-click"
+    assert re.search(logged, err), err
 
     before = len(sink.messages)
     copy_digest("digest-b.txt", tmp_path / "inbox")

@@ -144,6 +144,7 @@ class Email(_Model):
     retry_max: Duration = 6 * 3600.0  # the longest delay between two attempts
     lease: Duration = 600.0  # a claimed delivery not sent by then is due again (its process died)
     dkim: Dkim | None = None
+    contact: str | None = None  # whom readers may write to (the unsubscribe page); None: the sender
 
     @model_validator(mode="after")
     def _aligned(self) -> Email:
@@ -158,10 +159,16 @@ class Email(_Model):
                 )
         return self
 
-    @field_validator("from_")
+    @field_validator("from_", "contact")
     @classmethod
-    def _address(cls, value: str) -> str:
-        return check_sender(value)
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else check_sender(value)
+
+    @property
+    def contact_address(self) -> tuple[str, str]:
+        """(name, address) of whom readers may write to: ``contact``, else the sender."""
+        name, address = parseaddr(self.contact or self.from_)
+        return name, address
 
     @field_validator("maildir")
     @classmethod

@@ -132,12 +132,18 @@ def subscriber_by_token(*, session: Session, token: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.token == token)).first()
 
 
-def unsubscribe(*, session: Session, token: str, at: datetime) -> Subscriber | None:
-    """One-click unsubscribe: record the opt-out (once) and cancel what is still pending.
+def unsubscribe(
+    *, session: Session, at: datetime, token: str | None = None, email: str | None = None
+) -> Subscriber | None:
+    """An opt-out (one click, by ``token``; or the operator's, by ``email``): record it (once)
+    and cancel what is still pending.
 
-    Returns the subscriber, or None for a token that belongs to no one.
+    Returns the subscriber, or None for a token or address that belongs to no one.
     """
-    sub = subscriber_by_token(session=session, token=token)
+    if token is not None:
+        sub = subscriber_by_token(session=session, token=token)
+    else:
+        sub = subscriber_by_email(session=session, email=email or "")
     if sub is None:
         return None
     if sub.unsubscribed_at is None:
