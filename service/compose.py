@@ -113,6 +113,7 @@ def digest(
         papers=views,
         more=len(rows) - len(shown),
         feed_url=feeds.feed_url(settings.feeds.base_url, feeds.subscriber_feed(sub.token)),
+        page_url=feeds.reader_page(settings.http.url, sub.token),
         unsubscribe=unsubscribe_urls(settings, sub.token),
         message_id=message_id(
             sender=settings.email.from_, token=sub.token, delivery_ids=[r.id for r in rows]

@@ -27,12 +27,13 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .render import paper_link
+from .rules.words import readable_terms
 from .settings import TOPIC_NAME
 
 if TYPE_CHECKING:
@@ -67,8 +68,27 @@ def feed_url(base_url: str, name: str, kind: str = "atom") -> str:
     return f"{base_url}{name}.{kind}"
 
 
+def reader_page(public_url: str, token: str) -> str:
+    """The reader's own web page (their papers, feeds, rules), behind their private token."""
+    return f"{public_url}u/{token}"
+
+
+def topic_page(public_url: str, name: str) -> str:
+    return f"{public_url}topics/{name}"
+
+
 def entry_id(key: str) -> str:
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "paperboy:paper:" + key))
+
+
+def dated(digest_date: date | None, first_seen: datetime, line: int) -> datetime:
+    """When a feed says a paper came out: on its digest's day (the date line, else the file's
+    time), the digest's ranking kept as distinct times (the paper on an earlier line is the
+    later, so readers that sort by date keep the order), and never after it was first seen."""
+    if digest_date is None:
+        return first_seen
+    end_of_day = datetime.combine(digest_date, time(23, 59, 59), tzinfo=UTC)
+    return min(end_of_day, first_seen) - timedelta(seconds=min(line, 86_399))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +96,16 @@ class FeedItem:
     key: str
     title: str
     abstract: str
-    published: datetime
-    terms: tuple[str, ...] = ()
+    published: datetime  # :func:`dated`
+    terms: tuple[str, ...] = ()  # the rule terms that brought it, as written (shown readable)
 
 
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
     name: str  # path under feeds.dir, without the suffix: ALL, topic_feed(), subscriber_feed()
     title: str
-    subtitle: str
+    subtitle: str  # what the feed holds, in words
+    page: str = ""  # the web page of the same papers (the feeds' alternate link)
 
 
 def render(
@@ -106,8 +127,8 @@ def render(
         if suffix[1:] not in kinds:
             continue
         fg = _feed(spec, items, base_url=base_url, link_template=link_template, html=suffix == ".rss")
-        fg.link(href=base_url, rel="alternate", replace=True)
         fg.link(href=base_url + spec.name + suffix, rel="self", type=kind)
+        fg.link(href=spec.page or base_url, rel="alternate", type="text/html")  # the last: RSS's <link>
         out[suffix] = fg.atom_str(pretty=True) if suffix == ".atom" else fg.rss_str(pretty=True)
     return out
 
@@ -137,7 +158,7 @@ def _feed(
         entry.summary(text(item.abstract))
         entry.published(item.published)
         entry.updated(item.published)
-        for term in item.terms:
+        for term in readable_terms(item.terms):
             entry.category(term=term)
     return fg
 

@@ -152,6 +152,7 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
             return FileReport(path, "known")
     st = path.stat()
     mtime = datetime.fromtimestamp(st.st_mtime, tz=UTC)
+    day = mtime.date()  # a digest without a date line is of the day of its file
     digest = DigestFile(str(path))
     report = FileReport(path, "ingested", problems=digest.problems)
     try:
@@ -160,7 +161,7 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
             try:
                 entries = parse(reader, digest, mtime=mtime)  # type: ignore[arg-type]
                 papers = (
-                    store.NewPaper(paper_key(e.title), e.title, e.abstract, e.date, path.name, e.line)
+                    store.NewPaper(paper_key(e.title), e.title, e.abstract, e.date or day, path.name, e.line)
                     for e in entries
                 )
                 for batch in _batches(papers):

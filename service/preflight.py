@@ -219,6 +219,7 @@ def sample_digest(engine: Engine, settings: Settings, *, to: str, at: datetime) 
         papers=papers,
         more=0,
         feed_url=feeds.feed_url(settings.feeds.base_url, feeds.subscriber_feed(token)),
+        page_url=feeds.reader_page(settings.http.url, token),
         unsubscribe=unsubscribe_urls(settings, token),
         message_id=message_id(
             sender=settings.email.from_, token=token + secrets.token_hex(8), delivery_ids=[]

@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,14 +31,28 @@ from sqlmodel import Session
 
 from . import feeds as feedfiles
 from . import store
-from .feeds import ALL, FEED_FILE, SUFFIXES, FeedItem, FeedSpec, subscriber_feed, topic_feed
+from .feeds import (
+    ALL,
+    FEED_FILE,
+    SUFFIXES,
+    FeedItem,
+    FeedSpec,
+    dated,
+    reader_page,
+    subscriber_feed,
+    topic_feed,
+    topic_page,
+)
 from .log import event
-from .settings import Settings
+from .rules.words import describe
+from .settings import Settings, SubscriberConfig, TopicConfig
 
 log = logging.getLogger("paperboy.feeds")
 
 STAMP = ".paperboy-feeds"  # in feeds.dir: what the feeds there were last rendered from (never served)
-FORMAT = 3  # what a feed holds, as this code writes it (2: RSS text HTML-escaped; 3: marks in the store)
+# what a feed holds, as this code writes it (2: RSS text HTML-escaped; 3: marks in the store;
+# 4: entries dated by their digest, readable categories, subtitles in words, pages as alternates)
+FORMAT = 4
 _SETTINGS_PRINTS: dict[int, tuple[Settings, str, str]] = {}
 
 
@@ -51,14 +66,20 @@ def _settings_prints(settings: Settings) -> tuple[str, str]:
     common = {"feeds": settings.feeds.model_dump(mode="json"), "paper_link": settings.email.paper_link}
     shown = {
         **common,
-        "topics": {n: [t.title, t.description] for n, t in settings.topics.items()},
-        "names": [[s.email.lower(), s.name] for s in settings.subscribers],  # the personal feeds' titles
+        "public_url": settings.http.url,  # the pages, the feeds' alternate links
+        "topics": {n: [t.title, t.description, *_rules(t)] for n, t in settings.topics.items()},
+        # the personal feeds' titles and subtitles (their rules in words)
+        "names": [[s.email.lower(), s.name, *_rules(s)] for s in settings.subscribers],
     }
     values = (_digest(common), _digest(shown))
     if len(_SETTINGS_PRINTS) > 8:
         _SETTINGS_PRINTS.clear()
     _SETTINGS_PRINTS[id(settings)] = (settings, *values)
     return values
+
+
+def _rules(rules: TopicConfig | SubscriberConfig) -> list[object]:
+    return [rules.keywords, rules.exclude, rules.query, getattr(rules, "topics", [])]
 
 
 def _digest(value: object) -> str:
@@ -94,14 +115,21 @@ def _mark(settings: Settings, forgotten: int, *parts: object) -> str:
 
 
 def _all(settings: Settings, sources: store.FeedSources) -> Wanted:
-    spec = FeedSpec(ALL, settings.feeds.title, "Every paper paperboy has seen")
-    return Wanted(spec, _mark(settings, sources.papers[1], ALL, sources.papers[0]), ALL)
+    title = settings.feeds.title
+    spec = FeedSpec(
+        ALL,
+        f"{title}: every paper",
+        f"Every paper of the daily digests {title} has read, newest first.",
+        page=settings.http.url,
+    )
+    return Wanted(spec, _mark(settings, sources.papers[1], ALL, sources.papers[0], spec.title), ALL)
 
 
 def _topic(settings: Settings, sources: store.FeedSources, name: str) -> Wanted:
     topic, title = settings.topics[name], settings.feeds.title
-    about = topic.description or f"Papers on {name}, chosen by paperboy"
-    spec = FeedSpec(topic_feed(name), topic.title or f"{title}: {name}", about)
+    about = topic.description or describe(keywords=topic.keywords, query=topic.query, exclude=topic.exclude)
+    page = topic_page(settings.http.url, name)
+    spec = FeedSpec(topic_feed(name), topic.title or f"{title}: {name}", about, page=page)
     entries = sources.topics.get(name, (0, 0))
     return Wanted(
         spec, _mark(settings, sources.papers[1], "topic", name, spec.title, about, *entries), "topic", name
@@ -113,14 +141,20 @@ def _subscriber(
     forgotten: int,
     token: str,
     subscriber_id: int,
+    rules: SubscriberConfig | None,
     person: str | None,
     matches: int,
     top: int,
 ) -> Wanted:
     title = f"{settings.feeds.title}: papers for {person or 'you'}"
-    spec = FeedSpec(subscriber_feed(token), title, "Papers matching your keywords")
-    mark = _mark(settings, forgotten, "subscriber", title, matches, top)
+    about = "Your papers." if rules is None else subscriber_rules_in_words(rules)
+    spec = FeedSpec(subscriber_feed(token), title, about, page=reader_page(settings.http.url, token))
+    mark = _mark(settings, forgotten, "subscriber", title, about, matches, top)
     return Wanted(spec, mark, "subscriber", token, subscriber_id)
+
+
+def subscriber_rules_in_words(rules: SubscriberConfig) -> str:
+    return describe(keywords=rules.keywords, query=rules.query, topics=rules.topics, exclude=rules.exclude)
 
 
 def wanted(settings: Settings, sources: store.FeedSources) -> list[Wanted]:
@@ -128,9 +162,10 @@ def wanted(settings: Settings, sources: store.FeedSources) -> list[Wanted]:
     out = [_all(settings, sources)]
     out += [_topic(settings, sources, name) for name in settings.topics]
     forgotten = sources.papers[1]
+    rules = {s.email.lower(): s for s in settings.subscribers}
     out += [
-        _subscriber(settings, forgotten, token, subscriber_id, person, matches, top)
-        for token, (subscriber_id, person, matches, top) in sources.subscribers.items()
+        _subscriber(settings, forgotten, token, subscriber_id, rules.get(email), person, matches, top)
+        for token, (subscriber_id, email, person, matches, top) in sources.subscribers.items()
     ]
     return out
 
@@ -139,19 +174,17 @@ def items(session: Session, settings: Settings, feed: Wanted) -> list[FeedItem]:
     """The entries of ``feed``, newest first, read from the store."""
     limit = settings.feeds.max_entries
     if feed.kind == ALL:
-        return [
-            FeedItem(p.key, p.title, p.abstract, p.first_seen_at)
-            for p in store.latest_papers(session=session, limit=limit)
-        ]
+        return [_item(p) for p in store.latest_papers(session=session, limit=limit)]
     if feed.kind == "topic":
-        return [
-            FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(t.terms))
-            for t, p in store.topic_papers(session=session, topic=feed.key, limit=limit)
-        ]
-    return [
-        FeedItem(p.key, p.title, p.abstract, p.first_seen_at, tuple(d.terms))
-        for d, p in store.subscriber_papers(session=session, subscriber_id=feed.subscriber_id, limit=limit)
-    ]
+        topic = store.topic_papers(session=session, topic=feed.key, limit=limit)
+        return [_item(p, t.terms) for t, p in topic]
+    rows = store.subscriber_papers(session=session, subscriber_id=feed.subscriber_id, limit=limit)
+    return [_item(p, d.terms) for d, p in rows]
+
+
+def _item(paper: store.Paper, terms: Sequence[str] = ()) -> FeedItem:
+    published = dated(paper.digest_date, paper.first_seen_at, paper.line)
+    return FeedItem(paper.key, paper.title, paper.abstract, published, tuple(terms))
 
 
 SAVE_EVERY = 500  # marks per transaction that records them
@@ -264,7 +297,8 @@ class Feeds:
         sub = store.subscriber_by_token(session=session, token=token)
         if sub is None or sub.id is None or not sub.active:
             return None
-        return _subscriber(settings, 0, token, sub.id, sub.name, 0, 0)
+        rules = next((s for s in settings.subscribers if s.email.lower() == sub.email), None)
+        return _subscriber(settings, 0, token, sub.id, rules, sub.name, 0, 0)
 
     def _keep(self, key: tuple[str, str], body: bytes) -> None:
         with self._lock:

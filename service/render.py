@@ -75,7 +75,7 @@ def markup(text: str, terms: Sequence[str]) -> Markup:
 
 
 @functools.lru_cache(maxsize=4096)
-def _markup_cached(text: str, terms: tuple[str, ...], *, wrap: bool = False) -> Markup:
+def markup_once(text: str, terms: tuple[str, ...], *, wrap: bool = False) -> Markup:
     """One paper goes to many subscribers, mostly for the same terms: mark it up once
     (``wrap``: in short lines, :func:`short_lines`)."""
     html = markup(text, terms)
@@ -139,8 +139,8 @@ class PaperView:
             link,
             terms,
             score,
-            _markup_cached(title, terms),
-            _markup_cached(abstract, terms, wrap=True),  # an abstract is one long line
+            markup_once(title, terms),
+            markup_once(abstract, terms, wrap=True),  # an abstract is one long line
             tuple(via),
         )
 
@@ -162,11 +162,12 @@ class Digest:
     to_email: str
     to_name: str | None
     papers: list[PaperView]  # best first, at most max_papers
-    more: int  # matched papers left out of the email (they are in the feed)
+    more: int  # matched papers left out of the email (they are on the reader's page and feed)
     feed_url: str
     unsubscribe: list[str]  # List-Unsubscribe URLs, the one to show people first
     message_id: str
     date: datetime
+    page_url: str = ""  # the reader's page (every paper, their feeds and rules); "" : the feed
 
 
 class Renderer:

@@ -92,6 +92,7 @@ def lines(counts: dict[str, Any], settings: Settings) -> list[str]:
         out.append(f"{p['email']}{name}: {p['state']}, {p['pending']} pending, last email {last_email}")
         out.append(f"  feed: {p['atom']} (RSS: {p['rss']})")
         out.append(f"  page: {p['page']}")
+        out.append(f"  unsubscribe: {p['unsubscribe']}")
     return out
 
 
@@ -103,7 +104,7 @@ def next_delivery(settings: Settings) -> str:
 
 def _with_urls(person: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A subscriber's private feed and page URLs (from the token, which stays out of the JSON)."""
-    from .feeds import feed_url, subscriber_feed
+    from .feeds import feed_url, reader_page, subscriber_feed
 
     token = str(person.pop("token"))
     base = settings.feeds.base_url or ""
@@ -112,5 +113,6 @@ def _with_urls(person: dict[str, Any], settings: Settings) -> dict[str, Any]:
         **person,
         "atom": feed_url(base, name, "atom"),
         "rss": feed_url(base, name, "rss"),
-        "page": f"{settings.http.url}unsubscribe/{token}",
+        "page": reader_page(settings.http.url, token),
+        "unsubscribe": f"{settings.http.url}unsubscribe/{token}",
     }

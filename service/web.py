@@ -15,6 +15,9 @@ beside the scheduler, ``http.enabled``) or alone with ``paperboy serve``:
   ``List-Unsubscribe=One-Click`` (RFC 8058, what mail providers send; the
   button sends the same) records the opt-out at once. It wins over the
   configuration until the operator runs ``paperboy resubscribe EMAIL``.
+- ``/u/<token>``: the reader's page (:mod:`service.pages`): their papers by
+  digest day, paged, why each came, their feeds and rules, the unsubscribe
+  button; never indexed, no Referer. ``/topics/<name>``: the same for a topic.
 - ``/``: the topic feeds, the latest papers and a chart of papers and emails
   per day (inline SVG); ``/healthz`` (200 "ok", or 503 with the problems: the
   store is away, the last poll or delivery failed, or no poll has run for three
@@ -51,7 +54,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__, feeds, store
+from . import __version__, feeds, pages, store
 from .cycle import App
 from .health import verdict
 from .log import event
@@ -63,6 +66,13 @@ log = logging.getLogger("paperboy.web")
 
 FEED_TYPES = {"atom": "application/atom+xml; charset=utf-8", "rss": "application/rss+xml; charset=utf-8"}
 LATEST = 20  # papers on the front page
+# A reader's page is theirs alone: no search engine, no cache between, and no Referer that
+# would hand the token to the site of a paper they click.
+PRIVATE_PAGE = {
+    "x-robots-tag": "noindex",
+    "referrer-policy": "no-referrer",
+    "cache-control": "private, no-store",
+}
 MAX_BODY = 4096  # bytes of a request body: the one form (one-click unsubscribe) needs a few dozen
 MAX_FORM_FIELDS = 8
 CHART_DAYS = 30
@@ -192,13 +202,13 @@ def opml(title: str, outlines: list[tuple[str, str]]) -> bytes:
 def create_app(current: Callable[[], App]) -> Starlette:
     """The web application; ``current()`` gives the running App (settings, store)."""
 
-    def pages() -> jinja2.Environment:
+    def environment() -> jinja2.Environment:
         return _pages(templates_path(current().settings.templates_dir))
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         settings = current().settings
         context.setdefault("site", settings.feeds.title)
-        return HTMLResponse(pages().get_template(name).render(**context), status_code=status)
+        return HTMLResponse(environment().get_template(name).render(**context), status_code=status)
 
     async def in_thread(fn: Callable[[], Any]) -> Any:
         return await anyio.to_thread.run_sync(fn)
@@ -285,7 +295,7 @@ def create_app(current: Callable[[], App]) -> Starlette:
             if sub is None:
                 return page("unsubscribe.html.j2", 404, state="unknown", token=token)
             state = "done" if sub.unsubscribed_at else "confirm"
-            return page("unsubscribe.html.j2", state=state, token=token, **reader(sub))
+            return page("unsubscribe.html.j2", state=state, token=token, **addressee(sub))
         form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
         if form.get("List-Unsubscribe") != "One-Click":
             return PlainTextResponse("expected List-Unsubscribe=One-Click (RFC 8058)", status_code=400)
@@ -298,12 +308,41 @@ def create_app(current: Callable[[], App]) -> Starlette:
         if sub is None:
             return page("unsubscribe.html.j2", 404, state="unknown", token=token)
         event(log, "subscriber.unsubscribed", subscriber=sub.id, email=sub.email, via="one-click")
-        return page("unsubscribe.html.j2", state="done", token=token, **reader(sub))
+        return page("unsubscribe.html.j2", state="done", token=token, **addressee(sub))
 
-    def reader(sub: store.Subscriber) -> dict[str, Any]:
+    def addressee(sub: store.Subscriber) -> dict[str, Any]:
         """Who the page speaks to, and whom they may write to."""
         name, address = current().settings.email.contact_address
         return {"address": sub.email, "contact_name": name or address, "contact": address}
+
+    async def own_page(request: Request) -> Response:
+        """A reader's page, behind their private token (never indexed, never in a Referer)."""
+        token, app = request.path_params["token"], current()
+        number = pages.page_number(request.query_params.get("page"))
+
+        def load() -> pages.Listing | None:
+            with store.reading(app.engine) as session:
+                sub = store.subscriber_by_token(session=session, token=token)
+                return None if sub is None else pages.reader_listing(session, app.settings, sub, number)
+
+        listing = await in_thread(load)
+        if listing is None:
+            raise HTTPException(status_code=404)
+        response = page("papers.html.j2", listing=listing, home=app.settings.http.url)
+        response.headers.update(PRIVATE_PAGE)
+        return response
+
+    async def topic(request: Request) -> Response:
+        name, app = request.path_params["name"], current()
+        if name not in app.settings.topics:
+            raise HTTPException(status_code=404)
+        number = pages.page_number(request.query_params.get("page"))
+
+        def load() -> pages.Listing:
+            with store.reading(app.engine) as session:
+                return pages.topic_listing(session, app.settings, name, number)
+
+        return page("papers.html.j2", listing=await in_thread(load), home=app.settings.http.url)
 
     started = current().clock()  # with no job run yet, "no poll for three intervals" counts from here
 
@@ -345,6 +384,8 @@ def create_app(current: Callable[[], App]) -> Starlette:
             Route("/feeds.opml", feeds_opml),
             Route("/feeds/{path:path}", feed),
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
+            Route("/u/{token}", own_page),
+            Route("/topics/{name}", topic),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
         ],

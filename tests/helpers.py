@@ -133,6 +133,21 @@ def serving(handler: object, **kwargs: Any) -> Iterator[int]:
         controller.stop()
 
 
+def fetch(app: Any, path: str) -> Any:
+    """GET ``path`` from a web server started for ``app`` on a free port, then stopped."""
+    import httpx
+
+    from service.server import Server
+
+    port = free_port()
+    server = Server(lambda: app, host="127.0.0.1", port=port)
+    assert server.start()
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- configs and the CLI
 
 
@@ -313,6 +328,7 @@ DIGEST = Digest(  # what the golden files and the message tests render
     ],
     more=2,
     feed_url="https://papers.example.org/feeds/u/TOKEN.atom",
+    page_url="https://papers.example.org/u/TOKEN",
     unsubscribe=[
         "https://papers.example.org/unsubscribe/TOKEN",
         "mailto:papers@example.org?subject=unsubscribe%20TOKEN",

@@ -13,11 +13,16 @@ from tests.helpers import FIXED_NOW, golden
 
 def test_feed_is_golden_and_parses_cleanly() -> None:
     items = [
-        feeds.FeedItem("tulu 3", "TÜLU 3 <b>bold</b>", "Abstract & more", FIXED_NOW, ("tulu",)),
+        feeds.FeedItem(
+            "tulu 3", "TÜLU 3 <b>bold</b>", "Abstract & more", FIXED_NOW, ("tulu", '"tulu 3"', "tül*")
+        ),
         feeds.FeedItem("older paper", "Older Paper", "Old abstract", FIXED_NOW.replace(day=1)),
     ]
     spec = feeds.FeedSpec(
-        feeds.subscriber_feed("TOKEN"), "paperboy: papers for Alice", "Papers matching your keywords"
+        feeds.subscriber_feed("TOKEN"),
+        "paperboy: papers for Alice",
+        "Papers that mention tulu, tulu 3 or tül….",
+        page="https://papers.example.org/u/TOKEN",
     )
     files = feeds.render(
         spec,

@@ -139,7 +139,7 @@ def test_queries_topics_and_ranking_end_to_end(
         assert scores == sorted(scores, reverse=True), email  # best first
         if shown < len(titles):
             text = msg.get_body(("plain",)).get_content()
-            assert f"{len(titles) - shown} more in your feed" in text
+            assert f"{len(titles) - shown} more on your page" in text
 
     # the tags name what brought each paper
     erin = {t: tags for t, _, tags in articles(sink, "erin@example.org")}

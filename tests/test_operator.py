@@ -13,7 +13,7 @@ import feedparser
 import pytest
 from aiosmtpd.smtp import AuthResult
 
-from tests.helpers import Sink, copy_digest, free_port, local_config, run_cli, serving
+from tests.helpers import Sink, copy_digest, fetch, free_port, local_config, run_cli, serving
 
 
 def config_at(tmp_path: Path, subscribers: str, *, extra: str = "", email: str | None = None) -> Path:
@@ -358,11 +358,8 @@ def test_the_operator_unsubscribes_a_reader_who_wrote_in(tmp_path: Path) -> None
     """`paperboy unsubscribe EMAIL` records the opt-out as one click would: what was pending
     is cancelled, the next run sends to the others only, the log names the address, and the
     reader's unsubscribe page says who they were and whom to write to (email.contact)."""
-    import httpx
-
     from service import store
     from service.cycle import App
-    from service.server import Server
     from service.settings import load_settings
 
     alice = "  - email: alice@example.org\n    keywords: [model]\n"
@@ -392,14 +389,8 @@ def test_the_operator_unsubscribes_a_reader_who_wrote_in(tmp_path: Path) -> None
         sub = store.subscriber_by_email(session=session, email="alice@example.org")
         assert sub is not None
         token = sub.token
-    port = free_port()
-    server = Server(lambda: app, host="127.0.0.1", port=port)
-    assert server.start()
-    try:
-        page = httpx.get(f"http://127.0.0.1:{port}/unsubscribe/{token}", timeout=10)
-    finally:
-        server.stop()
-        app.engine.dispose()
+    page = fetch(app, f"/unsubscribe/{token}")
+    app.engine.dispose()
     assert page.status_code == 200 and "You are unsubscribed" in page.text
     assert "<strong>alice@example.org</strong>" in page.text
     assert '<a href="mailto:desk@example.org">Papers desk</a>' in page.text

@@ -198,29 +198,39 @@ def test_a_busy_server_is_weather_not_setup() -> None:
     assert not err.value.config and err.value.temporary
 
 
+def one_paper(to_email: str, to_name: str, unsubscribe: list[str] | None = None) -> Digest:
+    """A digest of one paper, "Grüße", to ``to_email``."""
+    return Digest(
+        to_email=to_email,
+        to_name=to_name,
+        papers=[PaperView.build(title="Grüße", abstract="A.", link="https://x.org/p", terms=[], score=1)],
+        more=0,
+        feed_url="https://x.org/feeds/u/T.atom",
+        unsubscribe=unsubscribe or [],
+        message_id="<m@example.org>",
+        date=FIXED_NOW,
+    )
+
+
+def send_one(port: int, mail: Mail) -> None:
+    """``mail`` through one SMTP session with the server on ``port`` (no STARTTLS)."""
+    config = Smtp(host="127.0.0.1", port=port, starttls=False)
+
+    async def go() -> None:
+        async with SmtpTransport(config, sender="papers@example.org").connect() as conn:
+            await conn.send(mail)
+
+    asyncio.run(go())
+
+
 def test_an_address_outside_ascii_travels_as_smtputf8() -> None:
     """RFC 6531: a digest to jürgen@… goes with SMTPUTF8 and arrives with the address intact."""
     sink = Sink()
     with serving(sink, enable_SMTPUTF8=True) as port:
-        digest = Digest(
-            to_email="jürgen@example.org",
-            to_name="Jürgen",
-            papers=[PaperView.build(title="Grüße", abstract="A.", link="https://x.org/p", terms=[], score=1)],
-            more=0,
-            feed_url="https://x.org/feeds/u/T.atom",
-            unsubscribe=[],
-            message_id="<m@example.org>",
-            date=FIXED_NOW,
-        )
+        digest = one_paper("jürgen@example.org", "Jürgen")
         mail = Renderer(templates_path()).message(digest, sender="papers@example.org", list_id=list_id("x"))
         assert mail.smtputf8
-        config = Smtp(host="127.0.0.1", port=port, starttls=False)
-
-        async def go() -> None:
-            async with SmtpTransport(config, sender="papers@example.org").connect() as conn:
-                await conn.send(mail)
-
-        asyncio.run(go())
+        send_one(port, mail)
     assert sink.envelopes == [("papers@example.org", ["jürgen@example.org"])]
     assert len(sink.messages) == 1
     assert "To: Jürgen <jürgen@example.org>\n" in mail.data.decode()  # UTF-8 as is, not encoded-words
@@ -231,26 +241,11 @@ def test_names_outside_ascii_need_no_smtputf8() -> None:
     SMTPUTF8 (aiosmtpd's default) takes the digest, and the reader sees the names whole."""
     sink = Sink()
     with serving(sink) as port:
-        digest = Digest(
-            to_email="juergen@example.org",
-            to_name="Jürgen Größe",
-            papers=[PaperView.build(title="Grüße", abstract="A.", link="https://x.org/p", terms=[], score=1)],
-            more=0,
-            feed_url="https://x.org/feeds/u/T.atom",
-            unsubscribe=["https://x.org/unsubscribe/T"],
-            message_id="<m@example.org>",
-            date=FIXED_NOW,
-        )
+        digest = one_paper("juergen@example.org", "Jürgen Größe", unsubscribe=["https://x.org/unsubscribe/T"])
         sender = "Pâpers Dïgest <papers@example.org>"
         mail = Renderer(templates_path()).message(digest, sender=sender, list_id=list_id(sender))
         assert not mail.smtputf8
-        config = Smtp(host="127.0.0.1", port=port, starttls=False)
-
-        async def go() -> None:
-            async with SmtpTransport(config, sender="papers@example.org").connect() as conn:
-                await conn.send(mail)
-
-        asyncio.run(go())
+        send_one(port, mail)
     assert sink.envelopes == [("papers@example.org", ["juergen@example.org"])]
     assert "SMTPUTF8" not in sink.options[0]
     head = sink.raw[0][: sink.raw[0].index(b"\r\n\r\n")]

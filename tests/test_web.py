@@ -26,7 +26,7 @@ from service import store
 from service.cycle import App
 from service.server import Server
 from service.settings import parse_settings
-from tests.helpers import ROOT, Sink, copy_digest, free_port, run_cli, settings_for, write_config
+from tests.helpers import ROOT, Sink, copy_digest, fetch, free_port, run_cli, settings_for, write_config
 
 TOKEN_OF_NO_ONE = "Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4"
 
@@ -168,13 +168,7 @@ def test_healthz_says_503_when_the_store_is_away(tmp_path: Path) -> None:
     port = free_port()
     away = "postgresql+psycopg://postgres@127.0.0.1:1/nothing?connect_timeout=2"
     settings = parse_settings(settings_for(tmp_path, away, port), source="t.yaml", base=tmp_path)
-    app = App(settings, progress=False)
-    server = Server(lambda: app, host="127.0.0.1", port=port)
-    assert server.start()
-    try:
-        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
-    finally:
-        server.stop()
+    health = fetch(App(settings, progress=False), "/healthz")
     assert health.status_code == 503 and health.json()["status"] == "failing"
 
 

@@ -28,8 +28,8 @@ class FeedSources:
 
     papers: tuple[int, int]  # newest paper id, papers forgotten
     topics: dict[str, tuple[int, int]] = field(default_factory=dict)  # topic -> (entries, newest id)
-    # the subscribers in the configuration: token -> (id, name, matches, newest match id)
-    subscribers: dict[str, tuple[int, str | None, int, int]] = field(default_factory=dict)
+    # the subscribers in the configuration: token -> (id, email, name, matches, newest match id)
+    subscribers: dict[str, tuple[int, str, str | None, int, int]] = field(default_factory=dict)
 
 
 def feed_sources(*, session: Session) -> FeedSources:
@@ -46,6 +46,7 @@ def feed_sources(*, session: Session) -> FeedSources:
         sa_select(
             col(Subscriber.token),
             col(Subscriber.id),
+            col(Subscriber.email),
             col(Subscriber.name),
             func.count(col(Delivery.id)),
             func.max(col(Delivery.id)),
@@ -53,13 +54,14 @@ def feed_sources(*, session: Session) -> FeedSources:
         .select_from(Subscriber)
         .outerjoin(Delivery, col(Delivery.subscriber_id) == col(Subscriber.id))
         .where(col(Subscriber.active).is_(True))
-        .group_by(col(Subscriber.id), col(Subscriber.token), col(Subscriber.name))
+        .group_by(col(Subscriber.id), col(Subscriber.token), col(Subscriber.email), col(Subscriber.name))
     )
     return FeedSources(
         papers=(int(newest or 0), int(forgotten or 0)),
         topics={t: (int(n), int(top or 0)) for t, n, top in topics},
         subscribers={
-            token: (int(sid or 0), name, int(n), int(top or 0)) for token, sid, name, n, top in people
+            token: (int(sid or 0), email, name, int(n), int(top or 0))
+            for token, sid, email, name, n, top in people
         },
     )
 

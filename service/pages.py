@@ -1,0 +1,180 @@
+"""The reader's page (``/u/<token>``) and each topic's (``/topics/<name>``): their papers
+newest digest first, grouped by the digest's day, a page of :data:`PAGE_SIZE` at a time,
+each with its terms marked and a sentence saying why it came; the feeds to subscribe to;
+the rules, in words.
+
+The reader's page sits behind their private token, like their feed: it is answered with
+``noindex`` and ``no-referrer`` (a click on a paper must not hand the token to another
+site). :mod:`service.web` serves both; this module reads the store and shapes what the
+template ``papers.html.j2`` shows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from markupsafe import Markup
+from sqlmodel import Session
+
+from . import feeds, store
+from .feeds import dated, reader_page, topic_page
+from .publish import subscriber_rules_in_words
+from .render import markup_once, paper_link
+from .rules import highlight_spans
+from .rules.words import describe, either, readable
+from .settings import Settings
+
+PAGE_SIZE = 50  # papers on one page
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One paper as the page shows it."""
+
+    title_html: Markup
+    abstract_html: Markup
+    link: str
+    why: Markup
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    day: date | None
+    entries: list[Entry]
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What ``papers.html.j2`` shows."""
+
+    heading: str
+    about: str  # the rules, in words
+    url: str  # the page itself
+    atom: str
+    rss: str
+    days: list[Day]
+    page: int
+    pages: int
+    total: int
+    unsubscribe: str | None = None  # the reader's unsubscribe page (not on a topic's)
+    notice: str | None = None  # the reader unsubscribed, or left the configuration
+    topics: list[tuple[str, str]] = field(default_factory=list)  # (name, page) they follow
+
+    @property
+    def newer(self) -> str | None:
+        return None if self.page <= 1 else f"{self.url}?page={self.page - 1}"
+
+    @property
+    def older(self) -> str | None:
+        return None if self.page >= self.pages else f"{self.url}?page={self.page + 1}"
+
+
+def why(title: str, terms: Sequence[str], via: Sequence[str] = ()) -> Markup:
+    """A plain sentence of why a paper came: "Title mentions *reward model*; abstract mentions
+    *RLHF*; via topic llm-safety." (Terms in the title first; a ``/regex/`` is not shown.)"""
+    in_title: list[str] = []
+    in_abstract: list[str] = []
+    for term in terms:
+        word = readable(term)
+        if word is None or word in in_title or word in in_abstract:
+            continue
+        (in_title if highlight_spans(title, [term]) else in_abstract).append(word)
+    parts = []
+    if in_title:
+        parts.append(Markup("title mentions {}").format(_emphasised(in_title)))
+    if in_abstract:
+        parts.append(Markup("abstract mentions {}").format(_emphasised(in_abstract)))
+    topics = [v.removeprefix("topic:") for v in via if v.startswith("topic:")]
+    if "query" in via:
+        parts.append(Markup("your query matched"))
+    if topics:
+        parts.append(Markup("via topic{} {}").format("s" if len(topics) > 1 else "", either(topics, "and")))
+    if not parts:
+        return Markup("It matched your rules.")
+    sentence = Markup("; ").join(parts)
+    return Markup(sentence[:1].upper()) + Markup(sentence[1:]) + Markup(".")
+
+
+def _emphasised(words: list[str]) -> Markup:
+    marked = [str(Markup("<em>{}</em>").format(w)) for w in words]
+    return Markup(either(marked, "and"))
+
+
+def page_number(raw: str | None) -> int:
+    """``?page=`` as a number from 1; anything else is the first page."""
+    return int(raw) if raw and raw.isdigit() and 0 < len(raw) < 7 and int(raw) > 0 else 1
+
+
+def _pages(total: int) -> int:
+    return max(1, -(-total // PAGE_SIZE))
+
+
+def _entry(settings: Settings, paper: store.Paper, terms: Sequence[str], via: Sequence[str]) -> Entry:
+    terms = tuple(terms)
+    return Entry(
+        markup_once(paper.title, terms),
+        markup_once(paper.abstract, terms),
+        paper_link(settings.email.paper_link, title=paper.title, key=paper.key),
+        why(paper.title, terms, via),
+    )
+
+
+def _by_day(rows: list[tuple[store.Paper, Entry]]) -> list[Day]:
+    days = itertools.groupby(rows, key=lambda row: dated(row[0].digest_date, row[0].first_seen_at, 0).date())
+    return [Day(day, [entry for _, entry in group]) for day, group in days]
+
+
+def reader_listing(session: Session, settings: Settings, sub: store.Subscriber, page: int) -> Listing:
+    """The reader's page ``page`` (past the last: the last)."""
+    assert sub.id is not None and settings.feeds.base_url is not None
+    total = store.subscriber_paper_count(session=session, subscriber_id=sub.id)
+    page = min(page, _pages(total))
+    rows = store.subscriber_papers(
+        session=session, subscriber_id=sub.id, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+    )
+    rules = next((s for s in settings.subscribers if s.email.lower() == sub.email), None)
+    name = feeds.subscriber_feed(sub.token)
+    notice = None
+    if sub.unsubscribed_at is not None:
+        notice = f"You unsubscribed on {sub.unsubscribed_at:%Y-%m-%d}: no email goes to {sub.email} any more."
+    elif not sub.active or rules is None:
+        notice = f"{sub.email} is no longer on the list: no new papers come here."
+    return Listing(
+        heading=f"Papers for {sub.name or sub.email}",
+        about=subscriber_rules_in_words(rules) if rules else "",
+        url=reader_page(settings.http.url, sub.token),
+        atom=feeds.feed_url(settings.feeds.base_url, name, "atom"),
+        rss=feeds.feed_url(settings.feeds.base_url, name, "rss"),
+        days=_by_day([(p, _entry(settings, p, d.terms, d.via)) for d, p in rows]),
+        page=page,
+        pages=_pages(total),
+        total=total,
+        unsubscribe=f"{settings.http.url}unsubscribe/{sub.token}" if sub.unsubscribed_at is None else None,
+        notice=notice,
+        topics=[(t, topic_page(settings.http.url, t)) for t in (rules.topics if rules else [])],
+    )
+
+
+def topic_listing(session: Session, settings: Settings, name: str, page: int) -> Listing:
+    """A topic's page ``page``."""
+    assert settings.feeds.base_url is not None
+    topic = settings.topics[name]
+    total = store.topic_paper_count(session=session, topic=name)
+    page = min(page, _pages(total))
+    rows = store.topic_papers(session=session, topic=name, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    feed = feeds.topic_feed(name)
+    about = topic.description or describe(keywords=topic.keywords, query=topic.query, exclude=topic.exclude)
+    return Listing(
+        heading=topic.title or name,
+        about=about,
+        url=topic_page(settings.http.url, name),
+        atom=feeds.feed_url(settings.feeds.base_url, feed, "atom"),
+        rss=feeds.feed_url(settings.feeds.base_url, feed, "rss"),
+        days=_by_day([(p, _entry(settings, p, t.terms, ())) for t, p in rows]),
+        page=page,
+        pages=_pages(total),
+        total=total,
+    )
