@@ -21,8 +21,9 @@ from sqlmodel import Session
 
 from . import feeds, store
 from .message import Mail, list_id, message_id, sender_address
-from .render import Digest, PaperView, Renderer, paper_link
+from .render import Digest, Renderer
 from .settings import Settings
+from .views import PaperView, paper_link
 
 PaperText = tuple[str, str, str]  # title, abstract, key
 
@@ -104,6 +105,7 @@ def digest(
                 terms=row.terms,
                 score=row.score,
                 via=row.via,
+                anchor=f"p{row.paper_id}",  # where it stands on the reader's page
             )
         )
     assert settings.feeds.base_url is not None  # Settings fills it in

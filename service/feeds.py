@@ -32,9 +32,9 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .render import paper_link
 from .rules.words import readable_terms
 from .settings import TOPIC_NAME
+from .views import paper_link
 
 if TYPE_CHECKING:
     from feedgen.feed import FeedGenerator

@@ -16,34 +16,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-from markupsafe import Markup
 from sqlmodel import Session
 
 from . import feeds, store
 from .feeds import dated, reader_page, topic_page
 from .publish import subscriber_rules_in_words
-from .render import markup_once, paper_link
-from .rules import highlight_spans
-from .rules.words import describe, either, readable
+from .rules.words import describe
 from .settings import Settings
+from .views import PaperView, paper_link
 
 PAGE_SIZE = 50  # papers on one page
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
-    """One paper as the page shows it."""
-
-    title_html: Markup
-    abstract_html: Markup
-    link: str
-    why: Markup
-
-
-@dataclass(frozen=True, slots=True)
 class Day:
     day: date | None
-    entries: list[Entry]
+    entries: list[PaperView]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,37 +60,6 @@ class Listing:
         return None if self.page >= self.pages else f"{self.url}?page={self.page + 1}"
 
 
-def why(title: str, terms: Sequence[str], via: Sequence[str] = ()) -> Markup:
-    """A plain sentence of why a paper came: "Title mentions *reward model*; abstract mentions
-    *RLHF*; via topic llm-safety." (Terms in the title first; a ``/regex/`` is not shown.)"""
-    in_title: list[str] = []
-    in_abstract: list[str] = []
-    for term in terms:
-        word = readable(term)
-        if word is None or word in in_title or word in in_abstract:
-            continue
-        (in_title if highlight_spans(title, [term]) else in_abstract).append(word)
-    parts = []
-    if in_title:
-        parts.append(Markup("title mentions {}").format(_emphasised(in_title)))
-    if in_abstract:
-        parts.append(Markup("abstract mentions {}").format(_emphasised(in_abstract)))
-    topics = [v.removeprefix("topic:") for v in via if v.startswith("topic:")]
-    if "query" in via:
-        parts.append(Markup("your query matched"))
-    if topics:
-        parts.append(Markup("via topic{} {}").format("s" if len(topics) > 1 else "", either(topics, "and")))
-    if not parts:
-        return Markup("It matched your rules.")
-    sentence = Markup("; ").join(parts)
-    return Markup(sentence[:1].upper()) + Markup(sentence[1:]) + Markup(".")
-
-
-def _emphasised(words: list[str]) -> Markup:
-    marked = [str(Markup("<em>{}</em>").format(w)) for w in words]
-    return Markup(either(marked, "and"))
-
-
 def page_number(raw: str | None) -> int:
     """``?page=`` as a number from 1; anything else is the first page."""
     return int(raw) if raw and raw.isdigit() and 0 < len(raw) < 7 and int(raw) > 0 else 1
@@ -112,17 +69,19 @@ def _pages(total: int) -> int:
     return max(1, -(-total // PAGE_SIZE))
 
 
-def _entry(settings: Settings, paper: store.Paper, terms: Sequence[str], via: Sequence[str]) -> Entry:
-    terms = tuple(terms)
-    return Entry(
-        markup_once(paper.title, terms),
-        markup_once(paper.abstract, terms),
-        paper_link(settings.email.paper_link, title=paper.title, key=paper.key),
-        why(paper.title, terms, via),
+def _entry(settings: Settings, paper: store.Paper, terms: Sequence[str], via: Sequence[str]) -> PaperView:
+    return PaperView.build(
+        title=paper.title,
+        abstract=paper.abstract,
+        link=paper_link(settings.email.paper_link, title=paper.title, key=paper.key),
+        terms=terms,
+        score=0,
+        via=via,
+        anchor=f"p{paper.id}",
     )
 
 
-def _by_day(rows: list[tuple[store.Paper, Entry]]) -> list[Day]:
+def _by_day(rows: list[tuple[store.Paper, PaperView]]) -> list[Day]:
     days = itertools.groupby(rows, key=lambda row: dated(row[0].digest_date, row[0].first_seen_at, 0).date())
     return [Day(day, [entry for _, entry in group]) for day, group in days]
 

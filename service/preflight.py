@@ -26,8 +26,9 @@ from . import feeds, store
 from .compose import unsubscribe_urls
 from .mailer import MaildirTransport, SendError, Transport, make_maildir
 from .message import Mail, list_id, message_id
-from .render import Digest, PaperView, Renderer, paper_link
+from .render import Digest, Renderer
 from .settings import Settings
+from .views import PaperView, paper_link
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,25 +15,29 @@ the same inputs always render the same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from typing import Any
 
+import css_inline
 import jinja2
 from jinja2.filters import do_wordwrap
-from markupsafe import Markup, escape
 
-from .message import Mail, build, one_line
-from .rules import highlight_spans
+from .message import Mail, build
+from .views import PaperView
 
-_URL = re.compile(r"https?://[^\s<>\"']+")
-_URL_TRAILING = ".,;:!?)]}'\""
 TEMPLATE_RECHECK = 1.0  # seconds between looks at a template file for changes
+FULL = 3  # papers whose whole abstract the email shows; the others' are shortened
+TOC = 10  # titles in the list at the top of the email
+HTML_BUDGET = 100_000  # bytes of the HTML part, at most: Gmail clips a message past 102 KB
+# Inline every rule into the elements' style attributes, keep @media (dark mode) in <style>,
+# and never fetch a stylesheet from anywhere.
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 
 
 def templates_path(override: Path | None = None) -> Path:
@@ -45,114 +49,6 @@ def templates_path(override: Path | None = None) -> Path:
         if (candidate / "email.html.j2").is_file():
             return candidate
     raise FileNotFoundError(f"no templates found beside {here}; reinstall paperboy")
-
-
-@functools.lru_cache(maxsize=8192)  # one paper goes to many readers
-def paper_link(template: str, *, title: str, key: str) -> str:
-    return template.format(title=quote_plus(title), key=quote(key, safe=""))
-
-
-def markup(text: str, terms: Sequence[str]) -> Markup:
-    """``text`` as HTML: matched terms in ``<mark>``, URLs linked, the rest escaped."""
-    pieces: list[tuple[int, int, str]] = []
-    for m in _URL.finditer(text):
-        url = m.group(0).rstrip(_URL_TRAILING)
-        pieces.append((m.start(), m.start() + len(url), "a"))
-    for start, end in highlight_spans(text, terms):
-        if not any(s < end and start < e for s, e, _ in pieces):  # a link wins over a mark
-            pieces.append((start, end, "mark"))
-    out, pos = [], 0
-    for start, end, kind in sorted(pieces):
-        out.append(escape(text[pos:start]))
-        inner = escape(text[start:end])
-        if kind == "a":
-            out.append(Markup('<a href="{}">{}</a>').format(text[start:end], inner))
-        else:
-            out.append(Markup("<mark>{}</mark>").format(inner))
-        pos = end
-    out.append(escape(text[pos:]))
-    return Markup("").join(out)
-
-
-@functools.lru_cache(maxsize=4096)
-def markup_once(text: str, terms: tuple[str, ...], *, wrap: bool = False) -> Markup:
-    """One paper goes to many subscribers, mostly for the same terms: mark it up once
-    (``wrap``: in short lines, :func:`short_lines`)."""
-    html = markup(text, terms)
-    return Markup(short_lines(html)) if wrap else html
-
-
-_BREAKABLE_SPACE = re.compile(" (?![^<>]*>)")  # not inside a tag: the next angle bracket is no ">"
-
-
-def short_lines(html: str, width: int = 76) -> str:
-    """``html`` with a line break for a space where a line would pass ``width``.
-
-    HTML reads a line break between words as a space (a space inside a tag
-    stays). An abstract in one line is far longer than SMTP's 998 octets; in
-    short lines the HTML part travels as it is, not quoted-printable.
-    """
-    out, length = [], -1
-    for word in _BREAKABLE_SPACE.split(html):
-        if length >= 0 and length + 1 + len(word) > width:
-            out.append("\n")
-            length = 0
-        elif length >= 0:
-            out.append(" ")
-            length += 1
-        else:
-            length = 0
-        out.append(word)
-        newline = word.rfind("\n")
-        length = len(word) - newline - 1 if newline >= 0 else length + len(word)
-    return "".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class PaperView:
-    title: str
-    abstract: str
-    link: str
-    terms: tuple[str, ...]
-    score: int
-    title_html: Markup
-    abstract_html: Markup
-
-    via: tuple[str, ...] = ()
-
-    @classmethod
-    def build(
-        cls,
-        *,
-        title: str,
-        abstract: str,
-        link: str,
-        terms: Sequence[str],
-        score: int,
-        via: Sequence[str] = (),
-    ) -> PaperView:
-        title = one_line(title)
-        terms = tuple(terms)
-        return cls(
-            title,
-            abstract,
-            link,
-            terms,
-            score,
-            markup_once(title, terms),
-            markup_once(abstract, terms, wrap=True),  # an abstract is one long line
-            tuple(via),
-        )
-
-    @property
-    def sources(self) -> list[str]:
-        """What brought the paper, for people: "your keywords", "your query", "topic llm-safety"."""
-        return list(_sources(self.via))
-
-
-@functools.lru_cache(maxsize=256)  # the templates ask for every paper of every email, twice
-def _sources(via: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(f"topic {v.removeprefix('topic:')}" if v.startswith("topic:") else f"your {v}" for v in via)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,12 +102,32 @@ class Renderer:
         self.html.get_template("email.html.j2")
 
     def parts(self, digest: Digest) -> tuple[str, str, str]:
-        """The subject, the text part and the HTML part of ``digest``'s email."""
-        context = {"digest": digest, "papers": digest.papers, "more": digest.more}
+        """The subject, the text part and the HTML part of ``digest``'s email.
+
+        The HTML part stays under :data:`HTML_BUDGET` bytes whatever ``max_papers`` is:
+        when the papers do not fit, the email shows the best that do, and the rest join
+        "N more on your page" (the text part says the same)."""
+        html = self._html(digest)
+        while (size := len(html.encode())) > HTML_BUDGET and len(digest.papers) > 1:
+            shown = len(digest.papers)
+            keep = max(1, min(shown - 1, shown * HTML_BUDGET * 9 // 10 // size))  # 10% to spare
+            digest = dataclasses.replace(
+                digest, papers=digest.papers[:keep], more=digest.more + len(digest.papers) - keep
+            )
+            html = self._html(digest)
+        context = self._context(digest)
         subject = self._template(self.text, "subject.txt.j2").render(context)
         text = self._template(self.text, "email.txt.j2").render(context)
-        html = self._template(self.html, "email.html.j2").render(context)
         return subject, text, html
+
+    @staticmethod
+    def _context(digest: Digest) -> dict[str, Any]:
+        return {"digest": digest, "papers": digest.papers, "more": digest.more, "full": FULL, "toc": TOC}
+
+    def _html(self, digest: Digest) -> str:
+        """The HTML part, its CSS inlined into each element (the @media rules stay in <style>)."""
+        html = self._template(self.html, "email.html.j2").render(self._context(digest))
+        return _INLINER.inline(html)
 
     def message(self, digest: Digest, *, sender: str, list_id: str) -> Mail:
         """``digest`` as a finished message (:func:`service.message.build`)."""

@@ -60,7 +60,8 @@ from .health import verdict
 from .log import event
 from .metrics import StoreCollector
 from .publish import Feeds
-from .render import paper_link, templates_path
+from .render import templates_path
+from .views import paper_link
 
 log = logging.getLogger("paperboy.web")
 

@@ -3,6 +3,7 @@ configurations, the CLI as a child process. Fixtures are in ``conftest.py``."""
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -26,7 +27,8 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
 from service.message import Mail, list_id, message_id
-from service.render import Digest, PaperView, Renderer, paper_link, templates_path
+from service.render import Digest, Renderer, templates_path
+from service.views import PaperView, paper_link
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -296,6 +298,25 @@ def naive_match(keyword: str, text: str) -> bool:
 
 
 # ---------------------------------------------------------------- a digest email
+
+# A paper in the HTML part: its anchor, its score (a data- attribute, for tests and the curious),
+# its title, and the sentence saying why it came.
+_EMAIL_PAPER = re.compile(
+    r'<div class="paper"[^>]* data-score="(\d+)"[^>]*>\s*<p class="title"[^>]*><a href="[^"]*"[^>]*>'
+    r'(.*?)</a></p>\s*<p class="why"[^>]*>(.*?)</p>',
+    re.S,
+)
+
+
+def plain(fragment: str) -> str:
+    """An HTML fragment as the text a reader sees."""
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def email_papers(msg: EmailMessage) -> list[tuple[str, int, str]]:
+    """(title, score, why it came) of each paper an email shows, in order."""
+    body = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    return [(plain(title), int(score), plain(why)) for score, title, why in _EMAIL_PAPER.findall(body)]
 
 
 SENDER = "paperboy <papers@example.org>"

@@ -90,7 +90,7 @@ def test_maildir_run_ingest_preview_and_status(tmp_path: Path) -> None:
 
     preview = run_cli("--config", config, "preview", "bob@example.org")
     assert preview.returncode == 0, preview.stderr
-    assert "TÜLU 3: Pushing Frontiers" in preview.stdout and "matched: TÜLU" in preview.stdout
+    assert "TÜLU 3: Pushing Frontiers" in preview.stdout and "Title mentions TÜLU" in preview.stdout
     eml = tmp_path / "next.eml"
     assert (
         run_cli("--config", config, "preview", "bob@example.org", "--format", "eml", "-o", eml).returncode

@@ -1,7 +1,6 @@
 """End to end, as a user runs it: digest files in the inbox, `paperboy run --once`,
 a real SMTP server receiving the digests, feeds read back by feedparser."""
 
-import html
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from tests.helpers import (
     FIXTURES,
     Sink,
     copy_digest,
+    email_papers,
     fold,
     free_port,
     local_config,
@@ -82,12 +82,7 @@ def expected(digests: list[str]) -> dict[str, set[str]]:
 
 
 def titles_in(sink: Sink, email: str) -> list[set[str]]:
-    out = []
-    for msg in sink.to(email):
-        body = msg.get_body(("html",)).get_content()
-        found = re.findall(r"<h2><a href=\"[^\"]*\">(.*?)</a></h2>", body)
-        out.append({html.unescape(re.sub(r"</?mark>", "", t)) for t in found})
-    return out
+    return [{title for title, _, _ in email_papers(msg)} for msg in sink.to(email)]
 
 
 def status(config: Path) -> dict:

@@ -4,7 +4,6 @@ paper by paper with an independent evaluation of the rules written as plain Pyth
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import feedparser
 
-from tests.helpers import FIXTURES, Sink, copy_digest, fold, naive_match, run_cli, write_config
+from tests.helpers import FIXTURES, Sink, copy_digest, email_papers, fold, naive_match, run_cli, write_config
 
 CONFIG = """\
 database: "{database}"
@@ -100,14 +99,7 @@ def papers(*names: str) -> dict[str, Paper]:
 def articles(sink: Sink, email: str) -> list[tuple[str, int, str]]:
     """(title, score, tags) of each paper in the subscriber's one email, in order."""
     [msg] = sink.to(email)
-    body = msg.get_body(("html",)).get_content()
-    out = []
-    for title, terms in re.findall(
-        r'<h2><a href="[^"]*">(.*?)</a></h2>\s*<p class="terms">(.*?)</p>', body, flags=re.S
-    ):
-        score = int(re.search(r"\(score (\d+)\)", terms).group(1))  # type: ignore[union-attr]
-        out.append((html.unescape(re.sub(r"</?mark>", "", title)), score, html.unescape(terms)))
-    return out
+    return email_papers(msg)
 
 
 def test_queries_topics_and_ranking_end_to_end(
@@ -149,7 +141,7 @@ def test_queries_topics_and_ranking_end_to_end(
     frank = articles(sink, "frank@example.org")
     assert {t for t, _, _ in frank} == want["frank@example.org"]
     assert any("topic vision" in tags for _, _, tags in frank)
-    assert any("your keywords" in tags for _, _, tags in frank)
+    assert any("via your keywords and topic vision" in tags for _, _, tags in frank)
 
     # every topic has its own feeds, holding exactly the topic's papers
     for topic, rule, title in (

@@ -18,7 +18,7 @@ def message():  # type: ignore[no-untyped-def]
 
 
 def test_email_headers(message) -> None:  # type: ignore[no-untyped-def]
-    assert message["Subject"] == '4 new papers for you: T\\"ULU 3: Pushing Frontiers'
+    assert message["Subject"] == "4 new papers for you: TÜLU 3: Pushing Frontiers"  # LaTeX tidied
     assert message["To"].addresses[0].display_name == "Alice Müller"
     assert message["From"].addresses[0].addr_spec == "papers@example.org"
     assert message["Date"].datetime == FIXED_NOW

@@ -4,9 +4,7 @@ with SIGKILL in the middle of delivering, then restarted. SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import html
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.helpers import ROOT, Service, copy_digest, serving, smtp_config
+from tests.helpers import ROOT, Service, copy_digest, email_papers, serving, smtp_config
 
 
 class Recorder:
@@ -35,9 +33,7 @@ class Recorder:
         if self.delay:
             await asyncio.sleep(self.delay)
         msg = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
-        body = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-        found = re.findall(r'<h2><a href="[^"]*">(.*?)</a></h2>', body)
-        titles = [html.unescape(re.sub("</?mark>", "", t)) for t in found]
+        titles = [title for title, _, _ in email_papers(msg)]
         with self.lock:
             for rcpt in envelope.rcpt_tos:
                 self.received.append((rcpt, str(msg["Message-ID"]), titles))

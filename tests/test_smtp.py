@@ -15,9 +15,10 @@ from aiosmtpd.smtp import AuthResult
 
 from service.mailer import SendError
 from service.message import Mail, list_id
-from service.render import Digest, PaperView, Renderer, templates_path
+from service.render import Digest, Renderer, templates_path
 from service.settings import Smtp
 from service.smtp import SmtpConnection, SmtpTransport
+from service.views import PaperView
 from tests.helpers import FIXED_NOW, SENDER, Sink, free_port, rendered, serving
 
 

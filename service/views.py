@@ -1,0 +1,193 @@
+"""Each paper as people read it, in the email and on the page: its title and abstract
+with the rule terms marked and URLs linked (LaTeX leftovers tidied, :mod:`service.latex`),
+its abstract shortened, its link, and why it came, in words.
+
+What is the same for every reader of a paper is made once (:func:`markup_once`,
+:func:`paper_link`): one paper goes to many readers.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote, quote_plus
+
+from markupsafe import Markup, escape
+
+from .latex import tidy
+from .message import one_line
+from .rules import highlight_spans
+from .rules.words import either, readable
+
+_URL = re.compile(r"https?://[^\s<>\"'{}]+")  # a brace ends a URL: LaTeX glued text to it
+_URL_TRAILING = ".,;:!?)]}'\""
+SHORT = 300  # characters of a shortened abstract, at most (then a word boundary and "…")
+
+
+@functools.lru_cache(maxsize=8192)  # one paper goes to many readers
+def paper_link(template: str, *, title: str, key: str) -> str:
+    """The link of a paper (``email.paper_link``): its title (LaTeX tidied) or key, quoted."""
+    return template.format(title=quote_plus(tidy(title)), key=quote(key, safe=""))
+
+
+def markup(text: str, terms: Sequence[str]) -> Markup:
+    """``text`` as HTML: matched terms in ``<mark>``, URLs linked, the rest escaped."""
+    pieces: list[tuple[int, int, str]] = []
+    for m in _URL.finditer(text):
+        url = m.group(0).rstrip(_URL_TRAILING)
+        pieces.append((m.start(), m.start() + len(url), "a"))
+    for start, end in highlight_spans(text, terms):
+        if not any(s < end and start < e for s, e, _ in pieces):  # a link wins over a mark
+            pieces.append((start, end, "mark"))
+    out, pos = [], 0
+    for start, end, kind in sorted(pieces):
+        out.append(escape(text[pos:start]))
+        inner = escape(text[start:end])
+        if kind == "a":
+            out.append(Markup('<a href="{}">{}</a>').format(text[start:end], inner))
+        else:
+            out.append(Markup("<mark>{}</mark>").format(inner))
+        pos = end
+    out.append(escape(text[pos:]))
+    return Markup("").join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def markup_once(text: str, terms: tuple[str, ...], *, wrap: bool = False) -> Markup:
+    """One paper goes to many subscribers, mostly for the same terms: mark it up once
+    (``wrap``: in short lines, :func:`short_lines`)."""
+    html = markup(text, terms)
+    return Markup(short_lines(html)) if wrap else html
+
+
+_BREAKABLE_SPACE = re.compile(" (?![^<>]*>)")  # not inside a tag: the next angle bracket is no ">"
+
+
+def short_lines(html: str, width: int = 76) -> str:
+    """``html`` with a line break for a space where a line would pass ``width``.
+
+    HTML reads a line break between words as a space (a space inside a tag
+    stays). An abstract in one line is far longer than SMTP's 998 octets; in
+    short lines the HTML part travels as it is, not quoted-printable.
+    """
+    out, length = [], -1
+    for word in _BREAKABLE_SPACE.split(html):
+        if length >= 0 and length + 1 + len(word) > width:
+            out.append("\n")
+            length = 0
+        elif length >= 0:
+            out.append(" ")
+            length += 1
+        else:
+            length = 0
+        out.append(word)
+        newline = word.rfind("\n")
+        length = len(word) - newline - 1 if newline >= 0 else length + len(word)
+    return "".join(out)
+
+
+def shorten(text: str, limit: int = SHORT) -> str | None:
+    """``text`` cut at a word boundary before ``limit`` characters, with "…"; None when it is
+    short enough already."""
+    if len(text) <= limit:
+        return None
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.(")
+    return cut + "…"
+
+
+def why(title: str, terms: Sequence[str], via: Sequence[str] = ()) -> Markup:
+    """A plain sentence of why a paper came: "Title mentions *reward model*; abstract mentions
+    *RLHF*; via topic llm-safety." (Terms in the title first; a ``/regex/`` is not named.)"""
+    in_title: list[str] = []
+    in_abstract: list[str] = []
+    for term in terms:
+        word = readable(term)
+        if word is None or word in in_title or word in in_abstract:
+            continue
+        (in_title if highlight_spans(title, [term]) else in_abstract).append(word)
+    parts = []
+    if in_title:
+        parts.append(Markup("title mentions {}").format(_emphasised(in_title)))
+    if in_abstract:
+        parts.append(Markup("abstract mentions {}").format(_emphasised(in_abstract)))
+    topics = [v.removeprefix("topic:") for v in via if v.startswith("topic:")]
+    sources = []  # your keywords go without saying, unless something else brought it too
+    if "keywords" in via and (topics or "query" in via):
+        sources.append("your keywords")
+    if "query" in via:
+        sources.append("your query")
+    if topics:
+        sources.append(f"topic{'s' if len(topics) > 1 else ''} {either(topics, 'and')}")
+    if sources:
+        parts.append(Markup("via {}").format(either(sources, "and")))
+    if not parts:
+        return Markup("It matched your rules.")
+    sentence = Markup("; ").join(parts)
+    return Markup(sentence[:1].upper()) + Markup(sentence[1:]) + Markup(".")
+
+
+def _emphasised(words: list[str]) -> Markup:
+    return Markup(either([str(Markup("<em>{}</em>").format(w)) for w in words], "and"))
+
+
+@dataclass(frozen=True, slots=True)
+class PaperView:
+    title: str  # tidied (LaTeX leftovers as characters), one line
+    abstract: str  # tidied
+    link: str
+    terms: tuple[str, ...]
+    score: int
+    title_html: Markup
+    abstract_html: Markup
+    via: tuple[str, ...] = ()
+    short: str | None = None  # the abstract shortened (None: it is short already)
+    short_html: Markup | None = None
+    why: Markup = field(default_factory=Markup)  # why it came, in a sentence
+    anchor: str = ""  # its place on the reader's page ("p123")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        title: str,
+        abstract: str,
+        link: str,
+        terms: Sequence[str],
+        score: int,
+        via: Sequence[str] = (),
+        anchor: str = "",
+    ) -> PaperView:
+        title = one_line(tidy(title))
+        abstract = tidy(abstract)
+        terms = tuple(terms)
+        short = shorten(abstract)
+        return cls(
+            title,
+            abstract,
+            link,
+            terms,
+            score,
+            markup_once(title, terms),
+            markup_once(abstract, terms, wrap=True),  # an abstract is one long line
+            tuple(via),
+            short,
+            None if short is None else markup_once(short, terms, wrap=True),
+            why(title, terms, via),
+            anchor,
+        )
+
+    @property
+    def why_text(self) -> str:
+        return self.why.striptags()
+
+    @property
+    def sources(self) -> list[str]:
+        """What brought the paper, for people: "your keywords", "your query", "topic llm-safety"."""
+        return list(_sources(self.via))
+
+
+@functools.lru_cache(maxsize=256)  # the templates ask for every paper of every email, twice
+def _sources(via: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"topic {v.removeprefix('topic:')}" if v.startswith("topic:") else f"your {v}" for v in via)
