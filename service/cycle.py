@@ -51,6 +51,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def cadences(settings: Settings) -> dict[str, tuple[str, str]]:
+    """The subscribers with a schedule of their own: address -> (cron line, IANA zone: their
+    own, else the configuration's, else the machine's)."""
+    own = [s for s in settings.subscribers if s.schedule is not None]
+    if not own:
+        return {}
+    from tzlocal import get_localzone_name
+
+    default = settings.timezone or get_localzone_name()
+    return {s.email.lower(): (s.schedule, s.timezone or default) for s in own if s.schedule}
+
+
 def subscriber_rules(sub: SubscriberConfig) -> RuleSet:
     return RuleSet.build(sub.email.lower(), sub.keywords, sub.exclude, query=sub.query, topics=sub.topics)
 
@@ -141,6 +153,7 @@ class App:
                     session=session,
                     people=[(s.email, s.name) for s in self.settings.subscribers],
                     at=self.clock(),
+                    cadence=cadences(self.settings),
                 )
             if changed:
                 event(

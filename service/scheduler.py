@@ -1,8 +1,9 @@
 """``paperboy run``: the pipeline on an APScheduler schedule.
 
 Two jobs: ``poll`` (every ``schedule.poll``: ingest, match, feeds) and
-``deliver`` (on the ``schedule.deliver`` cron line, in ``timezone``: send
-the digests, then feeds). Both run on a single worker thread, each with
+``deliver`` (on the ``schedule.deliver`` cron line, in ``timezone``, and on
+each subscriber's own ``schedule`` in their zone: send the digests that are due,
+then feeds). Both run on a single worker thread, each with
 ``max_instances=1`` and ``coalesce=True``, so they never overlap and a run
 missed while the machine slept happens once when it wakes (within
 ``MISFIRE_GRACE`` seconds).
@@ -37,11 +38,13 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from tzlocal import get_localzone_name
 
-from .cycle import App
+from .cycle import App, cadences
 from .leader import Leader, leader_for
 from .log import event
 from .server import PortTaken, Server
@@ -51,6 +54,16 @@ log = logging.getLogger("paperboy.scheduler")
 
 MISFIRE_GRACE = 6 * 3600
 LEADER_RETRY = 5.0  # seconds between two tries of a process in standby
+
+
+def delivery_trigger(settings: Settings, zone: str) -> BaseTrigger:
+    """When the deliver job runs: ``schedule.deliver`` in ``zone``, and every subscriber's own
+    schedule in theirs (a run sends only to whom it is due)."""
+    main = CronTrigger.from_crontab(settings.schedule.deliver, timezone=zone)
+    own = sorted(set(cadences(settings).values()))
+    if not own:
+        return main
+    return OrTrigger([main, *(CronTrigger.from_crontab(line, timezone=tz) for line, tz in own)])
 
 
 class Service:
@@ -111,7 +124,11 @@ class Service:
         old = self.app.settings
         self.app = app
         event(log, "config.reloaded", path=self.config, subscribers=len(settings.subscribers))
-        if (settings.schedule, settings.timezone) != (old.schedule, old.timezone):
+        if (settings.schedule, settings.timezone, cadences(settings)) != (
+            old.schedule,
+            old.timezone,
+            cadences(old),
+        ):
             self._schedule_jobs()
         return True
 
@@ -128,7 +145,7 @@ class Service:
             )
         self.scheduler.add_job(
             self._job,
-            CronTrigger.from_crontab(sched.deliver, timezone=self.zone),
+            delivery_trigger(self.app.settings, self.zone),
             args=["deliver"],
             id="deliver",
             name="deliver digests",

@@ -89,7 +89,12 @@ def lines(counts: dict[str, Any], settings: Settings) -> list[str]:
     for p in counts.get("subscriber_list", []):
         name = f" ({p['name']})" if p["name"] else ""
         last_email = p["last_sent"] or "never"
-        out.append(f"{p['email']}{name}: {p['state']}, {p['pending']} pending, last email {last_email}")
+        cadence = (
+            f", own schedule {p['schedule']!r}, next email {p['next_email']}" if p.get("schedule") else ""
+        )
+        out.append(
+            f"{p['email']}{name}: {p['state']}, {p['pending']} pending, last email {last_email}{cadence}"
+        )
         out.append(f"  feed: {p['atom']} (RSS: {p['rss']})")
         out.append(f"  page: {p['page']}")
         out.append(f"  unsubscribe: {p['unsubscribe']}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 
 FIELDS = (  # name, lowest, highest
@@ -142,3 +142,11 @@ def _expand(text: str, name: str, low: int, high: int) -> set[int]:
             step = 1
         out.update(range(first, last + 1, step))
     return out
+
+
+def next_fire_utc(line: str, zone: str, after: datetime) -> datetime:
+    """The first time after ``after`` (aware, any zone) that ``line`` fires in the time zone
+    ``zone`` (an IANA name), in UTC: when a subscriber's own schedule next lets an email go."""
+    from zoneinfo import ZoneInfo
+
+    return next_fire(line, after.astimezone(ZoneInfo(zone))).astimezone(UTC)

@@ -289,6 +289,19 @@ class TopicConfig(_Rules):
         return self
 
 
+# subscribers[].schedule's words, as cron lines (0 7: seven in the morning, in their zone)
+CADENCES = {"daily": "0 7 * * *", "weekly": "0 7 * * mon"}
+
+
+def check_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is no IANA time zone such as Europe/Berlin or UTC") from None
+    return value
+
+
 class SubscriberConfig(_Rules):
     """One entry of ``subscribers`` (the store's row for them is :class:`service.store.Subscriber`)."""
 
@@ -296,6 +309,28 @@ class SubscriberConfig(_Rules):
     name: str | None = None
     topics: list[str] = []
     max_papers: int | None = Field(default=None, ge=1)  # None: email.max_papers
+    # when their email goes: daily, weekly or a cron line (None: schedule.deliver), in their zone
+    schedule: str | None = None
+    timezone: str | None = None  # None: the configuration's
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        line = CADENCES.get(value.strip().lower(), value)
+        try:
+            check_cron(line)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not daily, weekly or a cron line (minute hour day month weekday): {exc}"
+            ) from None
+        return line
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return check_zone(value)
 
     @field_validator("email")
     @classmethod
@@ -360,12 +395,7 @@ class Settings(_Model):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                zoneinfo.ZoneInfo(value)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{value!r} is no IANA time zone such as Europe/Berlin or UTC") from None
-        return value
+        return check_zone(value)
 
     @field_validator("topics")
     @classmethod

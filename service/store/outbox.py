@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from ..settings.cron import next_fire_utc
 from .engine import chunks, core, insert_new
 from .marks import fold_sent
 from .tables import (
@@ -210,6 +211,19 @@ def claim_subscribers(
         .correlate(Subscriber)
         .exists()
     )
+    # A subscriber with a schedule of their own waits for it to fire, unless a send of theirs
+    # failed or was cut short: that is retried as anyone's is.
+    unfinished = (
+        select(Delivery.id)
+        .where(
+            col(Delivery.subscriber_id) == Subscriber.id,
+            _due(at),
+            or_(col(Delivery.attempts) > 0, col(Delivery.state) == DeliveryState.SENDING),
+        )
+        .correlate(Subscriber)
+        .exists()
+    )
+    in_season = or_(col(Subscriber.next_email_at).is_(None), col(Subscriber.next_email_at) <= at, unfinished)
     # Walk the subscribers in id order and look each one's rows up in the partial
     # index ix_deliveries_live: a chunk costs the same however long the outbox is.
     subscribers = [
@@ -221,6 +235,7 @@ def claim_subscribers(
                 col(Subscriber.unsubscribed_at).is_(None),
                 col(Subscriber.id) > after,
                 due_rows,
+                in_season,
             )
             .order_by(col(Subscriber.id))
             .limit(max_subscribers)
@@ -242,7 +257,26 @@ def claim_subscribers(
         .values(state=DeliveryState.SENDING, lease_until=lease_until, claimed_by=worker)
     )
     core(session).execute(claim)
+    _next_season(session, subscribers, at)
     return subscribers, True
+
+
+def _next_season(session: Session, subscribers: list[int], at: datetime) -> None:
+    """The claimed subscribers with a schedule of their own wait for its next fire after ``at``."""
+    rows = core(session).execute(
+        sa_select(col(Subscriber.id), col(Subscriber.schedule), col(Subscriber.timezone)).where(
+            col(Subscriber.id).in_(subscribers), col(Subscriber.schedule).is_not(None)
+        )
+    )
+    by_cadence: dict[tuple[str, str], list[int]] = {}
+    for sid, line, zone in rows:
+        by_cadence.setdefault((str(line), zone or "UTC"), []).append(int(sid or 0))
+    for (line, zone), ids in by_cadence.items():
+        core(session).execute(
+            update(Subscriber)
+            .where(col(Subscriber.id).in_(ids))
+            .values(next_email_at=next_fire_utc(line, zone, at))
+        )
 
 
 def claimed_rows(

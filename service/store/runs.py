@@ -205,6 +205,8 @@ def subscriber_overview(*, session: Session) -> list[dict[str, Any]]:
                 "state": state,
                 "pending": int(waiting.get(sub.id or 0, 0)),
                 "last_sent": _iso(last_sent.get(sub.id or 0)),
+                "schedule": sub.schedule,  # None: schedule.deliver
+                "next_email": _iso(sub.next_email_at),  # their own schedule's next fire
             }
         )
     return out

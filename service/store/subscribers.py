@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from ..settings.cron import next_fire_utc
 from .engine import chunks, core, insert_for
 from .outbox import cancel_pending, restore_left
 from .tables import (
@@ -48,7 +50,13 @@ class Synced:
         return bool(self.added or self.left or self.back or self.renamed)
 
 
-def sync_subscribers(*, session: Session, people: Sequence[tuple[str, str | None]], at: datetime) -> Synced:
+def sync_subscribers(
+    *,
+    session: Session,
+    people: Sequence[tuple[str, str | None]],
+    at: datetime,
+    cadence: Mapping[str, tuple[str, str]] | None = None,
+) -> Synced:
     """Make the table follow the configuration: add, rename, (de)activate. A subscriber who
     left the configuration has their pending deliveries cancelled (``LEFT``): nothing is
     sent to them, and status and /metrics return to zero; one who comes back has those
@@ -58,12 +66,23 @@ def sync_subscribers(*, session: Session, people: Sequence[tuple[str, str | None
     (in chunks), whatever the number of subscribers; and none of that when ``people`` are
     those of the last sync (one row, :data:`ROSTER`, keeps their hash). Tokens are made once,
     from ``secrets``, and never change while the subscriber exists.
+
+    ``cadence``: the subscribers with a schedule of their own, by lower-cased address:
+    (cron line, IANA zone). Their next email may go when it next fires (``next_email_at``);
+    a schedule that changes starts counting again from ``at``.
     """
     wanted = {email.lower(): name for email, name in people}
-    roster = hashlib.sha256(json.dumps(sorted(wanted.items())).encode()).hexdigest()[:32]
+    own = {
+        email.lower(): (line, zone)
+        for email, (line, zone) in (cadence or {}).items()
+        if email.lower() in wanted
+    }
+    listed = json.dumps([sorted(wanted.items()), sorted(own.items())])
+    roster = hashlib.sha256(listed.encode()).hexdigest()[:32]
     if fingerprints(session=session, owner=ROSTER) == {ROSTER: roster}:
         return Synced()
     record_fingerprints(session=session, prints={ROSTER: roster}, at=at)
+    _sync_cadence(session, own, at)
     conn = core(session)
     existing: dict[str, tuple[int, str | None, bool, datetime | None]] = {
         email: (int(sid or 0), name, active, out)
@@ -78,7 +97,14 @@ def sync_subscribers(*, session: Session, people: Sequence[tuple[str, str | None
         )
     }
     new = [
-        {"email": email, "name": name, "token": secrets.token_urlsafe(18), "active": True, "created_at": at}
+        {
+            "email": email,
+            "name": name,
+            "token": secrets.token_urlsafe(18),
+            "active": True,
+            "created_at": at,
+            **_cadence_columns(own.get(email), at),
+        }
         for email, name in wanted.items()
         if email not in existing
     ]
@@ -106,6 +132,30 @@ def sync_subscribers(*, session: Session, people: Sequence[tuple[str, str | None
             renamed,
         )
     return Synced(len(new), len(left), len(returning), len(renamed))
+
+
+def _cadence_columns(cadence: tuple[str, str] | None, at: datetime) -> dict[str, Any]:
+    """A subscriber's schedule, zone and next email time, as columns (None: schedule.deliver)."""
+    if cadence is None:
+        return {"schedule": None, "timezone": None, "next_email_at": None}
+    line, zone = cadence
+    return {"schedule": line, "timezone": zone, "next_email_at": next_fire_utc(line, zone, at)}
+
+
+def _sync_cadence(session: Session, own: Mapping[str, tuple[str, str]], at: datetime) -> None:
+    """Give the existing subscribers whose schedule or zone changed their new one (set-based:
+    one read of three columns, one UPDATE per changed subscriber's kind of cadence)."""
+    conn = core(session)
+    columns = (col(Subscriber.id), col(Subscriber.email), col(Subscriber.schedule), col(Subscriber.timezone))
+    changed: dict[tuple[str, str] | None, list[int]] = {}
+    for sid, email, line, zone in conn.execute(sa_select(*columns)):
+        want = own.get(email)
+        if (line, zone) != (want or (None, None)):
+            changed.setdefault(want, []).append(int(sid or 0))
+    for cadence, ids in changed.items():
+        values = _cadence_columns(cadence, at)
+        for chunk in chunks(ids):
+            conn.execute(update(Subscriber).where(col(Subscriber.id).in_(chunk)).values(**values))
 
 
 def _set_active(session: Session, ids: list[int], active: bool) -> None:

@@ -100,6 +100,10 @@ class Subscriber(SQLModel, table=True):
     created_at: datetime = _ts()
     # Set by one-click unsubscribe; wins over the configuration until ``paperboy resubscribe``.
     unsubscribed_at: datetime | None = _ts(nullable=True)
+    # migration 0009: their own cadence (None: schedule.deliver), and when it next lets an email go
+    schedule: str | None = None  # a cron line
+    timezone: str | None = None  # IANA; None: the configuration's
+    next_email_at: datetime | None = _ts(nullable=True)
 
 
 class DeliveryState:
