@@ -12,7 +12,7 @@ dkimpy's RSA is Python: about 8 ms of CPU per email with a 2,048-bit key.
 
 from __future__ import annotations
 
-from .settings.schema import Dkim
+from .settings.mail import Dkim
 
 SIGNED = (
     b"from",

@@ -52,13 +52,13 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, feeds, pages, store
 from .cycle import App
 from .health import verdict
 from .log import event
 from .metrics import StoreCollector
+from .middleware import BodyLimit
 from .publish import Feeds
 from .render import templates_path
 from .views import paper_link
@@ -103,58 +103,6 @@ def feed_headers(kind: str, etag: str, modified: datetime) -> dict[str, str]:
         "cache-control": "no-cache",  # revalidate: the ETag makes that cheap
         "content-type": FEED_TYPES[kind],
     }
-
-
-class BodyLimit:
-    """Refuses a request body over ``limit`` bytes with 413, whether it says its length
-    (Content-Length, refused before a byte is read) or not (chunked: refused once the count
-    passes the limit), so no request can make the server read or parse much."""
-
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._refuse(send)
-            return
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def sending(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, sending)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = PlainTextResponse(f"request body over {self.limit} bytes", status_code=413)
-        await response({"type": "http"}, _nothing, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _nothing() -> Message:
-    return {"type": "http.disconnect"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .schema import At, Settings
+from .base import At
+from .schema import Settings
 
 DEFAULT_CONFIG = Path("config/paperboy.yaml")
 

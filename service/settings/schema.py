@@ -10,60 +10,29 @@ lines with :mod:`.cron`.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import zoneinfo
-from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .addresses import check_address, check_name, check_sender
+from .addresses import check_address, check_name
+from .base import MODEL_CONFIG, At, Duration, resolve
 from .cron import check_cron
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def _duration(value: Any) -> float:
-    """``30``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration such as 30s, 5m, 1h")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{value!r} is not a duration such as 30s, 5m, 1h")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
-
-
-def _resolve(path: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base")
-    path = path.expanduser()
-    return path if path.is_absolute() or base is None else Path(os.path.normpath(Path(base) / path))
+from .mail import Email
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, validate_default=True)
+    model_config = MODEL_CONFIG
 
 
 class Schedule(_Model):
@@ -77,114 +46,6 @@ class Schedule(_Model):
             check_cron(value)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a cron line (minute hour day month weekday): {exc}") from None
-        return value
-
-
-class Smtp(_Model):
-    host: str = "localhost"
-    port: int | None = Field(default=None, ge=1, le=65535)
-    starttls: bool | None = None  # None: use STARTTLS when the server offers it
-    tls: bool = False  # implicit TLS (port 465)
-    username: str | None = None
-    password: str | None = Field(default=None, repr=False)
-    timeout: Duration = 30.0
-    concurrency: int = Field(default=2, ge=1, le=64)
-    rate: float | None = Field(default=None, gt=0)  # messages per second, all connections together
-    validate_certs: bool = True
-
-    @model_validator(mode="after")
-    def _tls_modes(self) -> Smtp:
-        if self.tls and self.starttls:
-            raise ValueError("tls (implicit TLS) and starttls exclude each other; choose one")
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
-        return self
-
-
-_SELECTOR = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)*"
-)
-
-
-class Dkim(_Model):
-    """``email.dkim``: every email signed (RFC 6376) as ``<selector>._domainkey.<domain>``."""
-
-    domain: str
-    selector: str
-    # a PEM file (its path), or the PEM itself (from ${ENV}); held as the PEM, never shown
-    private_key: SecretStr
-
-    @field_validator("domain", "selector")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _SELECTOR.fullmatch(value) or len(value) > 253:
-            raise ValueError(f"{value!r} is not a DNS name (letters, digits, '-', '_' and dots)")
-        return value.lower()
-
-    @field_validator("private_key", mode="before")
-    @classmethod
-    def _key(cls, value: Any, info: ValidationInfo) -> str:
-        from .keys import read_private_key
-
-        if not isinstance(value, str):
-            raise ValueError("a PEM file's path, or the PEM itself")
-        return read_private_key(value, base=(info.context or {}).get("base"))
-
-
-class Email(_Model):
-    from_: str = Field(default="paperboy <paperboy@localhost>", alias="from")
-    transport: Literal["smtp", "maildir"] = "maildir"
-    smtp: Smtp = Field(default_factory=dict)  # type: ignore[assignment]
-    maildir: Path = Path("var/mail")
-    paper_link: str = "https://huggingface.co/papers?q={title}"
-    unsubscribe_url: str | None = None
-    max_papers: int = Field(default=30, ge=1)
-    max_attempts: int = Field(default=8, ge=1)  # then a delivery is failed
-    retry_after: Duration = 300.0  # the first retry's delay; it doubles each time, with jitter
-    retry_max: Duration = 6 * 3600.0  # the longest delay between two attempts
-    lease: Duration = 600.0  # a claimed delivery not sent by then is due again (its process died)
-    dkim: Dkim | None = None
-    contact: str | None = None  # whom readers may write to (the unsubscribe page); None: the sender
-
-    @model_validator(mode="after")
-    def _aligned(self) -> Email:
-        """DMARC passes on DKIM only when the signing domain is the sender's or a parent of it."""
-        if self.dkim is not None:
-            sender = parseaddr(self.from_)[1].rpartition("@")[2].lower()
-            if sender != self.dkim.domain and not sender.endswith("." + self.dkim.domain):
-                raise At(
-                    ("email", "dkim", "domain"),
-                    f"{self.dkim.domain!r} is not the sender's domain {sender!r} nor a parent of it: "
-                    "receivers apply DMARC to the From domain, and this signature would not count for it",
-                )
-        return self
-
-    @field_validator("from_", "contact")
-    @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        return None if value is None else check_sender(value)
-
-    @property
-    def contact_address(self) -> tuple[str, str]:
-        """(name, address) of whom readers may write to: ``contact``, else the sender."""
-        name, address = parseaddr(self.contact or self.from_)
-        return name, address
-
-    @field_validator("maildir")
-    @classmethod
-    def _path(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
-
-    @field_validator("paper_link", "unsubscribe_url")
-    @classmethod
-    def _template(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                value.format(title="t", key="k", token="t")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(
-                    f"{value!r}: bad placeholder {exc}; use {{title}} {{key}} {{token}}"
-                ) from None
         return value
 
 
@@ -223,20 +84,12 @@ class Feeds(_Model):
     @field_validator("dir")
     @classmethod
     def _path(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve(value, info)
 
     @field_validator("base_url")
     @classmethod
     def _slash(cls, value: str | None) -> str | None:
         return value if value is None or value.endswith("/") else value + "/"
-
-
-class At(ValueError):
-    """A validation error about a key deeper than the validator that found it."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        self.loc = loc
-        super().__init__(message)
 
 
 @lru_cache(maxsize=1 << 16)  # readers share words: 50,000 terms of 10,000 readers are 2,000 distinct
@@ -372,7 +225,7 @@ class Settings(_Model):
     @field_validator("inbox", "templates_dir")
     @classmethod
     def _path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
+        return None if value is None else resolve(value, info)
 
     @field_validator("database")
     @classmethod
@@ -387,7 +240,7 @@ class Settings(_Model):
         except ArgumentError as exc:
             raise ValueError(f"{value!r} is not a database URL such as sqlite:///var/paperboy.db") from exc
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            path = _resolve(Path(url.database), info)
+            path = resolve(Path(url.database), info)
             url = url.set(database=str(path))
             return url.render_as_string(hide_password=False)
         return value
