@@ -21,6 +21,8 @@ from sqlmodel import Session
 
 from . import feeds, store
 from .message import Mail, list_id, message_id, sender_address
+from .ratings import ANSWERS, rating_url
+from .ratings import SECRET as RATINGS
 from .render import Digest, Renderer
 from .settings import Settings
 from .views import PaperView, paper_link
@@ -92,11 +94,20 @@ def digest(
     *,
     settings: Settings,
     at: datetime,
+    rating_key: bytes | None = None,
 ) -> Digest:
-    """What ``sub``'s email says: the ``shown`` rows (of all their ``rows``) as papers. No database."""
+    """What ``sub``'s email says: the ``shown`` rows (of all their ``rows``) as papers, each
+    with its rating links when ``rating_key`` signs them. No database."""
     views = []
+    public = settings.http.url
     for row in shown:
         title, abstract, key = texts[row.paper_id]
+        rates = {}
+        if rating_key is not None:
+            rates = {
+                f"{answer}_url": rating_url(public, rating_key, sub.token, row.paper_id, answer)
+                for answer in ANSWERS
+            }
         views.append(
             PaperView.build(
                 title=title,
@@ -106,6 +117,7 @@ def digest(
                 score=row.score,
                 via=row.via,
                 anchor=f"p{row.paper_id}",  # where it stands on the reader's page
+                **rates,
             )
         )
     assert settings.feeds.base_url is not None  # Settings fills it in
@@ -135,7 +147,8 @@ def next_digest(
     cache = PaperCache()
     shown = best_first(rows, limit, cache.seen(session, {r.paper_id for r in rows}))
     texts = cache.texts(session, {r.paper_id for r in shown})
-    return digest(sub, rows, shown, texts, settings=settings, at=at)
+    key = store.secret(session=session, name=RATINGS, make=False)
+    return digest(sub, rows, shown, texts, settings=settings, at=at, rating_key=key)
 
 
 class Composer:
@@ -157,6 +170,8 @@ class Composer:
         self.limits = paper_limits(settings)
         self.papers = PaperCache()
         self.list_id = list_id(settings.email.from_)
+        with store.transaction(engine) as session:  # made once, by the first run that needs it
+            self.rating_key = store.secret(session=session, name=RATINGS)
 
     def __call__(self, rows: dict[int, list[store.OutboxRow]], *, at: datetime) -> list[Mail]:
         """One email per subscriber of ``rows`` (claimed rows by subscriber id)."""
@@ -190,7 +205,7 @@ class Composer:
         at: datetime,
     ) -> Mail:
         """The finished email for ``rows``, carrying them. No database."""
-        view = digest(sub, rows, shown, texts, settings=self.settings, at=at)
+        view = digest(sub, rows, shown, texts, settings=self.settings, at=at, rating_key=self.rating_key)
         mail = self.renderer.message(view, sender=self.settings.email.from_, list_id=self.list_id)
         assert sub.id is not None
         return dataclasses.replace(

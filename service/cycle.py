@@ -37,6 +37,7 @@ from .match import (
 )
 from .preflight import make_folders
 from .publish import publish
+from .ratings import SECRET as RATINGS
 from .render import Renderer, templates_path
 from .rules import Index, RuleSet
 from .settings import Settings, SubscriberConfig
@@ -149,6 +150,7 @@ class App:
             self._migrated = True
         if sync and not self._synced:
             with store.transaction(self.engine) as session:
+                store.secret(session=session, name=RATINGS)  # signs rating links; made once
                 changed = store.sync_subscribers(
                     session=session,
                     people=[(s.email, s.name) for s in self.settings.subscribers],

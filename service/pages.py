@@ -21,6 +21,8 @@ from sqlmodel import Session
 from . import feeds, store
 from .feeds import dated, reader_page, topic_page
 from .publish import subscriber_rules_in_words
+from .ratings import ANSWERS, rating_url
+from .ratings import SECRET as RATINGS
 from .rules.words import describe
 from .settings import Settings
 from .views import PaperView, paper_link
@@ -69,7 +71,20 @@ def _pages(total: int) -> int:
     return max(1, -(-total // PAGE_SIZE))
 
 
-def _entry(settings: Settings, paper: store.Paper, terms: Sequence[str], via: Sequence[str]) -> PaperView:
+def _entry(
+    settings: Settings,
+    paper: store.Paper,
+    terms: Sequence[str],
+    via: Sequence[str],
+    rating: tuple[bytes, str, dict[int, int]] | None = None,
+) -> PaperView:
+    """A paper as the page shows it; with ``rating`` (key, token, the reader's answers), its
+    "more like this" and "less like this" buttons."""
+    rates: dict[str, str] = {}
+    if rating is not None and paper.id is not None:
+        key, token, answers = rating
+        rates = {f"{a}_url": rating_url(settings.http.url, key, token, paper.id, a) for a in ANSWERS}
+        rates["rated"] = {1: "more", -1: "less"}.get(answers.get(paper.id, 0), "")
     return PaperView.build(
         title=paper.title,
         abstract=paper.abstract,
@@ -78,6 +93,7 @@ def _entry(settings: Settings, paper: store.Paper, terms: Sequence[str], via: Se
         score=0,
         via=via,
         anchor=f"p{paper.id}",
+        **rates,
     )
 
 
@@ -95,6 +111,9 @@ def reader_listing(session: Session, settings: Settings, sub: store.Subscriber, 
         session=session, subscriber_id=sub.id, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
     )
     rules = next((s for s in settings.subscribers if s.email.lower() == sub.email), None)
+    key = store.secret(session=session, name=RATINGS, make=False)  # made by the first delivery
+    answers = store.ratings_of(session=session, subscriber_id=sub.id, paper_ids=[p.id or 0 for _, p in rows])
+    rating = None if key is None else (key, sub.token, answers)
     name = feeds.subscriber_feed(sub.token)
     notice = None
     if sub.unsubscribed_at is not None:
@@ -107,7 +126,7 @@ def reader_listing(session: Session, settings: Settings, sub: store.Subscriber, 
         url=reader_page(settings.http.url, sub.token),
         atom=feeds.feed_url(settings.feeds.base_url, name, "atom"),
         rss=feeds.feed_url(settings.feeds.base_url, name, "rss"),
-        days=_by_day([(p, _entry(settings, p, d.terms, d.via)) for d, p in rows]),
+        days=_by_day([(p, _entry(settings, p, d.terms, d.via, rating)) for d, p in rows]),
         page=page,
         pages=_pages(total),
         total=total,

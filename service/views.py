@@ -146,6 +146,9 @@ class PaperView:
     short_html: Markup | None = None
     why: Markup = field(default_factory=Markup)  # why it came, in a sentence
     anchor: str = ""  # its place on the reader's page ("p123")
+    more_url: str = ""  # "more like this" and "less like this" (service.ratings); "": none
+    less_url: str = ""
+    rated: str = ""  # the reader's answer so far: "more", "less" or ""
 
     @classmethod
     def build(
@@ -158,6 +161,9 @@ class PaperView:
         score: int,
         via: Sequence[str] = (),
         anchor: str = "",
+        more_url: str = "",
+        less_url: str = "",
+        rated: str = "",
     ) -> PaperView:
         title = one_line(tidy(title))
         abstract = tidy(abstract)
@@ -176,6 +182,9 @@ class PaperView:
             None if short is None else markup_once(short, terms, wrap=True),
             why(title, terms, via),
             anchor,
+            more_url,
+            less_url,
+            rated,
         )
 
     @property

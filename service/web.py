@@ -60,6 +60,7 @@ from .log import event
 from .metrics import StoreCollector
 from .middleware import BodyLimit
 from .publish import Feeds
+from .ratings import answer_page
 from .render import templates_path
 from .views import paper_link
 
@@ -293,6 +294,21 @@ def create_app(current: Callable[[], App]) -> Starlette:
 
         return page("papers.html.j2", listing=await in_thread(load), home=app.settings.http.url)
 
+    async def rate(request: Request) -> Response:
+        """A rating link: GET shows the paper and a button, POST records the answer."""
+        params, app = request.path_params, current()
+        link = (params["token"], params["paper"], params["answer"], params["signature"])
+        shown = await in_thread(
+            lambda: answer_page(
+                app.engine, app.settings, link, record=request.method == "POST", at=app.clock()
+            )
+        )
+        if shown is None:
+            raise HTTPException(status_code=404)  # a forged link looks like no link at all
+        response = page("rate.html.j2", **shown)
+        response.headers.update(PRIVATE_PAGE)
+        return response
+
     started = current().clock()  # with no job run yet, "no poll for three intervals" counts from here
 
     async def healthz(request: Request) -> Response:
@@ -335,6 +351,7 @@ def create_app(current: Callable[[], App]) -> Starlette:
             Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
             Route("/u/{token}", own_page),
             Route("/topics/{name}", topic),
+            Route("/rate/{token}/{paper:int}/{answer}/{signature}", rate, methods=["GET", "POST"]),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
         ],

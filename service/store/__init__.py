@@ -61,6 +61,7 @@ from .papers import (
     topic_papers,
     unmatched_papers,
 )
+from .ratings import rate, ratings_of, secret
 from .runs import (
     counts,
     daily_activity,
@@ -96,6 +97,7 @@ from .tables import (
     JobRun,
     Paper,
     PaperFile,
+    Rating,
     RuleFingerprint,
     SentMark,
     Subscriber,
@@ -123,6 +125,7 @@ __all__ = [
     "Paper",
     "PaperFile",
     "PaperText",
+    "Rating",
     "RuleFingerprint",
     "SentMark",
     "Subscriber",
@@ -166,6 +169,8 @@ __all__ = [
     "paper_texts",
     "papers_only_from",
     "papers_since",
+    "rate",
+    "ratings_of",
     "reading",
     "receiving",
     "record_file",
@@ -179,6 +184,7 @@ __all__ = [
     "save_states",
     "schema_revision",
     "search_papers",
+    "secret",
     "subscriber_by_email",
     "subscriber_by_token",
     "subscriber_overview",

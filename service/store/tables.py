@@ -246,3 +246,25 @@ class FeedState(SQLModel, table=True):
     name: str = Field(primary_key=True)  # its path under /feeds/ without the suffix: "all", "u/<token>"
     mark: str
     modified_at: datetime = _ts()  # when the mark last changed (Last-Modified)
+
+
+class Rating(SQLModel, table=True):
+    """A reader's "more like this" (+1) or "less like this" (-1) for a paper (migration 0010):
+    one per reader and paper, changed by rating again."""
+
+    __tablename__ = "ratings"
+    __table_args__ = (UniqueConstraint("subscriber_id", "paper_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(foreign_key="subscribers.id", index=True)
+    paper_id: int = Field(foreign_key="papers.id")
+    value: int  # +1 or -1
+    rated_at: datetime = _ts()
+
+
+class Secret(SQLModel, table=True):
+    """A server secret every host sharing the store uses (migration 0010): ``ratings`` signs
+    the rating links, so that a link names one reader, one paper and one answer."""
+
+    __tablename__ = "secrets"
+    name: str = Field(primary_key=True)
+    value: str  # hex
