@@ -19,6 +19,7 @@ from . import __version__
 from .commands import COMMANDS, FAILURE, USAGE, UsageError
 from .curate import NotFound
 from .log import event, setup
+from .reader_commands import COMMANDS as READER_COMMANDS
 from .settings import DEFAULT_CONFIG, ConfigError, load_settings
 from .store import NewerDatabase
 
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup(verbose=args.verbose, quiet=args.quiet)
     try:
         settings = load_settings(args.config)
-        return COMMANDS[args.command](args, settings)
+        return {**COMMANDS, **READER_COMMANDS}[args.command](args, settings)
     except ConfigError as exc:
         print(f"paperboy: configuration error:\n{exc}", file=sys.stderr)
         return USAGE

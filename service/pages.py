@@ -21,7 +21,7 @@ from sqlmodel import Session
 from . import feeds, store
 from .feeds import dated, reader_page, topic_page
 from .publish import subscriber_rules_in_words
-from .ratings import ANSWERS, rating_url
+from .ratings import ANSWERS, answer_of, rating_url
 from .ratings import SECRET as RATINGS
 from .rules.words import describe
 from .settings import Settings
@@ -84,7 +84,7 @@ def _entry(
     if rating is not None and paper.id is not None:
         key, token, answers = rating
         rates = {f"{a}_url": rating_url(settings.http.url, key, token, paper.id, a) for a in ANSWERS}
-        rates["rated"] = {1: "more", -1: "less"}.get(answers.get(paper.id, 0), "")
+        rates["rated"] = answer_of(answers.get(paper.id))
     return PaperView.build(
         title=paper.title,
         abstract=paper.abstract,
@@ -110,7 +110,7 @@ def reader_listing(session: Session, settings: Settings, sub: store.Subscriber, 
     rows = store.subscriber_papers(
         session=session, subscriber_id=sub.id, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
     )
-    rules = next((s for s in settings.subscribers if s.email.lower() == sub.email), None)
+    rules = settings.subscriber(sub.email)
     key = store.secret(session=session, name=RATINGS, make=False)  # made by the first delivery
     answers = store.ratings_of(session=session, subscriber_id=sub.id, paper_ids=[p.id or 0 for _, p in rows])
     rating = None if key is None else (key, sub.token, answers)

@@ -162,9 +162,10 @@ def wanted(settings: Settings, sources: store.FeedSources) -> list[Wanted]:
     out = [_all(settings, sources)]
     out += [_topic(settings, sources, name) for name in settings.topics]
     forgotten = sources.papers[1]
-    rules = {s.email.lower(): s for s in settings.subscribers}
     out += [
-        _subscriber(settings, forgotten, token, subscriber_id, rules.get(email), person, matches, top)
+        _subscriber(
+            settings, forgotten, token, subscriber_id, settings.subscriber(email), person, matches, top
+        )
         for token, (subscriber_id, email, person, matches, top) in sources.subscribers.items()
     ]
     return out
@@ -297,7 +298,7 @@ class Feeds:
         sub = store.subscriber_by_token(session=session, token=token)
         if sub is None or sub.id is None or not sub.active:
             return None
-        rules = next((s for s in settings.subscribers if s.email.lower() == sub.email), None)
+        rules = settings.subscriber(sub.email)
         return _subscriber(settings, 0, token, sub.id, rules, sub.name, 0, 0)
 
     def _keep(self, key: tuple[str, str], body: bytes) -> None:

@@ -22,6 +22,13 @@ from .latex import tidy
 from .settings import Settings
 
 ANSWERS = {"more": 1, "less": -1}  # the word in the link, and the value stored
+
+
+def answer_of(value: int | None) -> str:
+    """The word for a stored value ("" for none)."""
+    return next((word for word, v in ANSWERS.items() if v == value), "")
+
+
 SECRET = "ratings"  # the store's secret that signs the links
 
 
@@ -63,7 +70,7 @@ def answer_page(
         "title": tidy(paper.title),
         "answer": answer,
         "recorded": record,
-        "current": {1: "more", -1: "less"}.get(current or 0),
+        "current": answer_of(current),
         "other": other,
         "other_url": rating_url(settings.http.url, key, token, paper_id, other),
         "page": reader_page(settings.http.url, token),

@@ -97,7 +97,8 @@ def shorten(text: str, limit: int = SHORT) -> str | None:
     return cut + "…"
 
 
-def why(title: str, terms: Sequence[str], via: Sequence[str] = ()) -> Markup:
+@functools.lru_cache(maxsize=8192)  # one paper goes to many readers, mostly for the same terms
+def why(title: str, terms: tuple[str, ...], via: tuple[str, ...] = ()) -> Markup:
     """A plain sentence of why a paper came: "Title mentions *reward model*; abstract mentions
     *RLHF*; via topic llm-safety." (Terms in the title first; a ``/regex/`` is not named.)"""
     in_title: list[str] = []
@@ -180,7 +181,7 @@ class PaperView:
             tuple(via),
             short,
             None if short is None else markup_once(short, terms, wrap=True),
-            why(title, terms, via),
+            why(title, terms, tuple(via)),
             anchor,
             more_url,
             less_url,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import zoneinfo
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated
 
@@ -209,6 +209,15 @@ class Settings(_Model):
     http: Http = Field(default_factory=dict)  # type: ignore[assignment]
     topics: dict[str, TopicConfig] = {}
     subscribers: list[SubscriberConfig] = []
+
+    @cached_property
+    def by_email(self) -> dict[str, SubscriberConfig]:
+        """The subscribers by lower-cased address (made once per configuration)."""
+        return {s.email.lower(): s for s in self.subscribers}
+
+    def subscriber(self, email: str) -> SubscriberConfig | None:
+        """The subscriber with ``email`` (any case), or None."""
+        return self.by_email.get(email.lower())
 
     @model_validator(mode="after")
     def _served_urls(self) -> Settings:
