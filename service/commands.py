@@ -122,7 +122,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     )
     http = settings.http
     print(f"http: {f'{http.host}:{http.port}, public at {http.url}' if http.enabled else 'off'}")
-    for line in _opted_out_lines(app):
+    for line in _store_lines(app, args.config):
         print(line)
     if not args.connect:
         return OK
@@ -164,8 +164,9 @@ def cmd_send_test(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
-def _opted_out_lines(app: App) -> list[str]:
-    """The one-click opt-outs the store holds (they win over the configuration), if there is a store."""
+def _store_lines(app: App, config: Path) -> list[str]:
+    """The one-click opt-outs the store holds (they win over the configuration), and the
+    configured likes it holds no paper for, if there is a store."""
     url = app.engine.url
     if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
         return []  # no store yet; check creates none
@@ -179,12 +180,17 @@ def _opted_out_lines(app: App) -> list[str]:
     try:
         with store.reading(app.engine) as session:
             out = store.opted_out(session=session)
+            likes = []
+            if revision >= "0011" and any(s.like for s in app.settings.subscribers):
+                from .taste.learn import like_warnings
+
+                likes = like_warnings(session, app.settings, config)
     except Exception as exc:  # check validates the configuration; an unreachable store is only noted
         return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
     return [
         f"unsubscribed: {s.email} since {s.unsubscribed_at:%Y-%m-%d} (undo: paperboy resubscribe {s.email})"
         for s in out
-    ]
+    ] + likes
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -25,6 +25,7 @@ from .ratings import ANSWERS, rating_url
 from .ratings import SECRET as RATINGS
 from .render import Digest, Renderer
 from .settings import Settings
+from .taste import SUGGESTED
 from .views import PaperView, paper_link
 
 PaperText = tuple[str, str, str]  # title, abstract, key
@@ -45,18 +46,53 @@ def unsubscribe_urls(settings: Settings, token: str) -> list[str]:
     return urls
 
 
-def paper_limits(settings: Settings) -> dict[str, int]:
-    """How many papers each subscriber's email shows: their ``max_papers``, else ``email.max_papers``."""
-    return {s.email.lower(): s.max_papers or settings.email.max_papers for s in settings.subscribers}
+def paper_limits(settings: Settings) -> dict[str, tuple[int, int]]:
+    """How many papers each subscriber's email shows: their ``max_papers`` (else
+    ``email.max_papers``) of their matches, and their ``suggest`` of the suggestions."""
+    default = settings.email.max_papers
+    return {s.email.lower(): (s.max_papers or default, s.suggest) for s in settings.subscribers}
 
 
-def best_first(rows: Iterable[store.OutboxRow], limit: int, seen: Mapping[int, Any]) -> list[store.OutboxRow]:
+def best_first(
+    rows: Iterable[store.OutboxRow],
+    limit: int,
+    seen: Mapping[int, Any],
+    learned: Mapping[int, float] | None = None,
+) -> list[store.OutboxRow]:
     """The ``limit`` rows an email shows: best matches first, then the newest papers
-    (``seen``: each paper's ``first_seen_at``, see :func:`service.store.paper_seen`)."""
+    (``seen``: each paper's ``first_seen_at``, see :func:`service.store.paper_seen`).
+
+    ``learned`` (a reader with a model: their weighted learned score by paper, see
+    :mod:`service.taste.rank`) is added to the rules' score, scaled to 1 for the best."""
     ordered = sorted(rows, key=lambda r: r.paper_id)
     ordered.sort(key=lambda r: seen[r.paper_id], reverse=True)  # stable: ties keep the paper order
-    ordered.sort(key=lambda r: r.score, reverse=True)
+    if learned:
+        top = max((r.score for r in ordered), default=1) or 1
+        ordered.sort(key=lambda r: r.score / top + learned[r.paper_id], reverse=True)
+    else:
+        ordered.sort(key=lambda r: r.score, reverse=True)
     return ordered[:limit]
+
+
+def learned_scores(
+    session: Session, rows: Mapping[int, list[store.OutboxRow]], papers: PaperCache, ranker: Any
+) -> tuple[dict[int, dict[int, float]], Any]:
+    """The weighted learned scores of the readers of ``rows`` who have a model (by subscriber
+    id, then paper id), and the ranker that made them (made here the first time one is
+    needed: numpy and scikit-learn load only for a store where someone rated)."""
+    kept = store.models(session=session, subscriber_ids=list(rows))
+    if not kept:
+        return {}, ranker
+    from .taste.model import Model
+    from .taste.rank import Ranker, blend
+
+    if ranker is None:
+        ranker = Ranker(papers.texts)
+    models = {sid: Model.from_bytes(data) for sid, data in kept.items()}
+    scores = ranker.scores(session, {sid: [r.paper_id for r in rows[sid]] for sid in models}, models)
+    return {
+        sid: {p: blend(models[sid]) * v for p, v in by_paper.items()} for sid, by_paper in scores.items()
+    }, ranker
 
 
 class PaperCache:
@@ -86,10 +122,38 @@ class PaperCache:
         return known
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shown:
+    """What an email shows of a reader's rows: the best matches, and their suggestions."""
+
+    matched: list[store.OutboxRow]
+    suggested: list[store.OutboxRow]
+    more: int  # matches left out (on the reader's page and feed)
+
+    @property
+    def rows(self) -> list[store.OutboxRow]:
+        return self.matched + self.suggested
+
+
+def choose(
+    rows: list[store.OutboxRow],
+    limits: tuple[int, int],
+    seen: Mapping[int, Any],
+    learned: Mapping[int, float] | None = None,
+) -> Shown:
+    """The rows an email shows, of ``limits`` (max_papers, suggest): the matches
+    :func:`best_first`, then the suggestions the reader's taste ranks highest."""
+    matched = [r for r in rows if SUGGESTED not in r.via]
+    suggested = [r for r in rows if SUGGESTED in r.via]
+    shown = best_first(matched, limits[0], seen, learned)
+    suggested.sort(key=lambda r: (-(learned or {}).get(r.paper_id, 0.0), r.paper_id))
+    return Shown(shown, suggested[: limits[1]], len(matched) - len(shown))
+
+
 def digest(
     sub: store.Subscriber,
     rows: list[store.OutboxRow],
-    shown: list[store.OutboxRow],
+    shown: Shown,
     texts: Mapping[int, PaperText],
     *,
     settings: Settings,
@@ -98,9 +162,9 @@ def digest(
 ) -> Digest:
     """What ``sub``'s email says: the ``shown`` rows (of all their ``rows``) as papers, each
     with its rating links when ``rating_key`` signs them. No database."""
-    views = []
     public = settings.http.url
-    for row in shown:
+
+    def view(row: store.OutboxRow) -> PaperView:
         title, abstract, key = texts[row.paper_id]
         rates = {}
         if rating_key is not None:
@@ -108,24 +172,24 @@ def digest(
                 f"{answer}_url": rating_url(public, rating_key, sub.token, row.paper_id, answer)
                 for answer in ANSWERS
             }
-        views.append(
-            PaperView.build(
-                title=title,
-                abstract=abstract,
-                link=paper_link(settings.email.paper_link, title=title, key=key),
-                terms=row.terms,
-                score=row.score,
-                via=row.via,
-                anchor=f"p{row.paper_id}",  # where it stands on the reader's page
-                **rates,
-            )
+        return PaperView.build(
+            title=title,
+            abstract=abstract,
+            link=paper_link(settings.email.paper_link, title=title, key=key),
+            terms=row.terms,
+            score=row.score,
+            via=row.via,
+            anchor=f"p{row.paper_id}",  # where it stands on the reader's page
+            **rates,
         )
+
     assert settings.feeds.base_url is not None  # Settings fills it in
     return Digest(
         to_email=sub.email,
         to_name=sub.name,
-        papers=views,
-        more=len(rows) - len(shown),
+        papers=[view(row) for row in shown.matched],
+        suggested=[view(row) for row in shown.suggested],
+        more=shown.more,
         feed_url=feeds.feed_url(settings.feeds.base_url, feeds.subscriber_feed(sub.token)),
         page_url=feeds.reader_page(settings.http.url, sub.token),
         unsubscribe=unsubscribe_urls(settings, sub.token),
@@ -137,7 +201,7 @@ def digest(
 
 
 def next_digest(
-    session: Session, sub: store.Subscriber, *, settings: Settings, limit: int, at: datetime
+    session: Session, sub: store.Subscriber, *, settings: Settings, limits: tuple[int, int], at: datetime
 ) -> Digest | None:
     """What ``sub``'s next email would say (``preview``), or None when nothing is pending."""
     assert sub.id is not None
@@ -145,8 +209,9 @@ def next_digest(
     if not rows:
         return None
     cache = PaperCache()
-    shown = best_first(rows, limit, cache.seen(session, {r.paper_id for r in rows}))
-    texts = cache.texts(session, {r.paper_id for r in shown})
+    learned, _ = learned_scores(session, {sub.id: rows}, cache, None)
+    shown = choose(rows, limits, cache.seen(session, {r.paper_id for r in rows}), learned.get(sub.id))
+    texts = cache.texts(session, {r.paper_id for r in shown.rows})
     key = store.secret(session=session, name=RATINGS, make=False)
     return digest(sub, rows, shown, texts, settings=settings, at=at, rating_key=key)
 
@@ -169,21 +234,21 @@ class Composer:
         self.broken = broken
         self.limits = paper_limits(settings)
         self.papers = PaperCache()
+        self.ranker: Any = None  # made when a reader of the run has a learned taste
         self.list_id = list_id(settings.email.from_)
         with store.transaction(engine) as session:  # made once, by the first run that needs it
             self.rating_key = store.secret(session=session, name=RATINGS)
 
     def __call__(self, rows: dict[int, list[store.OutboxRow]], *, at: datetime) -> list[Mail]:
         """One email per subscriber of ``rows`` (claimed rows by subscriber id)."""
-        default = self.settings.email.max_papers
+        default = (self.settings.email.max_papers, 0)
         with store.reading(self.engine) as session:  # one short read for the chunk
             subscribers = store.subscribers_by_id(session=session, ids=list(rows))
             seen = self.papers.seen(session, {r.paper_id for group in rows.values() for r in group})
-            shown = {
-                sid: best_first(group, self.limits.get(subscribers[sid].email, default), seen)
-                for sid, group in rows.items()
-            }
-            texts = self.papers.texts(session, {r.paper_id for group in shown.values() for r in group})
+            learned, self.ranker = learned_scores(session, rows, self.papers, self.ranker)
+            limits = {sid: self.limits.get(subscribers[sid].email, default) for sid in rows}
+            shown = {sid: choose(group, limits[sid], seen, learned.get(sid)) for sid, group in rows.items()}
+            texts = self.papers.texts(session, {r.paper_id for group in shown.values() for r in group.rows})
         out = []
         for sid, group in rows.items():
             try:
@@ -199,7 +264,7 @@ class Composer:
         self,
         sub: store.Subscriber,
         rows: list[store.OutboxRow],
-        shown: list[store.OutboxRow],
+        shown: Shown,
         texts: Mapping[int, PaperText],
         *,
         at: datetime,

@@ -246,6 +246,24 @@ class App:
             self._sender = build_sender(self.settings)
         return self._sender
 
+    def learn(self) -> int:
+        """Refit the learned tastes whose ratings or likes changed, then queue the suggestions
+        of the new papers (before a delivery run); how many tastes were fitted."""
+        from .taste.learn import learn  # imports numpy and scikit-learn only when someone rated
+
+        done = learn(self.engine, self.settings, at=self.clock())
+        if any(s.suggest for s in self.settings.subscribers):
+            from .taste.suggest import suggest
+
+            suggested = suggest(self.engine, self.settings, at=self.clock())
+            if suggested:
+                event(log, "taste.suggested", deliveries=suggested)
+        for email, unknown in done.unknown.items():  # said when the likes are resolved, not every run
+            event(log, "taste.unknown_likes", level=logging.WARNING, subscriber=email, likes=unknown)
+        if done.fitted:
+            event(log, "taste.fitted", readers=done.fitted)
+        return done.fitted
+
     def deliver(self) -> DeliveryReport:
         run = DeliveryRun(
             engine=self.engine,
@@ -319,6 +337,7 @@ class App:
             return report
         report.matched_papers, report.queued = self.match()
         if send and not self.stop.is_set():
+            self.learn()
             try:
                 report.delivery = self.deliver()
             except Exception:

@@ -77,6 +77,7 @@ def _entry(
     terms: Sequence[str],
     via: Sequence[str],
     rating: tuple[bytes, str, dict[int, int]] | None = None,
+    taste: str = "",
 ) -> PaperView:
     """A paper as the page shows it; with ``rating`` (key, token, the reader's answers), its
     "more like this" and "less like this" buttons."""
@@ -93,6 +94,7 @@ def _entry(
         score=0,
         via=via,
         anchor=f"p{paper.id}",
+        taste=taste,
         **rates,
     )
 
@@ -114,6 +116,16 @@ def reader_listing(session: Session, settings: Settings, sub: store.Subscriber, 
     key = store.secret(session=session, name=RATINGS, make=False)  # made by the first delivery
     answers = store.ratings_of(session=session, subscriber_id=sub.id, paper_ids=[p.id or 0 for _, p in rows])
     rating = None if key is None else (key, sub.token, answers)
+    tastes = {}
+    if store.models(session=session, subscriber_ids=[sub.id]):  # scikit-learn loads for a taste only
+        from .taste.why import reasons
+
+        tastes = {
+            pid: why.sentence()
+            for pid, why in reasons(
+                session, sub.id, [(p.id or 0, p.title, p.abstract) for _, p in rows]
+            ).items()
+        }
     name = feeds.subscriber_feed(sub.token)
     notice = None
     if sub.unsubscribed_at is not None:
@@ -126,7 +138,9 @@ def reader_listing(session: Session, settings: Settings, sub: store.Subscriber, 
         url=reader_page(settings.http.url, sub.token),
         atom=feeds.feed_url(settings.feeds.base_url, name, "atom"),
         rss=feeds.feed_url(settings.feeds.base_url, name, "rss"),
-        days=_by_day([(p, _entry(settings, p, d.terms, d.via, rating)) for d, p in rows]),
+        days=_by_day(
+            [(p, _entry(settings, p, d.terms, d.via, rating, tastes.get(p.id or 0, ""))) for d, p in rows]
+        ),
         page=page,
         pages=_pages(total),
         total=total,

@@ -9,6 +9,8 @@ import argparse
 import logging
 import sys
 
+from sqlmodel import Session
+
 from . import store
 from .commands import OK, UsageError, _app
 from .log import event
@@ -23,13 +25,14 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     app = _app(settings)
     app.prepare_store()
     app.match()
+    app.learn()  # what the next delivery run would fit first
     with store.reading(app.engine) as session:
         sub = store.subscriber_by_email(session=session, email=args.email)
         assert sub is not None
         from .compose import next_digest, paper_limits
 
-        limit = paper_limits(settings)[sub.email]
-        digest = next_digest(session, sub, settings=settings, limit=limit, at=app.clock())
+        limits = paper_limits(settings)[sub.email]
+        digest = next_digest(session, sub, settings=settings, limits=limits, at=app.clock())
     if digest is None:
         print(f"nothing pending for {args.email}: no email would be sent", file=sys.stderr)
         return OK
@@ -68,6 +71,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
             if sub is not None and sub.id is not None and paper.id is not None
             else None
         )
+        taste = _taste_lines(session, sub, paper)
     explanation = explain(subscriber_rules(wanted), topic_rules(settings), paper.title, paper.abstract)
     print(f"paper: {paper.title}")
     print(f"  first seen {paper.first_seen_at:%Y-%m-%d %H:%M} UTC in {paper.source}:{paper.line}")
@@ -86,7 +90,32 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         print("store: no delivery recorded")
+    for line in taste:
+        print(line)
     return OK
+
+
+def _taste_lines(session: Session, sub: store.Subscriber | None, paper: store.Paper) -> list[str]:
+    """``explain``'s lines about the reader's learned taste and this paper."""
+    if (
+        sub is None
+        or sub.id is None
+        or paper.id is None
+        or not store.models(session=session, subscriber_ids=[sub.id])
+    ):
+        return ["taste: none learned yet (no ratings or likes): the email keeps the rules' order"]
+    from .taste.why import reasons
+
+    why = reasons(session, sub.id, [(paper.id, paper.title, paper.abstract)])[paper.id]
+    lines = [
+        f"taste: learned from {why.likes} liked and {why.dislikes} disliked papers; "
+        f"score {why.score:+.2f}, counting {why.weight:.0%} beside the rules' score",
+    ]
+    if why.words:
+        lines.append("  words that weighed most: " + ", ".join(f"{w} ({part:+.3f})" for w, part in why.words))
+    if why.nearest is not None:
+        lines.append(f"  most like a paper they liked: {why.nearest[0]} (similarity {why.nearest[1]:.2f})")
+    return lines
 
 
 def cmd_unsubscribe(args: argparse.Namespace, settings: Settings) -> int:

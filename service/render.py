@@ -64,6 +64,7 @@ class Digest:
     message_id: str
     date: datetime
     page_url: str = ""  # the reader's page (every paper, their feeds and rules); "" : the feed
+    suggested: list[PaperView] = dataclasses.field(default_factory=list)  # "You might also like"
 
 
 class Renderer:
@@ -122,7 +123,14 @@ class Renderer:
 
     @staticmethod
     def _context(digest: Digest) -> dict[str, Any]:
-        return {"digest": digest, "papers": digest.papers, "more": digest.more, "full": FULL, "toc": TOC}
+        return {
+            "digest": digest,
+            "papers": digest.papers,
+            "suggested": digest.suggested,
+            "more": digest.more,
+            "full": FULL,
+            "toc": TOC,
+        }
 
     def _html(self, digest: Digest) -> str:
         """The HTML part, its CSS inlined into each element (the @media rules stay in <style>)."""

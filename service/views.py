@@ -20,6 +20,7 @@ from .latex import tidy
 from .message import one_line
 from .rules import highlight_spans
 from .rules.words import either, readable
+from .taste import SUGGESTED
 
 _URL = re.compile(r"https?://[^\s<>\"'{}]+")  # a brace ends a URL: LaTeX glued text to it
 _URL_TRAILING = ".,;:!?)]}'\""
@@ -101,6 +102,8 @@ def shorten(text: str, limit: int = SHORT) -> str | None:
 def why(title: str, terms: tuple[str, ...], via: tuple[str, ...] = ()) -> Markup:
     """A plain sentence of why a paper came: "Title mentions *reward model*; abstract mentions
     *RLHF*; via topic llm-safety." (Terms in the title first; a ``/regex/`` is not named.)"""
+    if SUGGESTED in via:
+        return Markup("Suggested: your rules did not select it; it resembles papers you liked.")
     in_title: list[str] = []
     in_abstract: list[str] = []
     for term in terms:
@@ -150,6 +153,7 @@ class PaperView:
     more_url: str = ""  # "more like this" and "less like this" (service.ratings); "": none
     less_url: str = ""
     rated: str = ""  # the reader's answer so far: "more", "less" or ""
+    taste: str = ""  # why the reader's learned taste ranks it so (service.taste.why); "": no taste
 
     @classmethod
     def build(
@@ -165,6 +169,7 @@ class PaperView:
         more_url: str = "",
         less_url: str = "",
         rated: str = "",
+        taste: str = "",
     ) -> PaperView:
         title = one_line(tidy(title))
         abstract = tidy(abstract)
@@ -186,6 +191,7 @@ class PaperView:
             more_url,
             less_url,
             rated,
+            taste,
         )
 
     @property

@@ -19,7 +19,6 @@ from service import store
 if TYPE_CHECKING:
     from service.cycle import App
 from tests.helpers import (
-    FIXTURES,
     POSTGRES_URL,
     Sink,
     admin_connection,
@@ -28,6 +27,7 @@ from tests.helpers import (
     postgres_available,
     scratch_schema,
     serving,
+    serving_app,
     settings_for,
 )
 
@@ -131,22 +131,6 @@ def smtp_server() -> Iterator[tuple[Sink, int]]:
 def served(tmp_path: Path, database_url: str) -> Iterator[tuple[App, str]]:
     """A web server on a free port over a store that has ingested digest-a (no email yet):
     the App and the base URL. SQLite and PostgreSQL."""
-    from service.cycle import App
-    from service.server import Server
-    from service.settings import parse_settings
-
     port = free_port()
-    settings = parse_settings(
-        settings_for(tmp_path, database_url, port), source=str(tmp_path / "paperboy.yaml"), base=tmp_path
-    )
-    (tmp_path / "inbox").mkdir()
-    shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")
-    app = App(settings, progress=False)
-    app.run_job("poll", send=False)  # ingest, match, feeds; no email yet
-    server = Server(lambda: app, host="127.0.0.1", port=port)
-    assert server.start()
-    try:
-        yield app, f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-        app.engine.dispose()
+    with serving_app(tmp_path, settings_for(tmp_path, database_url, port), port) as served:
+        yield served

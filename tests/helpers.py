@@ -3,6 +3,7 @@ configurations, the CLI as a child process. Fixtures are in ``conftest.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
@@ -409,3 +410,27 @@ class Service:
         self.reader.join(timeout=30)
         assert self.proc.stderr is not None
         self.proc.stderr.close()
+
+
+@contextlib.contextmanager
+def serving_app(tmp_path: Path, text: str, port: int) -> Iterator[tuple[Any, str]]:
+    """The configuration ``text`` (written to ``tmp_path/paperboy.yaml``, its server on
+    ``port``) over a store that has ingested digest-a, its web server started: the App and
+    the base URL."""
+    from service.cycle import App
+    from service.server import Server
+    from service.settings import parse_settings
+
+    (tmp_path / "paperboy.yaml").write_text(text, encoding="utf-8")
+    settings = parse_settings(text, source=str(tmp_path / "paperboy.yaml"), base=tmp_path)
+    (tmp_path / "inbox").mkdir()
+    shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")
+    app = App(settings, progress=False)
+    app.run_job("poll", send=False)  # ingest, match, feeds; no email yet
+    server = Server(lambda: app, host="127.0.0.1", port=port)
+    assert server.start()
+    try:
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+        app.engine.dispose()

@@ -44,13 +44,15 @@ email:
 {extra}subscribers:
   - email: Ann@Example.org
     max_papers: 5
+    suggest: 3
   - email: bob@example.org
 """
     return parse_settings(text, source="test.yaml", base=tmp_path)
 
 
 def test_each_subscriber_has_their_limit_or_the_default(tmp_path: Path) -> None:
-    assert paper_limits(settings_with(tmp_path)) == {"ann@example.org": 5, "bob@example.org": 30}
+    limits = paper_limits(settings_with(tmp_path))
+    assert limits == {"ann@example.org": (5, 3), "bob@example.org": (30, 0)}
 
 
 def test_unsubscribe_links_the_page_first_then_a_mail_to_the_sender(tmp_path: Path) -> None:

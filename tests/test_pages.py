@@ -128,7 +128,7 @@ def test_the_feeds_and_the_email_lead_to_the_page(served: tuple[App, str]) -> No
     with store.reading(app.engine) as session:
         sub = store.subscriber_by_email(session=session, email="alice@example.org")
         assert sub is not None
-        digest = next_digest(session, sub, settings=app.settings, limit=1, at=app.clock())
+        digest = next_digest(session, sub, settings=app.settings, limits=(1, 0), at=app.clock())
     assert digest is not None and digest.more > 0
     mail = app.renderer.message(digest, sender=app.settings.email.from_, list_id="x")
     body = mail.parse()

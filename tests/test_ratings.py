@@ -97,7 +97,7 @@ def test_each_paper_of_the_email_carries_both_links(served: tuple[App, str]) -> 
     with store.reading(app.engine) as session:
         sub = store.subscriber_by_email(session=session, email="alice@example.org")
         assert sub is not None
-        digest = next_digest(session, sub, settings=app.settings, limit=30, at=app.clock())
+        digest = next_digest(session, sub, settings=app.settings, limits=(30, 0), at=app.clock())
     assert digest is not None
     mail = app.renderer.message(digest, sender=app.settings.email.from_, list_id="x").parse()
     html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]

@@ -292,3 +292,13 @@ def load_settings(path: Path) -> Settings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
     return parse_settings(text, source=str(path), base=path.resolve().parent)
+
+
+def lines_of(path: Path, keys: list[tuple[Any, ...]]) -> list[int | None]:
+    """The line of each of ``keys`` (``("subscribers", 3, "like", 0)``) in the configuration
+    file at ``path``, for a warning about a value that is valid but names nothing."""
+    try:
+        tree = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, YAMLError):
+        return [None] * len(keys)
+    return [_position(tree, key) for key in keys]

@@ -165,6 +165,17 @@ class SubscriberConfig(_Rules):
     # when their email goes: daily, weekly or a cron line (None: schedule.deliver), in their zone
     schedule: str | None = None
     timezone: str | None = None  # None: the configuration's
+    # papers the reader liked before (titles, any unique part, or keys): seeds of their taste
+    like: list[str] = []
+    suggest: int = Field(default=0, ge=0, le=50)  # papers the rules missed that their taste ranks high
+
+    @field_validator("like")
+    @classmethod
+    def _likes(cls, value: list[str]) -> list[str]:
+        for i, text in enumerate(value):
+            if not text.strip():
+                raise ValueError(f"entry {i} is empty: name a paper by its title, or a unique part of it")
+        return [text.strip() for text in value]
 
     @field_validator("schedule")
     @classmethod

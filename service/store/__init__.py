@@ -11,7 +11,9 @@ callers read ``store.claim_due(...)``:
 - :mod:`.outbox`: the deliveries' state machine (claim, fail, release, cancel);
 - :mod:`.marks`: sent marks, recorded at once and folded into the outbox;
 - :mod:`.runs`: job runs and the counts ``status`` shows;
-- :mod:`.feed_states`: what each feed is rendered from.
+- :mod:`.feed_states`: what each feed is rendered from;
+- :mod:`.ratings`: readers' ratings and the server secrets;
+- :mod:`.tastes`: the word space and each reader's learned model.
 
 Query functions are keyword-only and take a session; they never open one and
 never commit. Timestamps are timezone-aware UTC, passed in by the caller.
@@ -101,7 +103,25 @@ from .tables import (
     RuleFingerprint,
     SentMark,
     Subscriber,
+    Taste,
+    TasteSpace,
     TopicPaper,
+)
+from .tastes import (
+    TasteState,
+    delivered,
+    liked_papers,
+    mark_suggested,
+    models,
+    newest_paper_id,
+    newest_texts,
+    rating_marks,
+    ratings_by_reader,
+    recent_papers,
+    save_space,
+    save_tastes,
+    taste_space,
+    taste_states,
 )
 
 __all__ = [
@@ -130,6 +150,9 @@ __all__ = [
     "SentMark",
     "Subscriber",
     "Synced",
+    "Taste",
+    "TasteSpace",
+    "TasteState",
     "TopicPaper",
     "active_subscribers",
     "add_deliveries",
@@ -142,6 +165,7 @@ __all__ = [
     "claimed_rows",
     "counts",
     "daily_activity",
+    "delivered",
     "drop_states",
     "failures",
     "feed_marks",
@@ -160,9 +184,14 @@ __all__ = [
     "last_run",
     "latest_papers",
     "latest_runs",
+    "liked_papers",
     "make_engine",
     "mark_failed_attempt",
     "mark_matched",
+    "mark_suggested",
+    "models",
+    "newest_paper_id",
+    "newest_texts",
     "opted_out",
     "outbox_rows",
     "paper_seen",
@@ -170,9 +199,12 @@ __all__ = [
     "papers_only_from",
     "papers_since",
     "rate",
+    "rating_marks",
+    "ratings_by_reader",
     "ratings_of",
     "reading",
     "receiving",
+    "recent_papers",
     "record_file",
     "record_fingerprints",
     "record_run",
@@ -181,7 +213,9 @@ __all__ = [
     "resubscribe",
     "retrying",
     "run_stats",
+    "save_space",
     "save_states",
+    "save_tastes",
     "schema_revision",
     "search_papers",
     "secret",
@@ -192,6 +226,8 @@ __all__ = [
     "subscriber_papers",
     "subscribers_by_id",
     "sync_subscribers",
+    "taste_space",
+    "taste_states",
     "topic_paper_count",
     "topic_papers",
     "transaction",

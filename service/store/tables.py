@@ -18,6 +18,8 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Index,
+    Integer,
+    LargeBinary,
     UniqueConstraint,
     literal_column,
     text,
@@ -268,3 +270,31 @@ class Secret(SQLModel, table=True):
     __tablename__ = "secrets"
     name: str = Field(primary_key=True)
     value: str  # hex
+
+
+class TasteSpace(SQLModel, table=True):
+    """The word space readers' tastes are learned in (migration 0011): how many of the
+    store's papers hold each hashed word, for TF-IDF weights. Rebuilt when the store has
+    grown by a quarter since (only the newest row is read)."""
+
+    __tablename__ = "taste_spaces"
+    id: int | None = Field(default=None, primary_key=True)
+    built_at: datetime = _ts()
+    papers: int  # how many papers the counts are over
+    last_paper_id: int  # the newest of them
+    counts: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # see service.taste.space
+
+
+class Taste(SQLModel, table=True):
+    """A reader's learned taste (migration 0011): a linear model over the word space, fitted
+    from their ratings and their configured likes when those change, not at every run."""
+
+    __tablename__ = "tastes"
+    subscriber_id: int = Field(primary_key=True, foreign_key="subscribers.id")
+    examples: str  # what it was fitted on: a digest of the ratings and the likes
+    likes: str = ""  # a digest of subscribers[].like as last resolved
+    liked: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # resolved likes
+    fitted_at: datetime = _ts()
+    model: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))  # None: too few
+    # the newest paper weighed for suggestions (subscribers[].suggest): later ones are next
+    suggested_through: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
