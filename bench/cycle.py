@@ -1,7 +1,7 @@
 """The whole cycle as an operator runs it: each step its own `paperboy` process.
 
     .venv/bin/python bench/cycle.py [--sizes 1000,10000] [--papers 1000] [--seed 7] [--keep DIR]
-                                    [--postgres URL] [--workers SUBSCRIBERS]
+                                    [--postgres URL] [--workers SUBSCRIBERS] [--tastes SUBSCRIBERS]
 
 For each size (number of subscribers), in one run, on a fresh SQLite store and
 a maildir:
@@ -15,7 +15,10 @@ With ``--postgres URL`` the store is a fresh schema on that server (dropped
 afterwards) instead of a SQLite file. With ``--workers N`` it then compares
 delivery by one ``paperboy worker --once`` against two at once, each on its
 own fresh store of N subscribers (ingested first): how much a second worker
-adds, on this machine's cores, with a maildir as the sink.
+adds, on this machine's cores, with a maildir as the sink. With ``--tastes N`` it
+compares the delivering ``run --once`` at N subscribers without ratings against the
+same with 10 answers from every reader (their tastes fitted by ``paperboy learn``,
+timed apart): what ranking by learned tastes adds to delivery.
 
 Each step is timed from outside as a whole process: wall seconds, CPU seconds
 (user + system, from the kernel's accounting of the child, ``os.wait4``) and
@@ -216,6 +219,9 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="keep each size's store, config and mail under this folder")
     parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server for the stores (new schemas)")
     parser.add_argument("--workers", type=int, metavar="N", help="then 1 worker against 2, at N subscribers")
+    parser.add_argument(
+        "--tastes", type=int, metavar="N", help="then delivery with learned tastes against without, at N"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     papers = make_papers(corpus(), args.papers, random.Random(args.seed))
@@ -264,7 +270,78 @@ def main() -> int:
     ok = all(s.code == 0 for steps in results.values() for s in steps)
     if args.workers:
         ok = compare_workers(args.workers, papers, args.seed, args.postgres) and ok
+    if args.tastes:
+        ok = compare_tastes(args.tastes, papers, args.seed, args.postgres) and ok
     return 0 if ok else 1
+
+
+RATINGS = 10  # answers per reader in --tastes
+
+
+def rate_everyone(database: str, seed: int) -> int:
+    """Every reader answers ``RATINGS`` of the papers their rules brought (more, less, in
+    turn), as through the rating links; how many answers."""
+    from sqlalchemy import create_engine, text
+
+    rng = random.Random(seed)
+    engine = create_engine(database)
+    try:
+        with engine.begin() as conn:
+            papers: dict[int, list[int]] = {}
+            for sid, pid in conn.execute(text("SELECT subscriber_id, paper_id FROM deliveries")):
+                papers.setdefault(sid, []).append(pid)
+            rows = [
+                {"s": sid, "p": pid, "v": 1 if i % 2 == 0 else -1}
+                for sid, ids in papers.items()
+                for i, pid in enumerate(rng.sample(ids, min(RATINGS, len(ids))))
+            ]
+            conn.execute(
+                text(
+                    "INSERT INTO ratings (subscriber_id, paper_id, value, rated_at) "
+                    "VALUES (:s, :p, :v, CURRENT_TIMESTAMP)"
+                ),
+                rows,
+            )
+    finally:
+        engine.dispose()
+    return len(rows)
+
+
+def compare_tastes(subscribers: int, papers: list[tuple[str, str]], seed: int, server: str | None) -> bool:
+    """The delivering ``run --once`` on two fresh stores of the same workload: without
+    ratings, and with ``RATINGS`` answers from every reader, their tastes fitted first by
+    ``paperboy learn`` (timed apart: a fit follows new answers, not every run)."""
+    steps = []
+    for tastes in (False, True):
+        folder = Path(tempfile.mkdtemp(prefix=f"paperboy-tastes-{int(tastes)}-"))
+        try:
+            with scratch_database(server) as database:
+                config = write_config(
+                    folder, subscribers, random.Random(seed), vocabulary(corpus()), database
+                )
+                digest = folder / "digest.txt"
+                write_digest(digest, papers)
+                (folder / "inbox").mkdir()
+                if measure("ingest", config, "ingest", str(digest)).code != 0:
+                    return False
+                if tastes:
+                    answers = rate_everyone(database or f"sqlite:///{folder}/paperboy.db", seed)
+                    steps.append((measure(f"learn ({answers:,} answers)", config, "learn"), 0))
+                step = measure(f"run --once, {'with' if tastes else 'no'} tastes", config, "run", "--once")
+                steps.append((step, len(list((folder / "mail" / "new").iterdir()))))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"\nlearned tastes, {subscribers:,} subscribers ({RATINGS} answers each):")
+    for step, emails in steps:
+        sent = f"{emails:,} emails" if emails else ""
+        print(
+            f"  {step.name:<30} {sent:>14}   wall {step.wall:7.2f} s   cpu {step.cpu:7.2f} s   "
+            f"peak {step.peak_mb:6.1f} MB"
+        )
+    (plain, _), _, (ranked, _) = steps
+    wall, cpu = ranked.wall / plain.wall - 1, ranked.cpu / plain.cpu - 1
+    print(f"  ranking adds {wall:+.1%} wall, {cpu:+.1%} cpu to delivery")
+    return all(step.code == 0 for step, _ in steps)
 
 
 def compare_workers(subscribers: int, papers: list[tuple[str, str]], seed: int, server: str | None) -> bool:

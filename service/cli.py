@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("email", metavar="EMAIL")
     explain.add_argument("paper", metavar="TITLE", help="the paper's title, or enough of it to be unique")
 
+    sub.add_parser(
+        "learn",
+        help="fit the learned tastes whose ratings or likes changed (each delivery run does it first)",
+    )
+
     sub.add_parser("serve", help="only the web server: feeds, unsubscribe, status page (no scheduling)")
 
     forget = sub.add_parser(

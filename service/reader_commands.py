@@ -1,6 +1,7 @@
-"""The ``paperboy`` commands about one reader: what their next email says (``preview``),
-why a paper did or did not come (``explain``), and the operator's opt-out and its undo
-(``unsubscribe``, ``resubscribe``). :mod:`service.cli` finds them in :data:`COMMANDS`, beside
+"""The ``paperboy`` commands about readers: what their next email says (``preview``),
+why a paper did or did not come (``explain``), the operator's opt-out and its undo
+(``unsubscribe``, ``resubscribe``), and fitting their learned tastes now (``learn``).
+:mod:`service.cli` finds them in :data:`COMMANDS`, beside
 :mod:`service.commands`' own."""
 
 from __future__ import annotations
@@ -151,7 +152,20 @@ def cmd_resubscribe(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
+def cmd_learn(args: argparse.Namespace, settings: Settings) -> int:
+    """Refit now the tastes whose ratings or likes changed (the next delivery run would)."""
+    app = _app(settings)
+    app.prepare_store()
+    fitted = app.learn()
+    with store.reading(app.engine) as session:
+        states = store.taste_states(session=session)
+    models = sum(s.fitted for s in states.values())
+    print(f"fitted {fitted} tastes; {models} readers have a learned taste")
+    return OK
+
+
 COMMANDS = {
+    "learn": cmd_learn,
     "preview": cmd_preview,
     "explain": cmd_explain,
     "unsubscribe": cmd_unsubscribe,

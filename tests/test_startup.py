@@ -1,6 +1,6 @@
 """What each command imports: the ones that neither schedule, serve nor send start
-without the scheduler, the web server, the SMTP client, or Alembic on an up-to-date
-store; the sending process without the templates, the database or the rules."""
+without the scheduler, the web server, the SMTP client, scikit-learn while no reader
+has rated, or Alembic on an up-to-date store; the sending process without the templates, the database or the rules."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import ROOT, copy_digest, local_config, run_cli
 
-HEAVY = ("starlette", "uvicorn", "apscheduler", "aiosmtplib", "alembic")
+HEAVY = ("starlette", "uvicorn", "apscheduler", "aiosmtplib", "alembic", "sklearn", "scipy", "numpy")
 PROBE = """
 import json, sys
 from service.cli import main

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
 from sqlmodel import select
 
 from service import store
@@ -20,6 +21,7 @@ from service.compose import PaperCache, best_first, next_digest
 from service.cycle import App
 from service.ratings import rating_url
 from service.settings import load_settings
+from service.store.migrate import _alembic
 from tests.helpers import (
     copy_digest,
     email_papers,
@@ -258,3 +260,22 @@ def test_explain_and_the_page_say_why_for_the_learned_part(served: tuple[App, st
     assert "taste: learned from 1 liked and 1 disliked papers; score " in told.stdout
     assert "words that weighed most: " in told.stdout
     assert f"most like a paper they liked: {before[-1]} (similarity " in told.stdout
+
+
+def test_the_answers_outlive_a_migration_and_the_taste_is_fitted_again(served: tuple[App, str]) -> None:
+    app, base = served
+    before = pending_order(app, BOB)
+    liked, disliked = paper_ids(app, [before[-1], before[0]])
+    token = token_of(app, BOB)
+    with httpx.Client(timeout=10) as http:
+        http.post(rating_url(f"{base}/", key_of(app), token, liked, "more"))
+        http.post(rating_url(f"{base}/", key_of(app), token, disliked, "less"))
+    assert app.learn() == 1
+    learned = pending_order(app, BOB)
+
+    with app.engine.begin() as conn:  # back to before tastes: their tables go, the answers stay
+        command.downgrade(_alembic(conn), "0010")
+    assert store.upgrade(app.engine) == ("0010", store.head_revision())
+    assert tastes(app) == {} and pending_order(app, BOB) == before
+    assert app.learn() == 1  # fitted again from the same answers: the same order
+    assert pending_order(app, BOB) == learned

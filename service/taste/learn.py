@@ -163,10 +163,10 @@ def _fit_chunk(
     texts = store.paper_texts(session=session, paper_ids=wanted)
     order = list(texts)
     matrix = space.vectors([(texts[p][0], texts[p][1]) for p in order])
-    vectors = {p: matrix[i] for i, p in enumerate(order)}
+    place = {p: i for i, p in enumerate(order)}
     rows = []
     for sid, mark in due:
-        model = fit(vectors, examples[sid], recent.get(sid, []) + background)
+        model = fit(matrix, place, examples[sid], recent.get(sid, []) + background)
         rows.append(
             {
                 "subscriber_id": sid,

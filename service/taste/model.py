@@ -77,23 +77,24 @@ _HEAD = struct.Struct("<dIII")
 
 
 def fit(
-    vectors: Mapping[int, sparse.csr_matrix], rated: Mapping[int, int], weak: Sequence[int]
+    vectors: sparse.csr_matrix, place: Mapping[int, int], rated: Mapping[int, int], weak: Sequence[int]
 ) -> Model | None:
     """The model of a reader who gave ``rated`` (paper id: +1 or -1; likes count +1) and was
-    sent the ``weak`` papers without rating them; ``vectors`` holds each paper's row. None
-    when there is nothing to learn from (no rating, or nothing to set it against)."""
-    likes = [p for p, v in rated.items() if v > 0 and p in vectors]
-    dislikes = [p for p, v in rated.items() if v < 0 and p in vectors]
-    weak = [p for p in weak if p not in rated and p in vectors]
+    sent the ``weak`` papers without rating them; ``place`` gives each paper's row of
+    ``vectors``. None when there is nothing to learn from (no rating, or nothing to set it
+    against)."""
+    likes = [p for p, v in rated.items() if v > 0 and p in place]
+    dislikes = [p for p, v in rated.items() if v < 0 and p in place]
+    weak = list(dict.fromkeys(p for p in weak if p not in rated and p in place))
     weak_label = 0 if likes else 1
     labels = [1] * len(likes) + [0] * len(dislikes) + [weak_label] * len(weak)
     if len(set(labels)) < 2:
         return None
     ids = likes + dislikes + weak
-    x = sparse.vstack([vectors[p] for p in ids]).tocsr()
+    x = vectors[[place[p] for p in ids]]
     y = np.array(labels)
     weights = np.array([1.0] * (len(likes) + len(dislikes)) + [WEAK] * len(weak))
-    svm = LinearSVC(C=C, class_weight="balanced", loss="squared_hinge", dual=True, max_iter=5_000, tol=1e-4)
+    svm = LinearSVC(C=C, class_weight="balanced", dual=True, max_iter=5_000, tol=1e-4, random_state=0)
     svm.fit(x, y, sample_weight=weights)
     coef = svm.coef_.ravel().astype(np.float32)
     features = np.flatnonzero(coef)
