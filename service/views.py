@@ -103,7 +103,7 @@ def why(title: str, terms: tuple[str, ...], via: tuple[str, ...] = ()) -> Markup
     """A plain sentence of why a paper came: "Title mentions *reward model*; abstract mentions
     *RLHF*; via topic llm-safety." (Terms in the title first; a ``/regex/`` is not named.)"""
     if SUGGESTED in via:
-        return Markup("Suggested: your rules did not select it; it resembles papers you liked.")
+        return Markup("Suggested: your rules did not select it; your answers rank it with your best.")
     in_title: list[str] = []
     in_abstract: list[str] = []
     for term in terms:

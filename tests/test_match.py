@@ -180,8 +180,11 @@ def test_explain_and_check_from_the_command_line(
     assert "subscriber: erin@example.org" in lines
     assert 'query title:(LLM OR "language model") -abstract:multimodal: no match' in lines
     assert "topic llm-safety: no match" in lines
-    assert lines[-2] == "verdict: does not get this paper: no rule matched"
-    assert lines[-1] == "store: no delivery recorded"
+    assert lines[-3:] == [
+        "verdict: does not get this paper: no rule matched",
+        "store: no delivery recorded",
+        "taste: none learned yet (no ratings or likes): the email keeps the rules' order",
+    ]
 
     sent = articles(sink, "gina@example.org")[0][0]
     got = run_cli("--config", config, "explain", "GINA@example.org", sent)

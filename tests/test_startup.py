@@ -1,6 +1,7 @@
 """What each command imports: the ones that neither schedule, serve nor send start
 without the scheduler, the web server, the SMTP client, scikit-learn while no reader
-has rated, or Alembic on an up-to-date store; the sending process without the templates, the database or the rules."""
+has rated, or Alembic on an up-to-date store; the sending process without the
+templates, the database or the rules."""
 
 from __future__ import annotations
 

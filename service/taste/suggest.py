@@ -4,14 +4,14 @@
 ("You might also like"). Each cycle weighs the papers matched since the reader's last
 weighing (at most the last ``backfill`` days): never one the reader already has (the
 outbox holds one row per reader and paper, sent ones included) or rated or named in
-``like``, never one their ``exclude`` terms reject, and only one their model ranks
-above the median of the papers their rules brought lately (:func:`bars_of`). The
+``like``, never one their ``exclude`` terms reject; only one their model ranks with the
+best quarter of the papers their rules brought lately (:func:`bars_of`). The
 chosen papers join the outbox like matches, with ``via`` = ``suggested``.
 """
 
 from __future__ import annotations
 
-import statistics
+import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -25,7 +25,9 @@ from . import SUGGESTED
 from .model import Model
 from .rank import Ranker
 
-BAR_PAPERS = 50  # a reader's latest papers whose median learned score a suggestion must pass
+BAR_PAPERS = 50  # a reader's latest papers, whose learned scores set the bar of a suggestion
+BAR = 0.75  # the quantile of those scores a suggestion must pass: the best quarter of the rules'
+BAR_LEAST = 5  # fewer unrated papers than this: no bar can be told, no suggestion
 CANDIDATES = 5_000  # papers weighed per cycle, at most (the oldest first; the rest next cycle)
 
 
@@ -38,13 +40,22 @@ def excluded(readers: dict[int, SubscriberConfig], papers: list[store.PaperText]
     return {(int(m.owner), p.id) for p in papers for m in index.match(p.title, p.abstract).subscribers}
 
 
-def bars_of(session: Session, ranker: Ranker, models: dict[int, Model]) -> dict[int, float]:
-    """What a suggestion must score for each reader: as much as the median of the papers
-    their rules brought lately (a model fitted on a few likes scores nearly everything
-    below 0, and still ranks what resembles them first); 0 before any."""
+def bars_of(
+    session: Session, ranker: Ranker, models: dict[int, Model], told: set[tuple[int, int]]
+) -> dict[int, float]:
+    """What a suggestion must score for each reader: as much as the best quarter of the
+    papers their rules brought lately, leaving out those they ``told`` us of (rated or
+    liked). A model fitted on a few likes scores nearly everything below 0 and still ranks
+    what resembles them first, so the bar is the reader's own papers, not 0. A reader with
+    fewer than ``BAR_LEAST`` such papers gets no suggestion (infinity)."""
     recent = store.recent_papers(session=session, subscriber_ids=list(models), each=BAR_PAPERS)
+    recent = {sid: [p for p in papers if (sid, p) not in told] for sid, papers in recent.items()}
     scores = ranker.scores(session, recent, models)
-    return {sid: float(statistics.median(scores[sid].values())) if scores.get(sid) else 0.0 for sid in models}
+    out = {}
+    for sid in models:
+        values = sorted(scores.get(sid, {}).values())
+        out[sid] = values[int(BAR * (len(values) - 1))] if len(values) >= BAR_LEAST else math.inf
+    return out
 
 
 def suggest(engine: Engine, settings: Settings, *, at: datetime) -> int:
@@ -71,8 +82,9 @@ def suggest(engine: Engine, settings: Settings, *, at: datetime) -> int:
         taken = store.delivered(session=session, subscriber_ids=list(readers), paper_ids=ids)
         taken |= excluded(readers, papers)
         rated = store.ratings_by_reader(session=session, subscriber_ids=list(readers))
-        taken |= {(sid, p) for sid, by_paper in rated.items() for p in by_paper}
-        taken |= {(sid, p) for sid in readers for p in states[sid].liked}  # what they told us of
+        told = {(sid, p) for sid, by_paper in rated.items() for p in by_paper}
+        told |= {(sid, p) for sid in readers for p in states[sid].liked}
+        taken |= told
         weighed = {
             sid: [p for p in ids if p > states[sid].suggested_through and (sid, p) not in taken]
             for sid in readers
@@ -82,11 +94,11 @@ def suggest(engine: Engine, settings: Settings, *, at: datetime) -> int:
             for sid, data in store.models(session=session, subscriber_ids=list(readers)).items()
         }
         scores = ranker.scores(session, weighed, models)
-        bars = bars_of(session, ranker, models)
-    rows = []
-    for sid, by_paper in scores.items():
-        best = sorted(((v, p) for p, v in by_paper.items() if v > bars[sid]), reverse=True)
-        rows += [store.NewDelivery(sid, p, 0, [], [SUGGESTED]) for _, p in best[: readers[sid].suggest]]
+        bars = bars_of(session, ranker, models, told)
+        rows = []
+        for sid, by_paper in scores.items():
+            best = sorted(((v, p) for p, v in by_paper.items() if v > bars[sid]), reverse=True)
+            rows += [store.NewDelivery(sid, p, 0, [], [SUGGESTED]) for _, p in best[: readers[sid].suggest]]
     with store.transaction(engine) as session:
         queued = store.add_deliveries(session=session, deliveries=rows, at=at)
         behind = [sid for sid in readers if states[sid].suggested_through < ids[-1]]
