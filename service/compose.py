@@ -12,6 +12,7 @@ the same for ``paperboy preview``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -232,12 +233,17 @@ class Composer:
         the error is raised."""
         self.engine, self.renderer, self.settings = engine, renderer, settings
         self.broken = broken
-        self.limits = paper_limits(settings)
         self.papers = PaperCache()
         self.ranker: Any = None  # made when a reader of the run has a learned taste
         self.list_id = list_id(settings.email.from_)
         with store.transaction(engine) as session:  # made once, by the first run that needs it
             self.rating_key = store.secret(session=session, name=RATINGS)
+
+    @functools.cached_property
+    def limits(self) -> dict[str, tuple[int, int]]:
+        """Each subscriber's limits (:func:`paper_limits`), made when the first chunk comes:
+        a run with nothing due does not go through every subscriber."""
+        return paper_limits(self.settings)
 
     def __call__(self, rows: dict[int, list[store.OutboxRow]], *, at: datetime) -> list[Mail]:
         """One email per subscriber of ``rows`` (claimed rows by subscriber id)."""

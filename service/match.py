@@ -183,7 +183,5 @@ def rules_matched(engine: Engine, whole: str, at: datetime) -> None:
 
 
 def rules_hash(settings: Settings) -> str:
-    """One hash of every subscriber's and topic's rules (one serialisation, not one per owner)."""
-    topics = [[name, t.keywords, t.exclude, t.query] for name, t in sorted(settings.topics.items())]
-    subscribers = [[s.email.lower(), s.keywords, s.exclude, s.query, s.topics] for s in settings.subscribers]
-    return hashlib.sha256(json.dumps([topics, subscribers]).encode()).hexdigest()[:32]
+    """One hash of every subscriber's and topic's rules (:attr:`Settings.rules_digest`)."""
+    return settings.rules_digest

@@ -45,7 +45,7 @@ from .feeds import (
 )
 from .log import event
 from .rules.words import describe
-from .settings import Settings, SubscriberConfig, TopicConfig
+from .settings import Settings, SubscriberConfig
 
 log = logging.getLogger("paperboy.feeds")
 
@@ -53,33 +53,11 @@ STAMP = ".paperboy-feeds"  # in feeds.dir: what the feeds there were last render
 # what a feed holds, as this code writes it (2: RSS text HTML-escaped; 3: marks in the store;
 # 4: entries dated by their digest, readable categories, subtitles in words, pages as alternates)
 FORMAT = 4
-_SETTINGS_PRINTS: dict[int, tuple[Settings, str, str]] = {}
 
 
 def _settings_prints(settings: Settings) -> tuple[str, str]:
-    """Hashes of what the configuration puts into feeds: into every feed (the feeds section,
-    the paper link), and into any (that, the topics' texts and the subscribers' names).
-    Computed once per Settings."""
-    known = _SETTINGS_PRINTS.get(id(settings))
-    if known is not None and known[0] is settings:
-        return known[1], known[2]
-    common = {"feeds": settings.feeds.model_dump(mode="json"), "paper_link": settings.email.paper_link}
-    shown = {
-        **common,
-        "public_url": settings.http.url,  # the pages, the feeds' alternate links
-        "topics": {n: [t.title, t.description, *_rules(t)] for n, t in settings.topics.items()},
-        # the personal feeds' titles and subtitles (their rules in words)
-        "names": [[s.email.lower(), s.name, *_rules(s)] for s in settings.subscribers],
-    }
-    values = (_digest(common), _digest(shown))
-    if len(_SETTINGS_PRINTS) > 8:
-        _SETTINGS_PRINTS.clear()
-    _SETTINGS_PRINTS[id(settings)] = (settings, *values)
-    return values
-
-
-def _rules(rules: TopicConfig | SubscriberConfig) -> list[object]:
-    return [rules.keywords, rules.exclude, rules.query, getattr(rules, "topics", [])]
+    """Hashes of what the configuration puts into feeds (:attr:`Settings.feed_digests`)."""
+    return settings.feed_digests
 
 
 def _digest(value: object) -> str:

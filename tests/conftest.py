@@ -40,6 +40,13 @@ from tests.helpers import (
 # migrations themselves take ``empty_database_url``.
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_settings_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Big configurations are kept validated (service.settings.cache): in the run's own
+    folder, not the user's (every command the tests start inherits it)."""
+    os.environ["PAPERBOY_CACHE"] = str(tmp_path_factory.mktemp("settings-cache"))
+
+
 @pytest.fixture(scope="session")
 def postgres_reason() -> str | None:
     reason = postgres_available()

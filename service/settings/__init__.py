@@ -5,7 +5,8 @@
 - :mod:`.addresses`: e-mail addresses and names; :mod:`.keys`: the DKIM key;
 - :mod:`.loading`: reading the YAML with line numbers, ``${VAR}``, errors
   that name the file, the line and the key;
-- :mod:`.cron`: checking cron lines without importing the scheduler.
+- :mod:`.cron`: checking cron lines without importing the scheduler;
+- :mod:`.cache`: a big configuration kept validated between processes.
 """
 
 from .loading import DEFAULT_CONFIG, ConfigError, load_settings, parse_settings

@@ -26,6 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from . import cache
 from .base import At
 from .schema import Settings
 
@@ -291,7 +292,16 @@ def load_settings(path: Path) -> Settings:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
-    return parse_settings(text, source=str(path), base=path.resolve().parent)
+    base = path.resolve().parent
+    name = cache.key(text, str(path), base)  # a big file, unchanged since: kept validated
+    kept = cache.get(name) if name else None
+    if isinstance(kept, Settings):
+        return kept
+    settings = parse_settings(text, source=str(path), base=base)
+    if name:
+        settings.rules_digest, settings.feed_digests  # noqa: B018  (made now, kept with them)
+        cache.put(name, settings)
+    return settings
 
 
 def lines_of(path: Path, keys: list[tuple[Any, ...]]) -> list[int | None]:

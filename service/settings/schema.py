@@ -10,6 +10,8 @@ lines with :mod:`.cron`.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 import zoneinfo
 from functools import cached_property, lru_cache
@@ -225,6 +227,36 @@ class Settings(_Model):
     def by_email(self) -> dict[str, SubscriberConfig]:
         """The subscribers by lower-cased address (made once per configuration)."""
         return {s.email.lower(): s for s in self.subscribers}
+
+    @cached_property
+    def rules_digest(self) -> str:
+        """One hash of every subscriber's and topic's rules (one serialisation, not one per
+        owner; made once per configuration, and kept with it by :mod:`.cache`)."""
+        topics = [[name, t.keywords, t.exclude, t.query] for name, t in sorted(self.topics.items())]
+        people = [[s.email.lower(), s.keywords, s.exclude, s.query, s.topics] for s in self.subscribers]
+        return hashlib.sha256(json.dumps([topics, people]).encode()).hexdigest()[:32]
+
+    @cached_property
+    def feed_digests(self) -> tuple[str, str]:
+        """Hashes of what the configuration puts into feeds: into every feed (the feeds
+        section, the paper link), and into any (that, the topics' texts and rules, the
+        subscribers' names and rules). Made once per configuration, kept with it."""
+
+        def rules(r: _Rules) -> list[object]:
+            return [r.keywords, r.exclude, r.query, getattr(r, "topics", [])]
+
+        def digest(value: object) -> str:
+            return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+        common = {"feeds": self.feeds.model_dump(mode="json"), "paper_link": self.email.paper_link}
+        shown = {
+            **common,
+            "public_url": self.http.url,  # the pages, the feeds' alternate links
+            "topics": {n: [t.title, t.description, *rules(t)] for n, t in self.topics.items()},
+            # the personal feeds' titles and subtitles (their rules in words)
+            "names": [[s.email.lower(), s.name, *rules(s)] for s in self.subscribers],
+        }
+        return digest(common), digest(shown)
 
     def subscriber(self, email: str) -> SubscriberConfig | None:
         """The subscriber with ``email`` (any case), or None."""
