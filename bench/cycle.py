@@ -1,7 +1,8 @@
 """The whole cycle as an operator runs it: each step its own `paperboy` process.
 
     .venv/bin/python bench/cycle.py [--sizes 1000,10000] [--papers 1000] [--seed 7] [--keep DIR]
-                                    [--postgres URL] [--workers SUBSCRIBERS] [--tastes SUBSCRIBERS]
+                                    [--postgres URL] [--smtp] [--workers SUBSCRIBERS]
+                                    [--tastes SUBSCRIBERS]
 
 For each size (number of subscribers), in one run, on a fresh SQLite store and
 a maildir:
@@ -9,10 +10,15 @@ a maildir:
 1. ``paperboy ingest DIGEST``: parse, store and match ``--papers`` new papers;
 2. ``paperboy run --once``: deliver every digest email to the maildir, write the feeds;
 3. ``paperboy run --once`` again, with nothing new: the cost of every quiet poll;
-4. ``paperboy status``.
+4. ``paperboy status``
+
+(3 and 4 run five times each; the run of median CPU is printed).
 
 With ``--postgres URL`` the store is a fresh schema on that server (dropped
-afterwards) instead of a SQLite file. With ``--workers N`` it then compares
+afterwards) instead of a SQLite file. With ``--smtp`` every configuration sends to
+an aiosmtpd sink in another process (``bench/deliver.py``'s, 4 connections)
+instead of writing a maildir: the delivering run then compares with
+``bench/deliver.py`` for the same number of emails. With ``--workers N`` it then compares
 delivery by one ``paperboy worker --once`` against two at once, each on its
 own fresh store of N subscribers (ingested first): how much a second worker
 adds, on this machine's cores, with a maildir as the sink. With ``--tastes N`` it
@@ -51,7 +57,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 sys.path.insert(0, str(ROOT))
 
-from deliver import scratch_database  # noqa: E402  (a fresh PostgreSQL schema, or None)
+from deliver import free_port, scratch_database, start_sink  # noqa: E402  (a PostgreSQL schema; the SMTP sink)
 from match import corpus, make_papers, vocabulary  # noqa: E402  (bench/match.py's workload)
 
 
@@ -66,6 +72,9 @@ class Step:
 
 def quoted(term: str) -> str:
     return f'"{term}"' if " " in term else term
+
+
+SINK: int | None = None  # --smtp: the port of the sink every configuration sends to (else a maildir)
 
 
 def write_config(
@@ -86,7 +95,10 @@ def write_config(
         f'database: "{database}"' if database else f"database: sqlite:///{folder}/paperboy.db",
         f"inbox: {folder}/inbox",
         "inbox_settle: 0s",
-        f"email: {{maildir: {folder}/mail}}",
+        f"email: {{maildir: {folder}/mail}}"
+        if SINK is None
+        else f"email: {{from: 'paperboy <papers@example.org>', transport: smtp, "
+        f"smtp: {{host: 127.0.0.1, port: {SINK}, concurrency: 4}}}}",
         f"feeds: {{dir: {folder}/feeds}}",
         "http: {enabled: false}",
         "topics:",
@@ -142,6 +154,31 @@ def measure(name: str, config: Path, *args: str, processes: int = 1) -> Step:
     return Step(name, time.monotonic() - t0, cpu, peak, code)
 
 
+def delivered(folder: Path, database: str | None) -> int:
+    """The emails delivered: files in the maildir, or (``--smtp``) subscribers sent to."""
+    if SINK is None:
+        mail = folder / "mail" / "new"
+        return len(list(mail.iterdir())) if mail.is_dir() else 0
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database or f"sqlite:///{folder}/paperboy.db")
+    try:
+        with engine.connect() as conn:
+            sql = "SELECT count(DISTINCT subscriber_id) FROM deliveries WHERE state = 'sent'"
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+REPEAT = 5  # runs of each short step: its median is printed (one run of a second is noise here)
+
+
+def median_of(runs: int, name: str, config: Path, *args: str) -> Step:
+    """``measure`` ``runs`` times: the run of median CPU."""
+    steps = sorted((measure(name, config, *args) for _ in range(runs)), key=lambda step: step.cpu)
+    return steps[len(steps) // 2]
+
+
 def one_size(
     subscribers: int, papers: list[tuple[str, str]], seed: int, folder: Path, database: str | None = None
 ) -> list[Step]:
@@ -154,8 +191,8 @@ def one_size(
     return [
         measure("ingest + match", config, "ingest", str(digest)),
         measure("run --once (deliver, feeds)", config, "run", "--once"),
-        measure("run --once, nothing new", config, "run", "--once"),
-        measure("status", config, "status"),
+        median_of(REPEAT, "run --once, nothing new", config, "run", "--once"),
+        median_of(REPEAT, "status", config, "status"),
         quiet_polls(config, database or f"sqlite:///{folder}/paperboy.db"),
     ]
 
@@ -220,9 +257,27 @@ def main() -> int:
     parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server for the stores (new schemas)")
     parser.add_argument("--workers", type=int, metavar="N", help="then 1 worker against 2, at N subscribers")
     parser.add_argument(
+        "--smtp",
+        action="store_true",
+        help="deliver to an aiosmtpd sink on 127.0.0.1 (bench/deliver.py's, 4 connections), not a maildir",
+    )
+    parser.add_argument(
         "--tastes", type=int, metavar="N", help="then delivery with learned tastes against without, at N"
     )
     args = parser.parse_args()
+    if args.smtp:
+        global SINK
+        SINK = free_port()
+        sink = start_sink(SINK)
+        try:
+            return measured(args)
+        finally:
+            sink.terminate()
+            sink.wait(timeout=30)
+    return measured(args)
+
+
+def measured(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     papers = make_papers(corpus(), args.papers, random.Random(args.seed))
     python = platform.python_version()
@@ -232,15 +287,14 @@ def main() -> int:
         "a query for 1 in 20, a topic for 1 in 10"
     )
     print(f"store:    {'PostgreSQL' if args.postgres else 'SQLite'}")
+    print(f"sink:     {f'aiosmtpd Sink on 127.0.0.1:{SINK}, 4 connections' if SINK else 'a maildir'}")
     results: dict[int, list[Step]] = {}
     for size in sizes:
         folder = Path(tempfile.mkdtemp(prefix=f"paperboy-cycle-{size}-"))
         try:
             with scratch_database(args.postgres) as database:
                 results[size] = one_size(size, papers, args.seed, folder, database)
-            emails = (
-                len(list((folder / "mail" / "new").iterdir())) if (folder / "mail" / "new").is_dir() else 0
-            )
+            emails = delivered(folder, database)
             print(f"\n{size:,} subscribers ({emails:,} emails delivered):")
             for step in results[size]:
                 flag = "" if step.code == 0 else f"  EXIT {step.code}"
@@ -328,7 +382,7 @@ def compare_tastes(subscribers: int, papers: list[tuple[str, str]], seed: int, s
                     answers = rate_everyone(database or f"sqlite:///{folder}/paperboy.db", seed)
                     steps.append((measure(f"learn ({answers:,} answers)", config, "learn"), 0))
                 step = measure(f"run --once, {'with' if tastes else 'no'} tastes", config, "run", "--once")
-                steps.append((step, len(list((folder / "mail" / "new").iterdir()))))
+                steps.append((step, delivered(folder, database)))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     print(f"\nlearned tastes, {subscribers:,} subscribers ({RATINGS} answers each):")
@@ -359,7 +413,7 @@ def compare_workers(subscribers: int, papers: list[tuple[str, str]], seed: int, 
                 if measure("ingest", config, "ingest", str(digest)).code != 0:
                     return False
                 step = measure(f"{processes} worker(s)", config, "worker", "--once", processes=processes)
-                emails = len(list((folder / "mail" / "new").iterdir()))
+                emails = delivered(folder, database)
                 steps.append((step, emails))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
