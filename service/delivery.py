@@ -189,9 +189,12 @@ class DeliveryRun:
                 await asyncio.get_running_loop().run_in_executor(marks, self._failed, mail, exc, report)
 
             outcomes = Outcomes(took=took, sent=sent, failed=failed, stopped=self._stopping)
+            first = await asyncio.get_running_loop().run_in_executor(claims, self._claim, 0)
+            if first is None:
+                return  # nothing is due: no sending process is started (a quiet run from cron)
             sending = asyncio.create_task(sender.run(queue, outcomes))
             try:
-                await self._produce(queue, low, sending, claims, composes, composer, report)
+                await self._produce(queue, low, sending, claims, composes, composer, report, first)
                 queue.put_nowait(None)  # no more: the sender stops when it takes it
                 await sending
             finally:
@@ -224,12 +227,16 @@ class DeliveryRun:
         composes: ThreadPoolExecutor,
         composer: Composer,
         report: DeliveryReport,
+        first: Claim,
     ) -> None:
-        """Feed the queue chunk by chunk (one pass over the subscribers: a row that failed
-        waits for the next run) until nothing is due, the run stops or the sender is done."""
+        """Feed the queue chunk by chunk, from the ``first`` claim on (one pass over the
+        subscribers: a row that failed waits for the next run) until nothing is due, the run
+        stops or the sender is done."""
         loop = asyncio.get_running_loop()
         busy = 0
-        ahead: asyncio.Future[Claim | None] | None = loop.run_in_executor(claims, self._claim, 0)
+        claimed: asyncio.Future[Claim | None] = loop.create_future()
+        claimed.set_result(first)
+        ahead: asyncio.Future[Claim | None] | None = claimed
         claim: Claim | None = None  # claimed, not queued yet
         try:
             while ahead is not None:

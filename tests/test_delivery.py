@@ -104,3 +104,21 @@ def test_retry_delays_double_up_to_the_cap_with_jitter() -> None:
         base = min(3600, 60 * 2 ** (n - 1))
         assert base * 0.5 <= delay < base  # jitter: between half and all of the base delay
     assert max(delays) < 3600
+
+
+def test_a_run_with_nothing_due_starts_no_sending_process(tmp_path: Path, database_url: str) -> None:
+    """A quiet ``run --once`` from cron must not start the SMTP child process (a Python
+    interpreter, a third of a second of CPU) to send nothing."""
+    from service.courier import CourierSender
+    from service.settings import load_settings
+    from tests.helpers import free_port, smtp_config
+
+    config = smtp_config(tmp_path, database_url, free_port(), 3)  # no server listens there
+    app = App(load_settings(config), progress=False)
+    try:
+        app.prepare_store()
+        report = app.deliver()
+        assert report.ok and report.emails == 0
+        assert isinstance(app.sender, CourierSender) and app.sender.process is None
+    finally:
+        app.engine.dispose()
