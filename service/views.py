@@ -63,7 +63,20 @@ def markup_once(text: str, terms: tuple[str, ...], *, wrap: bool = False) -> Mar
     return Markup(short_lines(html)) if wrap else html
 
 
-_BREAKABLE_SPACE = re.compile(" (?![^<>]*>)")  # not inside a tag: the next angle bracket is no ">"
+_TAG = re.compile(r"(<[^>]*>)")
+
+
+def _breakable_words(html: str) -> list[str]:
+    """``html`` split at each space outside a tag (a tag stays with the words around it)."""
+    words = [""]
+    for i, part in enumerate(_TAG.split(html)):
+        if i % 2:  # a tag
+            words[-1] += part
+        else:
+            first, *rest = part.split(" ")
+            words[-1] += first
+            words.extend(rest)
+    return words
 
 
 def short_lines(html: str, width: int = 76) -> str:
@@ -74,7 +87,7 @@ def short_lines(html: str, width: int = 76) -> str:
     short lines the HTML part travels as it is, not quoted-printable.
     """
     out, length = [], -1
-    for word in _BREAKABLE_SPACE.split(html):
+    for word in _breakable_words(html):
         if length >= 0 and length + 1 + len(word) > width:
             out.append("\n")
             length = 0
@@ -138,16 +151,18 @@ def _emphasised(words: list[str]) -> Markup:
 
 @dataclass(frozen=True, slots=True)
 class PaperView:
+    """A paper as a reader sees it. Its title and abstract as HTML (:attr:`title_html`,
+    :attr:`abstract_html`, :attr:`short_html`) are made when a template asks for them, once
+    per paper and terms: an email shows most abstracts shortened, and a reader's terms are
+    often theirs alone."""
+
     title: str  # tidied (LaTeX leftovers as characters), one line
     abstract: str  # tidied
     link: str
     terms: tuple[str, ...]
     score: int
-    title_html: Markup
-    abstract_html: Markup
     via: tuple[str, ...] = ()
     short: str | None = None  # the abstract shortened (None: it is short already)
-    short_html: Markup | None = None
     why: Markup = field(default_factory=Markup)  # why it came, in a sentence
     anchor: str = ""  # its place on the reader's page ("p123")
     more_url: str = ""  # "more like this" and "less like this" (service.ratings); "": none
@@ -174,18 +189,14 @@ class PaperView:
         title = one_line(tidy(title))
         abstract = tidy(abstract)
         terms = tuple(terms)
-        short = shorten(abstract)
         return cls(
             title,
             abstract,
             link,
             terms,
             score,
-            markup_once(title, terms),
-            markup_once(abstract, terms, wrap=True),  # an abstract is one long line
             tuple(via),
-            short,
-            None if short is None else markup_once(short, terms, wrap=True),
+            shorten(abstract),
             why(title, terms, tuple(via)),
             anchor,
             more_url,
@@ -193,6 +204,18 @@ class PaperView:
             rated,
             taste,
         )
+
+    @property
+    def title_html(self) -> Markup:
+        return markup_once(self.title, self.terms)
+
+    @property
+    def abstract_html(self) -> Markup:
+        return markup_once(self.abstract, self.terms, wrap=True)  # an abstract is one long line
+
+    @property
+    def short_html(self) -> Markup | None:
+        return None if self.short is None else markup_once(self.short, self.terms, wrap=True)
 
     @property
     def why_text(self) -> str:

@@ -7,8 +7,10 @@ term is highlighted exactly where it matched.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import ahocorasick
 
@@ -42,24 +44,42 @@ class FoldedText:
         return self.tokens[first].start, self.tokens[last].end
 
 
-def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
-    """Where ``terms`` (as :func:`parse_term` reads them) occur in ``text``: sorted, merged spans."""
-    spans: list[tuple[int, int]] = []
+@functools.lru_cache(maxsize=8192)  # one paper's text goes to many readers
+def folded(text: str) -> FoldedText:
+    """``text`` folded as the index reads it (made once per text)."""
+    return FoldedText.of(text)
+
+
+@functools.lru_cache(maxsize=4096)  # readers share terms, and each reader has many papers
+def _needles(terms: tuple[str, ...]) -> tuple[Any, tuple[Pattern, ...]]:
+    """One automaton of the terms' needles (None: no needle), and their regexes."""
     automaton = ahocorasick.Automaton()
+    patterns = []
     for raw in terms:
         try:
             term = parse_term(raw)
         except RuleError:
             continue
         if isinstance(term, Pattern):
-            spans.extend(m.span() for m in term.regex.finditer(text) if m.end() > m.start())
+            patterns.append(term)
             continue
         for needle in term.needles():
             automaton.add_word(needle, needle)
-    if len(automaton):
-        automaton.make_automaton()
-        folded = FoldedText.of(text)
-        spans.extend(folded.span(end, needle) for end, needle in automaton.iter(folded.haystack))
+    if not len(automaton):
+        return None, tuple(patterns)
+    automaton.make_automaton()
+    return automaton, tuple(patterns)
+
+
+def highlight_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
+    """Where ``terms`` (as :func:`parse_term` reads them) occur in ``text``: sorted, merged spans."""
+    automaton, patterns = _needles(tuple(terms))
+    spans: list[tuple[int, int]] = []
+    for term in patterns:
+        spans.extend(m.span() for m in term.regex.finditer(text) if m.end() > m.start())
+    if automaton is not None:
+        found = folded(text)
+        spans.extend(found.span(end, needle) for end, needle in automaton.iter(found.haystack))
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
