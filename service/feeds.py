@@ -20,6 +20,7 @@ unchanged feed is rewritten byte for byte the same.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -77,6 +78,7 @@ def topic_page(public_url: str, name: str) -> str:
     return f"{public_url}topics/{name}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a paper is in many feeds, twice in each
 def entry_id(key: str) -> str:
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "paperboy:paper:" + key))
 

@@ -157,8 +157,11 @@ def items(session: Session, settings: Settings, feed: Wanted) -> list[FeedItem]:
     if feed.kind == "topic":
         topic = store.topic_papers(session=session, topic=feed.key, limit=limit)
         return [_item(p, t.terms) for t, p in topic]
-    rows = store.subscriber_papers(session=session, subscriber_id=feed.subscriber_id, limit=limit)
-    return [_item(p, d.terms) for d, p in rows]
+    rows = store.subscriber_feed_rows(session=session, subscriber_id=feed.subscriber_id, limit=limit)
+    return [
+        FeedItem(r.key, r.title, r.abstract, dated(r.digest_date, r.first_seen_at, r.line), tuple(r.terms))
+        for r in rows
+    ]
 
 
 def _item(paper: store.Paper, terms: Sequence[str] = ()) -> FeedItem:

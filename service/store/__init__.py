@@ -37,6 +37,7 @@ from .outbox import (
     release,
 )
 from .papers import (
+    FeedRow,
     Forgotten,
     NewPaper,
     NewTopicPaper,
@@ -57,6 +58,7 @@ from .papers import (
     papers_since,
     record_file,
     search_papers,
+    subscriber_feed_rows,
     subscriber_paper_count,
     subscriber_papers,
     topic_paper_count,
@@ -130,6 +132,7 @@ __all__ = [
     "LIVE_STATES_SQL",
     "Delivery",
     "DeliveryState",
+    "FeedRow",
     "FeedSources",
     "FeedState",
     "FoldReport",
@@ -221,6 +224,7 @@ __all__ = [
     "secret",
     "subscriber_by_email",
     "subscriber_by_token",
+    "subscriber_feed_rows",
     "subscriber_overview",
     "subscriber_paper_count",
     "subscriber_papers",
