@@ -70,6 +70,18 @@ def paper_ids(app: App, titles: list[str]) -> list[int]:
     return [found[t] or 0 for t in titles]
 
 
+def bob_rates_last_up_first_down(app: App, base: str) -> list[str]:
+    """Bob answers through the server: "more" for the last paper of his next email, "less"
+    for the first; the email's titles before."""
+    before = pending_order(app, BOB)
+    liked, disliked = paper_ids(app, [before[-1], before[0]])
+    token = token_of(app, BOB)
+    with httpx.Client(timeout=10) as http:
+        for paper, answer in ((liked, "more"), (disliked, "less")):
+            assert http.post(rating_url(f"{base}/", key_of(app), token, paper, answer)).status_code == 200
+    return before
+
+
 def tastes(app: App) -> dict[int, bool]:
     with store.reading(app.engine) as session:
         return {t.subscriber_id: t.model is not None for t in session.exec(select(store.Taste))}
@@ -135,12 +147,8 @@ def test_a_reader_without_ratings_keeps_the_rules_order(served: tuple[App, str])
 
 def test_models_are_kept_in_the_store_and_refitted_only_on_change(served: tuple[App, str]) -> None:
     app, base = served
-    before = pending_order(app, BOB)
-    liked, disliked = paper_ids(app, [before[-1], before[0]])
-    token = token_of(app, BOB)
-    with httpx.Client(timeout=10) as http:
-        http.post(rating_url(f"{base}/", key_of(app), token, liked, "more"))
-        http.post(rating_url(f"{base}/", key_of(app), token, disliked, "less"))
+    before = bob_rates_last_up_first_down(app, base)
+    [disliked] = paper_ids(app, before[:1])
     assert app.learn() == 1 and app.learn() == 0  # nothing changed since
     learned = pending_order(app, BOB)
 
@@ -153,7 +161,7 @@ def test_models_are_kept_in_the_store_and_refitted_only_on_change(served: tuple[
         restarted.engine.dispose()
 
     with httpx.Client(timeout=10) as http:  # changing an answer refits
-        http.post(rating_url(f"{base}/", key_of(app), token, disliked, "more"))
+        http.post(rating_url(f"{base}/", key_of(app), token_of(app, BOB), disliked, "more"))
     assert app.learn() == 1
     assert pending_order(app, BOB) != learned
 
@@ -265,12 +273,7 @@ def test_explain_and_the_page_say_why_for_the_learned_part(served: tuple[App, st
 
 def test_the_answers_outlive_a_migration_and_the_taste_is_fitted_again(served: tuple[App, str]) -> None:
     app, base = served
-    before = pending_order(app, BOB)
-    liked, disliked = paper_ids(app, [before[-1], before[0]])
-    token = token_of(app, BOB)
-    with httpx.Client(timeout=10) as http:
-        http.post(rating_url(f"{base}/", key_of(app), token, liked, "more"))
-        http.post(rating_url(f"{base}/", key_of(app), token, disliked, "less"))
+    before = bob_rates_last_up_first_down(app, base)
     assert app.learn() == 1
     learned = pending_order(app, BOB)
 
