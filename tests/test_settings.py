@@ -96,6 +96,18 @@ def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
             "email:\n  smtp: {password: '${PAPERBOY_TEST_UNSET}'}\n",
             "c.yaml:2: email.smtp.password: environment variable PAPERBOY_TEST_UNSET is not set",
         ),
+        (
+            "subscribers:\n - email: a@b.org\n   like: ['ok', '  ']\n",
+            "c.yaml:3: subscribers[0] (a@b.org).like: entry 1 is empty",
+        ),
+        (
+            "subscribers:\n - email: a@b.org\n   like: [" + ", ".join(["p"] * 201) + "]\n",
+            "c.yaml:3: subscribers[0] (a@b.org).like: List should have at most 200 items",
+        ),
+        (
+            "subscribers:\n - email: a@b.org\n   suggest: 51\n",
+            "c.yaml:3: subscribers[0] (a@b.org).suggest: Input should be less than or equal to 50",
+        ),
         ("feeds: [1,\n", "c.yaml:2: not valid YAML"),
         ("- just a list\n", "c.yaml:1: the configuration must be a mapping"),
     ],

@@ -168,7 +168,7 @@ class SubscriberConfig(_Rules):
     schedule: str | None = None
     timezone: str | None = None  # None: the configuration's
     # papers the reader liked before (titles, any unique part, or keys): seeds of their taste
-    like: list[str] = []
+    like: list[str] = Field(default=[], max_length=200)  # each is looked up in the store
     suggest: int = Field(default=0, ge=0, le=50)  # papers the rules missed that their taste ranks high
 
     @field_validator("like")
