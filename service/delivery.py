@@ -1,24 +1,21 @@
 """The delivery run: claim due deliveries, compose, send, record each outcome, retry.
 
-Matching (:mod:`service.match`) writes one ``deliveries`` row per (subscriber, paper) that matched,
-in state ``pending``, with the matched terms and score, before anything is
-sent. Delivery then works in chunks of subscribers, as a pipeline: one thread
-claims the next chunk while another renders the chunk before it and the
-senders send the one before that; the senders take emails from a queue, so
-they never wait for a chunk to finish. The senders are a
-:class:`~service.mailer.Sender`, chosen where the run is built: for SMTP the
-sessions run in a child process of their own (:mod:`service.courier`), since
-in this one they would wait for the interpreter after every server reply
-while a chunk renders; a maildir (or a transport a test hands in) is written
-in this event loop (:class:`~service.mailer.InProcessSender`).
+Matching (:mod:`service.match`) writes one ``pending`` ``deliveries`` row per (subscriber,
+paper) that matched, with its terms and score. Delivery works in chunks of subscribers, as
+a pipeline: one thread claims the next chunk while another renders the one before and the
+senders, taking emails from a queue, send the one before that. The senders are a
+:class:`~service.mailer.Sender`: for SMTP, sessions in a child process
+(:mod:`service.courier`: here they would wait for the interpreter while a chunk renders);
+a maildir is written in this event loop (:class:`~service.mailer.InProcessSender`).
 
 1. claim (one short transaction): the due rows of a few subscribers become
    ``sending``, leased to this process (``claimed_by``, ``lease_until``), and
    come back from the same statement (``RETURNING``) for rendering.
    On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``, so two
    processes never claim the same row; on SQLite writers take turns.
-2. compose one email per subscriber (:mod:`service.compose`) with all their claimed papers (best
-   first; over ``max_papers`` the rest are counted and linked to the feed).
+2. compose one email per subscriber (:mod:`service.compose`) with all their claimed papers
+   (best first; over ``max_papers`` the rest are counted and linked to the page). A run
+   with nothing due ends after this first claim: no sending process is started.
 3. send, over ``email.smtp.concurrency`` connections at no more than
    ``email.smtp.rate`` messages a second, and record each outcome at once:
    accepted -> a *sent mark* (one row in ``sent_marks``; a thread commits
@@ -191,7 +188,7 @@ class DeliveryRun:
             outcomes = Outcomes(took=took, sent=sent, failed=failed, stopped=self._stopping)
             first = await asyncio.get_running_loop().run_in_executor(claims, self._claim, 0)
             if first is None:
-                return  # nothing is due: no sending process is started (a quiet run from cron)
+                return  # nothing is due (a quiet run from cron)
             sending = asyncio.create_task(sender.run(queue, outcomes))
             try:
                 await self._produce(queue, low, sending, claims, composes, composer, report, first)
