@@ -31,7 +31,6 @@ from .match import (
     fingerprints,
     match_new,
     rematch,
-    rules_hash,
     rules_known,
     rules_matched,
 )
@@ -208,7 +207,7 @@ class App:
         """Backfill the rule sets that are new or changed (once per configuration), then match
         the new papers; returns (papers matched, deliveries queued) of the new papers."""
         if not self._rules_seen:
-            whole = rules_hash(self.settings)
+            whole = self.settings.rules_digest
             if not rules_known(self.engine, whole):
                 prints = fingerprints(self.settings)
                 self.backfill(changed_owners(self.engine, prints), days=self.settings.backfill, prints=prints)

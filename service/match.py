@@ -170,18 +170,13 @@ def changed_owners(engine: Engine, prints: dict[str, str]) -> set[str]:
 
 def rules_known(engine: Engine, whole: str) -> bool:
     """Whether the store has matched everyone's rules as they are now (``whole``,
-    :func:`rules_hash`), from one row: a run with the last run's rules reads no subscriber's."""
+    :attr:`Settings.rules_digest`), from one row: a run with the last run's rules reads no subscriber's."""
     with store.reading(engine) as session:
         known = store.fingerprints(session=session, owner=store.ALL_RULES)
     return known.get(store.ALL_RULES) == whole
 
 
 def rules_matched(engine: Engine, whole: str, at: datetime) -> None:
-    """Record that everyone's rules (``whole``, :func:`rules_hash`) have been matched."""
+    """Record that everyone's rules (``whole``, :attr:`Settings.rules_digest`) have been matched."""
     with store.transaction(engine) as session:
         store.record_fingerprints(session=session, prints={store.ALL_RULES: whole}, at=at)
-
-
-def rules_hash(settings: Settings) -> str:
-    """One hash of every subscriber's and topic's rules (:attr:`Settings.rules_digest`)."""
-    return settings.rules_digest

@@ -117,15 +117,12 @@ def reader_listing(session: Session, settings: Settings, sub: store.Subscriber, 
     answers = store.ratings_of(session=session, subscriber_id=sub.id, paper_ids=[p.id or 0 for _, p in rows])
     rating = None if key is None else (key, sub.token, answers)
     tastes = {}
-    if store.models(session=session, subscriber_ids=[sub.id]):  # scikit-learn loads for a taste only
+    kept = store.models(session=session, subscriber_ids=[sub.id]).get(sub.id)
+    if kept is not None:  # scikit-learn loads for a taste only
         from .taste.why import reasons
 
-        tastes = {
-            pid: why.sentence()
-            for pid, why in reasons(
-                session, sub.id, [(p.id or 0, p.title, p.abstract) for _, p in rows]
-            ).items()
-        }
+        shown = [(p.id or 0, p.title, p.abstract) for _, p in rows]
+        tastes = {pid: why.sentence() for pid, why in reasons(session, sub.id, kept, shown).items()}
     name = feeds.subscriber_feed(sub.token)
     notice = None
     if sub.unsubscribed_at is not None:

@@ -55,11 +55,6 @@ STAMP = ".paperboy-feeds"  # in feeds.dir: what the feeds there were last render
 FORMAT = 4
 
 
-def _settings_prints(settings: Settings) -> tuple[str, str]:
-    """Hashes of what the configuration puts into feeds (:attr:`Settings.feed_digests`)."""
-    return settings.feed_digests
-
-
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
@@ -74,7 +69,7 @@ def stamp(engine: Engine, settings: Settings) -> str:
     feeds at their last rendering, no feed can have changed, and none is rendered."""
     with store.reading(engine) as session:
         marks = store.feed_marks(session=session)
-    return json.dumps([FORMAT, _settings_prints(settings)[1], marks])
+    return json.dumps([FORMAT, settings.feed_digests[1], marks])
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +84,7 @@ class Wanted:
 
 
 def _mark(settings: Settings, forgotten: int, *parts: object) -> str:
-    return _digest([FORMAT, _settings_prints(settings)[0], forgotten, *parts])
+    return _digest([FORMAT, settings.feed_digests[0], forgotten, *parts])
 
 
 def _all(settings: Settings, sources: store.FeedSources) -> Wanted:

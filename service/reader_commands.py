@@ -98,16 +98,14 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
 
 def _taste_lines(session: Session, sub: store.Subscriber | None, paper: store.Paper) -> list[str]:
     """``explain``'s lines about the reader's learned taste and this paper."""
-    if (
-        sub is None
-        or sub.id is None
-        or paper.id is None
-        or not store.models(session=session, subscriber_ids=[sub.id])
-    ):
+    kept = None
+    if sub is not None and sub.id is not None and paper.id is not None:
+        kept = store.models(session=session, subscriber_ids=[sub.id]).get(sub.id)
+    if kept is None or sub is None or sub.id is None or paper.id is None:
         return ["taste: none learned yet (no ratings or likes): the email keeps the rules' order"]
     from .taste.why import reasons
 
-    why = reasons(session, sub.id, [(paper.id, paper.title, paper.abstract)])[paper.id]
+    why = reasons(session, sub.id, kept, [(paper.id, paper.title, paper.abstract)])[paper.id]
     lines = [
         f"taste: learned from {why.likes} liked and {why.dislikes} disliked papers; "
         f"score {why.score:+.2f}, counting {why.weight:.0%} beside the rules' score",

@@ -83,22 +83,38 @@ def like_warnings(session: Session, settings: Settings, config: Path) -> list[st
     ]
 
 
-def load_space(session: Session, *, at: datetime, keep: bool = True) -> Space:
-    """The store's word space, built or rebuilt when the store grew by ``GROWTH`` since
-    (and kept in the store, unless ``keep`` is off: a reading session)."""
-    from .space import GROWTH, SAMPLE, Space
+def load_space(session: Session, *, at: datetime) -> Space:
+    """The store's word space for fitting: built, or rebuilt when the store grew by ``GROWTH``
+    since, and kept in the store."""
+    from .space import GROWTH, Space
 
     kept = store.taste_space(session=session)
     newest = store.newest_paper_id(session=session)
     if kept is not None and newest - kept.last_paper_id <= GROWTH * max(kept.papers, 1):
         return Space.from_bytes(kept.papers, kept.counts)
-    texts = store.newest_texts(session=session, limit=SAMPLE)
-    space = Space.build([(t, a) for _, t, a in texts])
-    if not keep:
-        return space
-    row = store.TasteSpace(built_at=at, papers=len(texts), last_paper_id=newest, counts=space.to_bytes())
+    space, papers = _built(session)
+    row = store.TasteSpace(built_at=at, papers=papers, last_paper_id=newest, counts=space.to_bytes())
     store.save_space(session=session, space=row)
     return space
+
+
+def kept_space(session: Session) -> Space:
+    """The word space the models were fitted in, whatever its age, for scoring (a reading
+    session: the fitting step rebuilds it); built here only when there is none yet."""
+    from .space import Space
+
+    kept = store.taste_space(session=session)
+    if kept is not None:
+        return Space.from_bytes(kept.papers, kept.counts)
+    return _built(session)[0]
+
+
+def _built(session: Session) -> tuple[Space, int]:
+    """A word space over the store's newest ``SAMPLE`` papers, and how many it counts."""
+    from .space import SAMPLE, Space
+
+    texts = store.newest_texts(session=session, limit=SAMPLE)
+    return Space.build([(t, a) for _, t, a in texts]), len(texts)
 
 
 def learn(engine: Engine, settings: Settings, *, at: datetime) -> Learned:

@@ -10,13 +10,12 @@ reader without a model keeps the rules' order (``service.compose.best_first``) e
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
 import numpy as np
 from scipy import sparse
 from sqlmodel import Session
 
-from .learn import load_space
+from .learn import kept_space
 from .model import Model
 from .space import FEATURES, Space
 
@@ -44,8 +43,8 @@ class Ranker:
         self._rows: dict[int, sparse.csr_matrix] = {}
 
     def space(self, session: Session) -> Space:
-        if self._space is None:  # the learning step keeps it; a reading session cannot
-            self._space = load_space(session, at=datetime.now(UTC), keep=False)
+        if self._space is None:
+            self._space = kept_space(session)
         return self._space
 
     def vectors(self, session: Session, paper_ids: list[int]) -> sparse.csr_matrix:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 from sqlmodel import Session
 
 from .. import store
 from ..latex import tidy
-from .learn import load_space
+from .learn import kept_space
 from .model import Model
 from .rank import blend
 from .space import words
@@ -42,15 +41,14 @@ class Reason:
 
 
 def reasons(
-    session: Session, subscriber_id: int, papers: Sequence[tuple[int, str, str]]
+    session: Session, subscriber_id: int, kept: bytes, papers: Sequence[tuple[int, str, str]]
 ) -> dict[int, Reason]:
-    """The learned reason of each of ``papers`` (id, title, abstract) for the reader; empty
-    when they have no model."""
-    kept = store.models(session=session, subscriber_ids=[subscriber_id]).get(subscriber_id)
-    if kept is None or not papers:
+    """The learned reason of each of ``papers`` (id, title, abstract) for the reader whose
+    model is ``kept`` (as :func:`service.store.models` reads it)."""
+    if not papers:
         return {}
     model = Model.from_bytes(kept)
-    space = load_space(session, at=datetime.now(UTC), keep=False)
+    space = kept_space(session)
     x = space.vectors([(t, a) for _, t, a in papers])
     scores = model.scores(x)
     liked = store.liked_papers(session=session, subscriber_id=subscriber_id)
