@@ -35,11 +35,16 @@ def paper_link(template: str, *, title: str, key: str) -> str:
 
 def markup(text: str, terms: Sequence[str]) -> Markup:
     """``text`` as HTML: matched terms in ``<mark>``, URLs linked, the rest escaped."""
+    return _marked(text, tuple(highlight_spans(text, terms)))
+
+
+def _marked(text: str, spans: Sequence[tuple[int, int]]) -> Markup:
+    """``text`` as HTML, ``spans`` in ``<mark>``, URLs linked, the rest escaped."""
     pieces: list[tuple[int, int, str]] = []
     for m in _URL.finditer(text):
         url = m.group(0).rstrip(_URL_TRAILING)
         pieces.append((m.start(), m.start() + len(url), "a"))
-    for start, end in highlight_spans(text, terms):
+    for start, end in spans:
         if not any(s < end and start < e for s, e, _ in pieces):  # a link wins over a mark
             pieces.append((start, end, "mark"))
     out, pos = [], 0
@@ -55,11 +60,21 @@ def markup(text: str, terms: Sequence[str]) -> Markup:
     return Markup("").join(out)
 
 
-@functools.lru_cache(maxsize=4096)
 def markup_once(text: str, terms: tuple[str, ...], *, wrap: bool = False) -> Markup:
-    """One paper goes to many subscribers, mostly for the same terms: mark it up once
-    (``wrap``: in short lines, :func:`short_lines`)."""
-    html = markup(text, terms)
+    """:func:`markup`, made once per text and what the terms find in it (``wrap``: in short
+    lines, :func:`short_lines`). One paper goes to many readers, whose terms differ more
+    often than what they find in it: in a title, mostly nothing."""
+    return _marked_once(text, _spans(text, terms), wrap)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # small: a few spans for a paper's text and a reader's terms
+def _spans(text: str, terms: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    return tuple(highlight_spans(text, terms))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _marked_once(text: str, spans: tuple[tuple[int, int], ...], wrap: bool) -> Markup:
+    html = _marked(text, spans)
     return Markup(short_lines(html)) if wrap else html
 
 
@@ -111,7 +126,6 @@ def shorten(text: str, limit: int = SHORT) -> str | None:
     return cut + "…"
 
 
-@functools.lru_cache(maxsize=8192)  # one paper goes to many readers, mostly for the same terms
 def why(title: str, terms: tuple[str, ...], via: tuple[str, ...] = ()) -> Markup:
     """A plain sentence of why a paper came: "Title mentions *reward model*; abstract mentions
     *RLHF*; via topic llm-safety." (Terms in the title first; a ``/regex/`` is not named.)"""
@@ -123,7 +137,17 @@ def why(title: str, terms: tuple[str, ...], via: tuple[str, ...] = ()) -> Markup
         word = readable(term)
         if word is None or word in in_title or word in in_abstract:
             continue
-        (in_title if highlight_spans(title, [term]) else in_abstract).append(word)
+        (in_title if _in_title(title, term) else in_abstract).append(word)
+    return _why(tuple(in_title), tuple(in_abstract), via)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # one paper goes to many readers; a term, to many papers
+def _in_title(title: str, term: str) -> bool:
+    return bool(highlight_spans(title, [term]))
+
+
+@functools.lru_cache(maxsize=8192)  # readers share words far more often than whole sets of terms
+def _why(in_title: tuple[str, ...], in_abstract: tuple[str, ...], via: tuple[str, ...]) -> Markup:
     parts = []
     if in_title:
         parts.append(Markup("title mentions {}").format(_emphasised(in_title)))
@@ -145,7 +169,7 @@ def why(title: str, terms: tuple[str, ...], via: tuple[str, ...] = ()) -> Markup
     return Markup(sentence[:1].upper()) + Markup(sentence[1:]) + Markup(".")
 
 
-def _emphasised(words: list[str]) -> Markup:
+def _emphasised(words: Sequence[str]) -> Markup:
     return Markup(either([str(Markup("<em>{}</em>").format(w)) for w in words], "and"))
 
 
@@ -219,12 +243,17 @@ class PaperView:
 
     @property
     def why_text(self) -> str:
-        return self.why.striptags()
+        return _plain(self.why)
 
     @property
     def sources(self) -> list[str]:
         """What brought the paper, for people: "your keywords", "your query", "topic llm-safety"."""
         return list(_sources(self.via))
+
+
+@functools.lru_cache(maxsize=8192)  # the sentences are shared as :func:`why`'s are
+def _plain(html: Markup) -> str:
+    return html.striptags()
 
 
 @functools.lru_cache(maxsize=256)  # the templates ask for every paper of every email, twice

@@ -8,11 +8,13 @@ llm-safety. Never a paper that mentions medical.").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 _SCOPES = ("title:", "abstract:")
 
 
+@functools.lru_cache(maxsize=4096)  # a term is read for every paper it brings
 def readable(term: str) -> str | None:
     """A rule's term as a reader reads it; None for a ``/regex/`` (no reader reads those)."""
     text = term.strip()
