@@ -14,9 +14,8 @@ a maildir is written in this event loop (:class:`~service.mailer.InProcessSender
    On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``, so two
    processes never claim the same row; on SQLite writers take turns.
 2. compose one email per subscriber (:mod:`service.compose`) with all their claimed papers
-   (best first; over ``max_papers`` the rest are counted and linked to the page); after a
-   full first chunk, in a child process (:mod:`service.compose_process`). A run with
-   nothing due ends after this first claim: no sending process is started.
+   (best first; over ``max_papers`` the rest are counted and linked to the page). A run
+   with nothing due ends after this first claim: no sending process is started.
 3. send, over ``email.smtp.concurrency`` connections at no more than
    ``email.smtp.rate`` messages a second, and record each outcome at once:
    accepted -> a *sent mark* (one row in ``sent_marks``; a thread commits
@@ -45,8 +44,9 @@ close and leaves at once, mid-message, so a message not finished by then
 never arrives (tests/test_hostile_window.py kills it inside the window). When the sending
 process dies alone, the emails it held stay ``sending`` until their lease
 runs out: the ones among them the server had accepted arrive twice. The
-retried message carries the same ``Message-ID``, so mail clients can drop it. (The
-queries behind each step are :mod:`service.store.outbox`'s.)
+retried message carries the same ``Message-ID``, so mail clients can drop it.
+
+The queries behind each step are :mod:`service.store.outbox`'s.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ from sqlalchemy import Engine
 
 from . import store
 from .compose import Composer
-from .compose_process import ProcessComposer, shareable
 from .log import event
 from .mailer import Outcomes, Sender, SendError
 from .message import Mail
@@ -116,12 +115,12 @@ class DeliveryReport:
 
 
 CLAIM_SUBSCRIBERS = 50  # subscribers claimed per chunk
-PROCESS_AFTER = CLAIM_SUBSCRIBERS  # a first claim this big starts a composing child (compose_process)
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    rows: dict[int, list[store.OutboxRow]]  # by subscriber; empty: all locked by another process
+    # by subscriber; empty: every due row was locked by another process
+    rows: dict[int, list[store.OutboxRow]]
     after: int  # the highest subscriber id claimed
     at: datetime
 
@@ -158,12 +157,15 @@ class DeliveryRun:
         return report
 
     async def _run(self, report: DeliveryReport) -> None:
-        """The pipeline: one thread claims chunk after chunk, another composes each into a
-        queue (or has the child compose it), the sender takes emails from the queue, a fourth
-        thread records what the server accepted. The sender never waits for a whole chunk."""
+        """The pipeline. One thread claims chunk after chunk, another composes each claimed
+        chunk into a queue, the sender takes emails from the queue over its connections,
+        and a fourth thread records what the server accepted. So the next chunk is claimed
+        while one is composed and another sent, and the sender never waits for a chunk to
+        finish."""
         sender = self.sender
-        broken = functools.partial(self._broken, report=report)
-        composer = Composer(self.engine, self.renderer, self.settings, broken=broken)
+        composer = Composer(
+            self.engine, self.renderer, self.settings, broken=functools.partial(self._broken, report=report)
+        )
         queue: asyncio.Queue[Mail | None] = asyncio.Queue()
         with (
             ThreadPoolExecutor(1, thread_name_prefix="paperboy-claim") as claims,
@@ -188,11 +190,8 @@ class DeliveryRun:
             if first is None:
                 return  # nothing is due (a quiet run from cron)
             sending = asyncio.create_task(sender.run(queue, outcomes))
-            helper = None  # more than a chunk is due: the chunks after the first compose in a child
-            if len(first.rows) >= PROCESS_AFTER and shareable(self.engine):
-                helper = ProcessComposer(self.engine, self.renderer, self.settings, broken=broken)
             try:
-                await self._produce(queue, low, sending, claims, composes, (composer, helper), report, first)
+                await self._produce(queue, low, sending, claims, composes, composer, report, first)
                 queue.put_nowait(None)  # no more: the sender stops when it takes it
                 await sending
             finally:
@@ -215,8 +214,6 @@ class DeliveryRun:
                         " and are due again when their lease runs out (an email may then arrive twice)",
                     )
                 await book.drain()  # what the server accepted is recorded before the run ends
-                if helper is not None:
-                    await asyncio.get_running_loop().run_in_executor(composes, helper.close)
 
     async def _produce(
         self,
@@ -225,7 +222,7 @@ class DeliveryRun:
         sending: asyncio.Task[None],
         claims: ThreadPoolExecutor,
         composes: ThreadPoolExecutor,
-        composers: tuple[Composer, ProcessComposer | None],  # the first chunk's, the others'
+        composer: Composer,
         report: DeliveryReport,
         first: Claim,
     ) -> None:
@@ -254,7 +251,6 @@ class DeliveryRun:
                 if self._stopping():
                     return
                 ahead = loop.run_in_executor(claims, self._claim, claim.after)  # claim on meanwhile
-                composer = composers[0] if claim is first else composers[1] or composers[0]
                 outgoing = await loop.run_in_executor(
                     composes, functools.partial(composer, claim.rows, at=claim.at)
                 )
