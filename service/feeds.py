@@ -125,18 +125,85 @@ def render(
     is HTML-escaped before it is XML-escaped, so ``<script>`` in an abstract reaches the
     reader as the characters ``<script>``, never as markup (and ``<think>`` is not lost)."""
     out = {}
-    for suffix, kind in ((".atom", "application/atom+xml"), (".rss", "application/rss+xml")):
-        if suffix[1:] not in kinds:
-            continue
-        fg = _feed(spec, items, base_url=base_url, link_template=link_template, html=suffix == ".rss")
-        fg.link(href=base_url + spec.name + suffix, rel="self", type=kind)
-        fg.link(href=spec.page or base_url, rel="alternate", type="text/html")  # the last: RSS's <link>
-        out[suffix] = fg.atom_str(pretty=True) if suffix == ".atom" else fg.rss_str(pretty=True)
+    for suffix in (".atom", ".rss"):
+        if suffix[1:] in kinds:
+            frame = _frame(spec, items, base_url=base_url, link_template=link_template, suffix=suffix)
+            entries = b"".join(_entry(item, link_template, suffix) for item in items)
+            cut = frame.rindex(_CLOSE[suffix])
+            out[suffix] = frame[:cut] + entries + frame[cut:]
     return out
 
 
+def render_whole(
+    spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_template: str, suffix: str
+) -> bytes:
+    """The feed as feedgen writes it in one piece: what :func:`render` puts together from
+    a feed without entries and each entry made once (the tests hold them to the same bytes)."""
+    return _frame(spec, items, base_url=base_url, link_template=link_template, suffix=suffix, entries=True)
+
+
+# Where the entries go: feedgen appends them after everything else of the feed (the channel)
+_CLOSE = {".atom": b"</feed>\n", ".rss": b"  </channel>\n"}
+_OPEN = {".atom": b"  <entry>\n", ".rss": b"    <item>\n"}
+_PLACE = "paperboy:categories"  # a category no rule can name: where the entry's own go
+
+
+def _frame(
+    spec: FeedSpec,
+    items: Sequence[FeedItem],
+    *,
+    base_url: str,
+    link_template: str,
+    suffix: str,
+    entries: bool = False,
+) -> bytes:
+    kind = "application/atom+xml" if suffix == ".atom" else "application/rss+xml"
+    fg = _feed(
+        spec, items, base_url=base_url, link_template=link_template, html=suffix == ".rss", entries=entries
+    )
+    fg.link(href=base_url + spec.name + suffix, rel="self", type=kind)
+    fg.link(href=spec.page or base_url, rel="alternate", type="text/html")  # the last: RSS's <link>
+    return fg.atom_str(pretty=True) if suffix == ".atom" else fg.rss_str(pretty=True)
+
+
+def _entry(item: FeedItem, link_template: str, suffix: str) -> bytes:
+    """One entry as feedgen writes it inside a feed: the paper's part made once for every
+    feed it is in (a paper is in hundreds of readers' feeds), the reader's terms added."""
+    head, tail = _paper_entry(item.key, item.title, item.abstract, item.published, link_template, suffix)
+    return head + b"".join(_category(term, suffix) for term in readable_terms(item.terms)) + tail
+
+
+@functools.lru_cache(maxsize=1 << 13)
+def _paper_entry(
+    key: str, title: str, abstract: str, published: datetime, link_template: str, suffix: str
+) -> tuple[bytes, bytes]:
+    """The entry of a paper in a feed, in two halves around where its categories go."""
+    item = FeedItem(key, title, abstract, published, (_PLACE,))
+    spec = FeedSpec(ALL, "-", "-")
+    whole = _frame(
+        spec, [item], base_url="http://x/", link_template=link_template, suffix=suffix, entries=True
+    )
+    entry = whole[whole.index(_OPEN[suffix]) : whole.rindex(_CLOSE[suffix])]
+    line = _category(_PLACE, suffix)
+    cut = entry.index(line)
+    return entry[:cut], entry[cut + len(line) :]
+
+
+@functools.lru_cache(maxsize=4096)
+def _category(term: str, suffix: str) -> bytes:
+    """An entry's category line, serialized as feedgen's lxml writes it."""
+    from lxml import etree
+
+    if suffix == ".atom":
+        element = etree.Element("category", term=term)
+        return b"    " + etree.tostring(element, encoding="UTF-8") + b"\n"
+    element = etree.Element("category")
+    element.text = term
+    return b"      " + etree.tostring(element, encoding="UTF-8") + b"\n"
+
+
 def _feed(
-    spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_template: str, html: bool
+    spec: FeedSpec, items: Sequence[FeedItem], *, base_url: str, link_template: str, html: bool, entries: bool
 ) -> FeedGenerator:
     from feedgen.feed import FeedGenerator
 
@@ -151,7 +218,7 @@ def _feed(
     fg.language("en")
     fg.updated(newest)
     fg.lastBuildDate(newest)
-    for item in items:
+    for item in items if entries else ():
         entry = fg.add_entry(order="append")
         entry.id(entry_id(item.key))
         entry.guid(entry_id(item.key), permalink=False)
@@ -165,11 +232,46 @@ def _feed(
     return fg
 
 
-def write(spec: FeedSpec, files: dict[str, bytes], directory: Path) -> int:
-    """Write each rendered file to ``directory/<name><suffix>`` atomically; how many changed."""
-    target = directory / spec.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return sum(atomic_write(target.with_name(target.name + suffix), data) for suffix, data in files.items())
+class Mirror:
+    """Feed files written into ``directory`` as a batch: each to a temporary file beside it
+    (:meth:`stage`), then, at :meth:`commit`, all flushed to disk at once and each renamed
+    over its old file. A reader sees the old file or the new one, never half of one, and
+    no new file replaces an old one before it is on disk; one flush for the batch, not one
+    per file (creating files between flushes costs a journal commit each)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._staged: list[tuple[str, Path]] = []
+
+    def stage(self, spec: FeedSpec, files: dict[str, bytes]) -> int:
+        """Stage each rendered file of ``spec``; how many differ from the files there now."""
+        target = self.directory / spec.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        changed = 0
+        for suffix, data in files.items():
+            path = target.with_name(target.name + suffix)
+            if path.exists() and path.read_bytes() == data:
+                continue  # unchanged: keep the file (and its mtime) as it was
+            fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+            self._staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            changed += 1
+        return changed
+
+    def commit(self) -> None:
+        if self._staged:
+            os.sync()
+        for tmp, path in self._staged:
+            os.replace(tmp, path)
+        self._staged.clear()
+
+    def abort(self) -> None:
+        """Remove what was staged and not committed (a batch that broke off)."""
+        for tmp, _ in self._staged:
+            Path(tmp).unlink(missing_ok=True)
+        self._staged.clear()
 
 
 def atomic_write(path: Path, data: bytes) -> bool:

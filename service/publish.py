@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -144,18 +144,22 @@ def wanted(settings: Settings, sources: store.FeedSources) -> list[Wanted]:
     return out
 
 
-def items(session: Session, settings: Settings, feed: Wanted) -> list[FeedItem]:
-    """The entries of ``feed``, newest first, read from the store."""
+def items(
+    session: Session, settings: Settings, feed: Wanted, read: Mapping[int, list[store.FeedRow]] | None = None
+) -> list[FeedItem]:
+    """The entries of ``feed``, newest first, read from the store (a subscriber's: from
+    ``read``, their rows read with other subscribers', when given)."""
     limit = settings.feeds.max_entries
     if feed.kind == ALL:
         return [_item(p) for p in store.latest_papers(session=session, limit=limit)]
     if feed.kind == "topic":
         topic = store.topic_papers(session=session, topic=feed.key, limit=limit)
         return [_item(p, t.terms) for t, p in topic]
-    rows = store.subscriber_feed_rows(session=session, subscriber_id=feed.subscriber_id, limit=limit)
+    if read is None:
+        read = store.subscriber_feed_rows(session=session, subscriber_ids=[feed.subscriber_id], limit=limit)
     return [
         FeedItem(r.key, r.title, r.abstract, dated(r.digest_date, r.first_seen_at, r.line), tuple(r.terms))
-        for r in rows
+        for r in read[feed.subscriber_id]
     ]
 
 
@@ -165,6 +169,7 @@ def _item(paper: store.Paper, terms: Sequence[str] = ()) -> FeedItem:
 
 
 SAVE_EVERY = 500  # marks per transaction that records them
+READ_EVERY = 200  # feeds whose entries are read in one query, and written with one flush to disk
 
 
 def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -> int:
@@ -189,12 +194,23 @@ def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -
     stale = [f for f in feeds if not mirrored or f.spec.name in changed_marks]
     gone = sorted(set(stored) - {f.spec.name for f in feeds})
     changed = 0
-    with store.reading(engine) as session:
-        for feed in stale:
-            entries = items(session, settings, feed)
-            files = feedfiles.render(feed.spec, entries, base_url=base_url, link_template=link)
-            changed += feedfiles.write(feed.spec, files, cfg.dir)
-            session.expunge_all()  # the rows read for this feed are not needed again
+    mirror = feedfiles.Mirror(cfg.dir)
+    try:
+        with store.reading(engine) as session:
+            for start in range(0, len(stale), READ_EVERY):
+                batch = stale[start : start + READ_EVERY]
+                readers = [f.subscriber_id for f in batch if f.kind == "subscriber"]
+                read = store.subscriber_feed_rows(
+                    session=session, subscriber_ids=readers, limit=cfg.max_entries
+                )
+                for feed in batch:
+                    entries = items(session, settings, feed, read)
+                    files = feedfiles.render(feed.spec, entries, base_url=base_url, link_template=link)
+                    changed += mirror.stage(feed.spec, files)
+                mirror.commit()
+                session.expunge_all()  # the rows read for these feeds are not needed again
+    finally:
+        mirror.abort()
     names = list(changed_marks)
     for start in range(0, len(names), SAVE_EVERY):
         with store.transaction(engine) as writing:

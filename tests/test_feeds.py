@@ -42,6 +42,28 @@ def test_feed_is_golden_and_parses_cleanly() -> None:
         assert parsed.entries[0].link == "https://huggingface.co/papers?q=T%C3%9CLU+3+%3Cb%3Ebold%3C%2Fb%3E"
 
 
+def test_a_feed_put_together_from_entries_made_once_is_feedgens_own() -> None:
+    """:func:`feeds.render` makes each paper's entry once for every feed it is in and adds
+    the reader's terms: the same bytes as feedgen writing the whole feed, whatever the text
+    (markup, quotes, ampersands, letters outside ASCII, a term that reads with an ellipsis)
+    and whether the feed has no entry, one, or the same paper again with other terms."""
+    base, link = "https://papers.example.org/feeds/", "https://huggingface.co/papers?q={title}"
+    paper = ("a & b", 'Quotes "and" <i>tags</i> & TÜLU', "x < y > z & 'q' \u2014 ünïcode")
+    items = [
+        feeds.FeedItem(*paper, FIXED_NOW, ('"a & b"', "tül*", "title:x", "/re+gex/")),
+        feeds.FeedItem(*paper, FIXED_NOW, ()),  # the same paper, no terms: the cached entry
+        feeds.FeedItem(*paper, FIXED_NOW, ("<b>", 'say "hi"')),  # ...and other ones
+        feeds.FeedItem("plain", "Plain", "Plain abstract", FIXED_NOW.replace(day=1), ("plain",)),
+    ]
+    for entries in ([], items[:1], items):
+        spec = feeds.FeedSpec(feeds.subscriber_feed("T" * 20), "Feed & <title>", "Sub \u2014 title", "")
+        files = feeds.render(spec, entries, base_url=base, link_template=link)
+        for suffix in (".atom", ".rss"):
+            whole = feeds.render_whole(spec, entries, base_url=base, link_template=link, suffix=suffix)
+            assert files[suffix] == whole
+            assert files[suffix].count(b"<entry>" if suffix == ".atom" else b"<item>") == len(entries)
+
+
 def test_feed_names_are_the_ones_the_server_serves() -> None:
     for name in (feeds.ALL, feeds.topic_feed("llm-safety"), feeds.subscriber_feed("A" * 24)):
         for kind in feeds.SUFFIXES:
@@ -103,3 +125,29 @@ subscribers:
         assert renamed.write_feeds() > 0 and rendered  # the title is in every feed
     finally:
         app.engine.dispose()
+
+
+def test_the_mirror_replaces_files_only_when_the_batch_is_on_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Until a batch is committed, readers of the folder see the old files (the new ones wait
+    in temporary files beside them); a batch that breaks off leaves the old files and no
+    temporary file; a file whose bytes did not change is not written again."""
+    spec = feeds.FeedSpec(feeds.subscriber_feed("T" * 20), "t", "s")
+    old = {".atom": b"old atom", ".rss": b"old rss"}
+    mirror = feeds.Mirror(tmp_path)
+    assert mirror.stage(spec, old) == 2
+    mirror.commit()
+    target = tmp_path / "u" / ("T" * 20)
+    assert target.with_suffix(".atom").read_bytes() == b"old atom"
+
+    assert mirror.stage(spec, {".atom": b"new atom", ".rss": b"old rss"}) == 1  # the RSS is the same
+    assert target.with_suffix(".atom").read_bytes() == b"old atom"  # not yet
+    assert len(list(target.parent.glob(".*.tmp"))) == 1
+    mirror.commit()
+    assert target.with_suffix(".atom").read_bytes() == b"new atom"
+    assert not list(target.parent.glob(".*.tmp"))
+
+    mirror.stage(spec, {".atom": b"newer atom", ".rss": b"newer rss"})
+    mirror.abort()
+    assert target.with_suffix(".atom").read_bytes() == b"new atom"
+    assert target.with_suffix(".rss").read_bytes() == b"old rss"
+    assert not list(target.parent.glob(".*.tmp"))

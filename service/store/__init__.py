@@ -20,7 +20,17 @@ never commit. Timestamps are timezone-aware UTC, passed in by the caller.
 """
 
 from .engine import make_engine, reading, transaction
-from .feed_states import FeedSources, drop_states, feed_sources, feed_state, feed_states, save_states
+from .feed_states import (
+    FeedRow,
+    FeedSources,
+    drop_states,
+    feed_marks,
+    feed_sources,
+    feed_state,
+    feed_states,
+    save_states,
+    subscriber_feed_rows,
+)
 from .marks import FoldReport, NewSentMark, fold_sent, record_sent
 from .migrate import FIRST_RELEASE, NewerDatabase, check_known, head_revision, schema_revision, upgrade
 from .outbox import (
@@ -37,14 +47,12 @@ from .outbox import (
     release,
 )
 from .papers import (
-    FeedRow,
     Forgotten,
     NewPaper,
     NewTopicPaper,
     PaperText,
     add_papers,
     add_topic_papers,
-    feed_marks,
     file_by_hash,
     file_known,
     files_named,
@@ -58,7 +66,6 @@ from .papers import (
     papers_since,
     record_file,
     search_papers,
-    subscriber_feed_rows,
     subscriber_paper_count,
     subscriber_papers,
     topic_paper_count,

@@ -278,7 +278,7 @@ def topic_papers(
         select(TopicPaper, Paper)
         .join(Paper, col(Paper.id) == col(TopicPaper.paper_id))
         .where(TopicPaper.topic == topic, col(Paper.forgotten_at).is_(None))
-        .order_by(*_newest_digest_first(col(TopicPaper.score)))
+        .order_by(*newest_digest_first(col(TopicPaper.score)))
         .limit(limit)
         .offset(offset)
     )
@@ -295,7 +295,7 @@ def topic_paper_count(*, session: Session, topic: str) -> int:
     return int(core(session).execute(stmt).scalar_one())
 
 
-def _newest_digest_first(score: Any) -> tuple[Any, ...]:
+def newest_digest_first(score: Any) -> tuple[Any, ...]:
     """A feed's and a page's order: the newest digest first (by its date line, else its file's
     day), then the papers first seen last, the best first within them."""
     return (
@@ -318,18 +318,6 @@ def search_papers(*, session: Session, words: str, limit: int) -> list[Paper]:
     return list(session.exec(stmt))
 
 
-class FeedRow(NamedTuple):
-    """A paper as a feed shows it, with the terms that brought it."""
-
-    key: str
-    title: str
-    abstract: str
-    digest_date: date | None
-    first_seen_at: datetime
-    line: int
-    terms: list[str]
-
-
 def subscriber_papers(
     *, session: Session, subscriber_id: int, limit: int, offset: int = 0
 ) -> list[tuple[Delivery, Paper]]:
@@ -338,33 +326,11 @@ def subscriber_papers(
         select(Delivery, Paper)
         .join(Paper, col(Paper.id) == col(Delivery.paper_id))
         .where(Delivery.subscriber_id == subscriber_id, col(Paper.forgotten_at).is_(None))
-        .order_by(*_newest_digest_first(col(Delivery.score)))
+        .order_by(*newest_digest_first(col(Delivery.score)))
         .limit(limit)
         .offset(offset)
     )
     return [(d, p) for d, p in session.exec(stmt)]
-
-
-def subscriber_feed_rows(*, session: Session, subscriber_id: int, limit: int) -> list[FeedRow]:
-    """What the subscriber's feed shows of their papers, in :func:`subscriber_papers`' order:
-    plain rows (a feed of 200 entries for each of thousands of readers: no ORM objects)."""
-    stmt = (
-        sa_select(
-            col(Paper.key),
-            col(Paper.title),
-            col(Paper.abstract),
-            col(Paper.digest_date),
-            col(Paper.first_seen_at),
-            col(Paper.line),
-            col(Delivery.terms),
-        )
-        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(col(Delivery.subscriber_id) == subscriber_id, col(Paper.forgotten_at).is_(None))
-        .order_by(*_newest_digest_first(col(Delivery.score)))
-        .limit(limit)
-    )
-    rows: Any = core(session).execute(stmt).all()
-    return [FeedRow(*row) for row in rows]
 
 
 def subscriber_paper_count(*, session: Session, subscriber_id: int) -> int:
@@ -375,24 +341,3 @@ def subscriber_paper_count(*, session: Session, subscriber_id: int) -> int:
         .where(col(Delivery.subscriber_id) == subscriber_id, col(Paper.forgotten_at).is_(None))
     )
     return int(core(session).execute(stmt).scalar_one())
-
-
-def feed_marks(*, session: Session) -> list[int]:
-    """A few numbers that change whenever what a feed shows may have changed: new papers,
-    forgotten ones, new matches, topic entries added or removed, subscribers added or
-    (de)activated. Cheap: aggregates the database answers from its indexes (and one count
-    of the forgotten papers)."""
-    from .tables import Subscriber
-
-    rows = [
-        sa_select(func.max(col(Paper.id)), func.count(col(Paper.forgotten_at))),
-        sa_select(func.max(col(Delivery.id))),
-        sa_select(func.max(col(TopicPaper.id)), func.count(col(TopicPaper.id))),
-        sa_select(func.max(col(Subscriber.id)), func.count(col(Subscriber.id))).where(
-            col(Subscriber.active).is_(True)
-        ),
-    ]
-    out: list[int] = []
-    for stmt in rows:
-        out.extend(int(v or 0) for v in core(session).execute(stmt).one())
-    return out
