@@ -6,7 +6,8 @@ the configuration's feed settings; the feed format). The store keeps each
 feed's mark and when it last changed (``feed_states``). From that:
 
 - the cycle (:func:`publish`) updates the marks that changed and renders only
-  those feeds, into ``feeds.dir`` (a mirror for a web server of your own);
+  those feeds, into ``feeds.dir`` (a mirror for a web server of your own; with
+  ``feeds.mirror: shared``, only the feeds that are not a reader's own);
   a poll that changed nothing stops at :func:`stamp` (a few aggregates) and
   reads or renders nothing;
 - the web server (:class:`Feeds`) answers a conditional GET from one row by
@@ -69,7 +70,16 @@ def stamp(engine: Engine, settings: Settings) -> str:
     feeds at their last rendering, no feed can have changed, and none is rendered."""
     with store.reading(engine) as session:
         marks = store.feed_marks(session=session)
-    return json.dumps([FORMAT, settings.feed_digests[1], marks])
+    return json.dumps([FORMAT, settings.feeds.mirror, settings.feed_digests[1], marks])
+
+
+def _mirror_of(stamp: str) -> str | None:
+    """Which feeds (``feeds.mirror``) the folder holds, by its stamp (None: no stamp of ours)."""
+    try:
+        values = json.loads(stamp)
+    except ValueError:
+        return None
+    return values[1] if len(values) == 4 else "all"  # a stamp from before feeds.mirror: all of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +191,9 @@ def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -
     cfg = settings.feeds
     now = stamp(engine, settings)
     marker = cfg.dir / STAMP
-    mirrored = marker.is_file() and (cfg.dir / f"{ALL}.atom").is_file()
-    if mirrored and marker.read_text() == now:
+    before = marker.read_text() if marker.is_file() else ""
+    mirrored = _mirror_of(before) == cfg.mirror and (cfg.dir / f"{ALL}.atom").is_file()
+    if mirrored and before == now:
         return 0
     at = at or datetime.now(UTC)
     assert cfg.base_url is not None  # Settings fills it in
@@ -191,8 +202,11 @@ def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -
         feeds = wanted(settings, store.feed_sources(session=session))
         stored = store.feed_states(session=session)
     changed_marks = {f.spec.name: f.mark for f in feeds if stored.get(f.spec.name) != f.mark}
-    stale = [f for f in feeds if not mirrored or f.spec.name in changed_marks]
+    shared = cfg.mirror == "shared"  # the readers' own feeds are not written, and not left there
+    written = [f for f in feeds if not shared or f.kind != "subscriber"]
+    stale = [f for f in written if not mirrored or f.spec.name in changed_marks]
     gone = sorted(set(stored) - {f.spec.name for f in feeds})
+    unwritten = [f.spec.name for f in feeds if shared and not mirrored and f.kind == "subscriber"]
     changed = 0
     mirror = feedfiles.Mirror(cfg.dir)
     try:
@@ -219,10 +233,10 @@ def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -
     if gone:
         with store.transaction(engine) as writing:
             store.drop_states(session=writing, names=gone)
-        for name in gone:
-            for kind in SUFFIXES:
-                if FEED_FILE.fullmatch(f"{name}.{kind}"):  # a feed this code named, never another path
-                    (cfg.dir / f"{name}.{kind}").unlink(missing_ok=True)
+    for name in gone + unwritten:
+        for kind in SUFFIXES:
+            if FEED_FILE.fullmatch(f"{name}.{kind}"):  # a feed this code named, never another path
+                (cfg.dir / f"{name}.{kind}").unlink(missing_ok=True)
     if stale or gone:
         event(log, "feeds.written", rendered=len(stale), dropped=len(gone), changed=changed, dir=cfg.dir)
     feedfiles.atomic_write(marker, now.encode())

@@ -124,6 +124,68 @@ def test_a_subscriber_who_left_loses_their_feed_and_a_new_folder_gets_every_feed
     assert files() == before
 
 
+def test_a_shared_mirror_holds_the_shared_feeds_and_the_server_the_readers_own(
+    tmp_path: Path, clocked: App
+) -> None:
+    """``feeds.mirror: shared``: the folder gets the every-paper feed and the topics' feeds; the
+    readers' own feeds are marked in the store and served from it, the same bytes as the full
+    mirror's files; switching to it removes the readers' files, and back writes them again."""
+    app = clocked
+    shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")
+    app.cycle(send=False)
+    folder = tmp_path / "feeds"
+    full = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.suffix in (".atom", ".rss")}
+    alice = feeds.subscriber_feed(token(app, "alice@example.org"))
+    assert Path(f"{alice}.atom") in full
+
+    def shared_app(mirror: str) -> App:
+        text = local_yaml(tmp_path, ALICE + BOB).replace("feeds: {dir:", f"feeds: {{mirror: {mirror}, dir:")
+        return App(
+            parse_settings(text, source="paperboy.yaml", base=tmp_path), engine=app.engine, clock=app.clock
+        )
+
+    shared = shared_app("shared")
+    assert shared.write_feeds() == 0  # nothing new to write: the readers' files go
+    left = {p.relative_to(folder) for p in folder.rglob("*") if p.suffix in (".atom", ".rss")}
+    assert left == {Path(f"{feeds.ALL}.atom"), Path(f"{feeds.ALL}.rss")}
+    served = publish.Feeds()
+    for name, (tag, _) in docs(shared).items():  # every feed still answered, as the full mirror had it
+        assert served.body(shared.engine, shared.settings, name, tag) == full[Path(name)]
+
+    app.tick()  # type: ignore[attr-defined]
+    shutil.copy(FIXTURES / "digest-c.txt", tmp_path / "inbox")  # new papers for Alice
+    shared.cycle(send=False)
+    assert not list((folder / "u").glob("*.atom"))  # her feed changed; no file for it
+    tag, _ = docs(shared)[f"{alice}.atom"]
+    fresh = served.body(shared.engine, shared.settings, f"{alice}.atom", tag)
+    assert fresh is not None and fresh != full[Path(f"{alice}.atom")]
+    assert shared_app("all").write_feeds() > 0  # back to every feed: the readers' files return
+    assert (folder / f"{alice}.atom").read_bytes() == fresh
+
+
+def test_a_folder_stamped_before_feeds_mirror_is_not_rendered_again(
+    tmp_path: Path, clocked: App, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A stamp written before ``feeds.mirror`` existed ([format, digest, marks]) says every feed
+    is in the folder: upgrading renders nothing again."""
+    import json
+
+    app = clocked
+    shutil.copy(FIXTURES / "digest-a.txt", tmp_path / "inbox")
+    app.cycle(send=False)
+    marker = tmp_path / "feeds" / publish.STAMP
+    form, mirror, digest, marks = json.loads(marker.read_text())
+    assert mirror == "all"
+    marker.write_text(json.dumps([form, digest, marks]))
+    rendered: list[str] = []
+    real = feeds.render
+    monkeypatch.setattr(
+        feeds, "render", lambda spec, *a, **k: rendered.append(spec.name) or real(spec, *a, **k)
+    )
+    assert app.write_feeds() == 0 and rendered == []
+    assert json.loads(marker.read_text())[1] == "all"  # stamped anew
+
+
 def test_any_host_sharing_the_store_serves_the_feeds_without_their_files(
     served: tuple[App, str], tmp_path: Path, database_url: str
 ) -> None:

@@ -16,7 +16,7 @@ import re
 import zoneinfo
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -82,6 +82,9 @@ class Feeds(_Model):
     base_url: str | None = None  # where readers fetch the feeds; default <http.public_url>feeds/
     max_entries: int = Field(default=200, ge=1)
     title: str = "paperboy"
+    # which feeds are written into ``dir``: every one, or the shared ones (every paper, the
+    # topics), the readers' own then only from the web server (rendered from the store)
+    mirror: Literal["all", "shared"] = "all"
 
     @field_validator("dir")
     @classmethod
@@ -248,7 +251,8 @@ class Settings(_Model):
         def digest(value: object) -> str:
             return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
-        common = {"feeds": self.feeds.model_dump(mode="json"), "paper_link": self.email.paper_link}
+        feeds = self.feeds.model_dump(mode="json", exclude={"mirror"})  # where, not what: not in a feed
+        common = {"feeds": feeds, "paper_link": self.email.paper_link}
         shown = {
             **common,
             "public_url": self.http.url,  # the pages, the feeds' alternate links
