@@ -1,8 +1,8 @@
 """The whole cycle as an operator runs it: each step its own `paperboy` process.
 
     .venv/bin/python bench/cycle.py [--sizes 1000,10000] [--papers 1000] [--seed 7] [--keep DIR]
-                                    [--postgres URL] [--smtp] [--workers SUBSCRIBERS]
-                                    [--tastes SUBSCRIBERS]
+                                    [--postgres URL] [--smtp] [--mirror all|shared]
+                                    [--workers SUBSCRIBERS] [--tastes SUBSCRIBERS]
 
 For each size (number of subscribers), in one run, on a fresh SQLite store and
 a maildir:
@@ -18,7 +18,9 @@ With ``--postgres URL`` the store is a fresh schema on that server (dropped
 afterwards) instead of a SQLite file. With ``--smtp`` every configuration sends to
 an aiosmtpd sink in another process (``bench/deliver.py``'s, 4 connections)
 instead of writing a maildir: the delivering run then compares with
-``bench/deliver.py`` for the same number of emails. With ``--workers N`` it then compares
+``bench/deliver.py`` for the same number of emails. ``--mirror shared`` sets
+``feeds.mirror: shared``: no reader's feed file is written (they are served from
+the store). With ``--workers N`` it then compares
 delivery by one ``paperboy worker --once`` against two at once, each on its
 own fresh store of N subscribers (ingested first): how much a second worker
 adds, on this machine's cores, with a maildir as the sink. With ``--tastes N`` it
@@ -77,6 +79,7 @@ def quoted(term: str) -> str:
 
 
 SINK: int | None = None  # --smtp: the port of the sink every configuration sends to (else a maildir)
+MIRROR = "all"  # --mirror: feeds.mirror of every configuration
 
 
 def write_config(
@@ -101,7 +104,7 @@ def write_config(
         if SINK is None
         else f"email: {{from: 'paperboy <papers@example.org>', transport: smtp, "
         f"smtp: {{host: 127.0.0.1, port: {SINK}, concurrency: 4}}}}",
-        f"feeds: {{dir: {folder}/feeds}}",
+        f"feeds: {{dir: {folder}/feeds, mirror: {MIRROR}}}",
         "http: {enabled: false}",
         "topics:",
     ]
@@ -266,7 +269,12 @@ def main() -> int:
     parser.add_argument(
         "--tastes", type=int, metavar="N", help="then delivery with learned tastes against without, at N"
     )
+    parser.add_argument(
+        "--mirror", choices=("all", "shared"), default="all", help="feeds.mirror (shared: no reader's file)"
+    )
     args = parser.parse_args()
+    global MIRROR
+    MIRROR = args.mirror
     if args.smtp:
         global SINK
         SINK = free_port()
@@ -290,6 +298,7 @@ def measured(args: argparse.Namespace) -> int:
     )
     print(f"store:    {'PostgreSQL' if args.postgres else 'SQLite'}")
     print(f"sink:     {f'aiosmtpd Sink on 127.0.0.1:{SINK}, 4 connections' if SINK else 'a maildir'}")
+    print(f"feeds:    feeds.mirror: {MIRROR}")
     results: dict[int, list[Step]] = {}
     for size in sizes:
         folder = Path(tempfile.mkdtemp(prefix=f"paperboy-cycle-{size}-"))
