@@ -173,7 +173,7 @@ def _entry(item: FeedItem, link_template: str, suffix: str) -> bytes:
     return head + b"".join(_category(term, suffix) for term in readable_terms(item.terms)) + tail
 
 
-@functools.lru_cache(maxsize=1 << 13)
+@functools.lru_cache(maxsize=1 << 12)  # both formats of a few digests of papers
 def _paper_entry(
     key: str, title: str, abstract: str, published: datetime, link_template: str, suffix: str
 ) -> tuple[bytes, bytes]:

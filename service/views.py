@@ -67,7 +67,7 @@ def markup_once(text: str, terms: tuple[str, ...], *, wrap: bool = False) -> Mar
     return _marked_once(text, _spans(text, terms), wrap)
 
 
-@functools.lru_cache(maxsize=1 << 16)  # small: a few spans for a paper's text and a reader's terms
+@functools.lru_cache(maxsize=1 << 13)  # the mark-up below is kept by spans: this only saves a search
 def _spans(text: str, terms: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     return tuple(highlight_spans(text, terms))
 
@@ -141,7 +141,7 @@ def why(title: str, terms: tuple[str, ...], via: tuple[str, ...] = ()) -> Markup
     return _why(tuple(in_title), tuple(in_abstract), via)
 
 
-@functools.lru_cache(maxsize=1 << 16)  # one paper goes to many readers; a term, to many papers
+@functools.lru_cache(maxsize=1 << 14)  # one paper goes to many readers; a term, to many papers
 def _in_title(title: str, term: str) -> bool:
     return bool(highlight_spans(title, [term]))
 
