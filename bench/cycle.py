@@ -305,7 +305,7 @@ def measured(args: argparse.Namespace) -> int:
         try:
             with scratch_database(args.postgres) as database:
                 results[size] = one_size(size, papers, args.seed, folder, database)
-            emails = delivered(folder, database)
+                emails = delivered(folder, database)  # (--smtp: counted in the store, before it goes)
             print(f"\n{size:,} subscribers ({emails:,} emails delivered):")
             for step in results[size]:
                 flag = "" if step.code == 0 else f"  EXIT {step.code}"

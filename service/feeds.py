@@ -25,7 +25,9 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -128,7 +130,7 @@ def render(
     for suffix in (".atom", ".rss"):
         if suffix[1:] in kinds:
             frame = _frame(spec, items, base_url=base_url, link_template=link_template, suffix=suffix)
-            entries = b"".join(_entry(item, link_template, suffix) for item in items)
+            entries = _entries(items, link_template, suffix)
             cut = frame.rindex(_CLOSE[suffix])
             out[suffix] = frame[:cut] + entries + frame[cut:]
     return out
@@ -166,27 +168,78 @@ def _frame(
     return fg.atom_str(pretty=True) if suffix == ".atom" else fg.rss_str(pretty=True)
 
 
-def _entry(item: FeedItem, link_template: str, suffix: str) -> bytes:
-    """One entry as feedgen writes it inside a feed: the paper's part made once for every
-    feed it is in (a paper is in hundreds of readers' feeds), the reader's terms added."""
-    head, tail = _paper_entry(item.key, item.title, item.abstract, item.published, link_template, suffix)
-    return head + b"".join(_category(term, suffix) for term in readable_terms(item.terms)) + tail
+Paper = tuple[str, str, str, datetime]  # what a paper's entry shows: key, title, abstract, date
+_KEEP = 1 << 12  # papers' entries kept (both formats of a few digests of papers)
+_made: OrderedDict[tuple[Paper, str, str], tuple[bytes, bytes]] = OrderedDict()
+_made_lock = threading.Lock()  # the web server renders feeds on several threads
 
 
-@functools.lru_cache(maxsize=1 << 12)  # both formats of a few digests of papers
-def _paper_entry(
-    key: str, title: str, abstract: str, published: datetime, link_template: str, suffix: str
-) -> tuple[bytes, bytes]:
-    """The entry of a paper in a feed, in two halves around where its categories go."""
-    item = FeedItem(key, title, abstract, published, (_PLACE,))
-    spec = FeedSpec(ALL, "-", "-")
+def _entries(items: Sequence[FeedItem], link_template: str, suffix: str) -> bytes:
+    """The entries as feedgen writes them inside a feed: each paper's part made once for
+    every feed it is in (a paper is in hundreds of readers' feeds), the reader's terms added."""
+    papers = [(i.key, i.title, i.abstract, i.published) for i in items]
+    with _made_lock:
+        missing = [p for p in dict.fromkeys(papers) if (p, link_template, suffix) not in _made]
+    if missing:
+        made = _paper_entries(missing, link_template, suffix)
+        with _made_lock:
+            _made.update(made)
+            while len(_made) > _KEEP:
+                _made.popitem(last=False)
+    halves: list[tuple[bytes, bytes] | None] = []
+    with _made_lock:
+        for paper in papers:
+            half = _made.get((paper, link_template, suffix))
+            if half is not None:
+                _made.move_to_end((paper, link_template, suffix))
+            halves.append(half)
+    out: list[bytes] = []
+    for item, paper, half in zip(items, papers, halves, strict=True):
+        if half is None:  # pushed out meanwhile by a feed of many other papers: made alone
+            half = _paper_entries([paper], link_template, suffix)[0][1]
+        out.append(half[0] + b"".join(_category(t, suffix) for t in readable_terms(item.terms)) + half[1])
+    return b"".join(out)
+
+
+def _paper_entries(
+    papers: Sequence[Paper], link_template: str, suffix: str
+) -> list[tuple[tuple[Paper, str, str], tuple[bytes, bytes]]]:
+    """Each paper's entry, in two halves around where its categories go: feedgen writes
+    them all in one feed, cut at each entry (text never holds a bare ``<``, so each tag
+    found is a tag)."""
+    items = [FeedItem(*paper, (_PLACE,)) for paper in papers]
     whole = _frame(
-        spec, [item], base_url="http://x/", link_template=link_template, suffix=suffix, entries=True
+        FeedSpec(ALL, "-", "-"),
+        items,
+        base_url="http://x/",
+        link_template=link_template,
+        suffix=suffix,
+        entries=True,
     )
-    entry = whole[whole.index(_OPEN[suffix]) : whole.rindex(_CLOSE[suffix])]
-    line = _category(_PLACE, suffix)
-    cut = entry.index(line)
-    return entry[:cut], entry[cut + len(line) :]
+    opening, line = _OPEN[suffix], _category(_PLACE, suffix)
+    starts = [*_find_all(whole, opening), whole.rindex(_CLOSE[suffix])]
+    out = []
+    for paper, start, end in zip(papers, starts, starts[1:], strict=False):
+        entry = whole[start:end]
+        cut = entry.index(line)
+        out.append(((paper, link_template, suffix), (entry[:cut], entry[cut + len(line) :])))
+    assert len(out) == len(papers), "one entry per paper"
+    return out
+
+
+def _find_all(data: bytes, part: bytes) -> list[int]:
+    out, at = [], data.find(part)
+    while at >= 0:
+        out.append(at)
+        at = data.find(part, at + len(part))
+    return out
+
+
+def clear_entries() -> None:
+    """Forget every entry made (the benchmark's cold render)."""
+    with _made_lock:
+        _made.clear()
+    _category.cache_clear()
 
 
 @functools.lru_cache(maxsize=4096)

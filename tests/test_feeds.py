@@ -42,7 +42,7 @@ def test_feed_is_golden_and_parses_cleanly() -> None:
         assert parsed.entries[0].link == "https://huggingface.co/papers?q=T%C3%9CLU+3+%3Cb%3Ebold%3C%2Fb%3E"
 
 
-def test_a_feed_put_together_from_entries_made_once_is_feedgens_own() -> None:
+def test_a_feed_put_together_from_entries_made_once_is_feedgens_own(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """:func:`feeds.render` makes each paper's entry once for every feed it is in and adds
     the reader's terms: the same bytes as feedgen writing the whole feed, whatever the text
     (markup, quotes, ampersands, letters outside ASCII, a term that reads with an ellipsis)
@@ -55,13 +55,21 @@ def test_a_feed_put_together_from_entries_made_once_is_feedgens_own() -> None:
         feeds.FeedItem(*paper, FIXED_NOW, ("<b>", 'say "hi"')),  # ...and other ones
         feeds.FeedItem("plain", "Plain", "Plain abstract", FIXED_NOW.replace(day=1), ("plain",)),
     ]
-    for entries in ([], items[:1], items):
-        spec = feeds.FeedSpec(feeds.subscriber_feed("T" * 20), "Feed & <title>", "Sub \u2014 title", "")
+    spec = feeds.FeedSpec(feeds.subscriber_feed("T" * 20), "Feed & <title>", "Sub \u2014 title", "")
+
+    def same(entries: list[feeds.FeedItem]) -> None:
         files = feeds.render(spec, entries, base_url=base, link_template=link)
         for suffix in (".atom", ".rss"):
             whole = feeds.render_whole(spec, entries, base_url=base, link_template=link, suffix=suffix)
             assert files[suffix] == whole
             assert files[suffix].count(b"<entry>" if suffix == ".atom" else b"<item>") == len(entries)
+
+    feeds.clear_entries()
+    for entries in ([], items[:1], items, items[::-1]):  # none made yet, some, all
+        same(entries)
+    monkeypatch.setattr(feeds, "_KEEP", 1)  # entries pushed out as soon as made: each made again alone
+    feeds.clear_entries()
+    same(items)
 
 
 def test_feed_names_are_the_ones_the_server_serves() -> None:
