@@ -21,6 +21,7 @@ unchanged feed is rewritten byte for byte the same.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
@@ -178,32 +179,27 @@ def _entries(items: Sequence[FeedItem], link_template: str, suffix: str) -> byte
     """The entries as feedgen writes them inside a feed: each paper's part made once for
     every feed it is in (a paper is in hundreds of readers' feeds), the reader's terms added."""
     papers = [(i.key, i.title, i.abstract, i.published) for i in items]
+    found: dict[Paper, tuple[bytes, bytes]] = {}
     with _made_lock:
-        missing = [p for p in dict.fromkeys(papers) if (p, link_template, suffix) not in _made]
-    if missing:
-        made = _paper_entries(missing, link_template, suffix)
-        with _made_lock:
-            _made.update(made)
-            while len(_made) > _KEEP:
-                _made.popitem(last=False)
-    halves: list[tuple[bytes, bytes] | None] = []
-    with _made_lock:
-        for paper in papers:
+        for paper in dict.fromkeys(papers):
             half = _made.get((paper, link_template, suffix))
             if half is not None:
                 _made.move_to_end((paper, link_template, suffix))
-            halves.append(half)
-    out: list[bytes] = []
-    for item, paper, half in zip(items, papers, halves, strict=True):
-        if half is None:  # pushed out meanwhile by a feed of many other papers: made alone
-            half = _paper_entries([paper], link_template, suffix)[0][1]
-        out.append(half[0] + b"".join(_category(t, suffix) for t in readable_terms(item.terms)) + half[1])
-    return b"".join(out)
+                found[paper] = half
+    missing = [p for p in dict.fromkeys(papers) if p not in found]
+    if missing:
+        found.update(zip(missing, _paper_entries(missing, link_template, suffix), strict=True))
+        with _made_lock:
+            _made.update(((p, link_template, suffix), found[p]) for p in missing)
+            while len(_made) > _KEEP:
+                _made.popitem(last=False)
+    return b"".join(
+        found[paper][0] + b"".join(_category(t, suffix) for t in readable_terms(item.terms)) + found[paper][1]
+        for item, paper in zip(items, papers, strict=True)
+    )
 
 
-def _paper_entries(
-    papers: Sequence[Paper], link_template: str, suffix: str
-) -> list[tuple[tuple[Paper, str, str], tuple[bytes, bytes]]]:
+def _paper_entries(papers: Sequence[Paper], link_template: str, suffix: str) -> list[tuple[bytes, bytes]]:
     """Each paper's entry, in two halves around where its categories go: feedgen writes
     them all in one feed, cut at each entry (text never holds a bare ``<``, so each tag
     found is a tag)."""
@@ -216,22 +212,14 @@ def _paper_entries(
         suffix=suffix,
         entries=True,
     )
-    opening, line = _OPEN[suffix], _category(_PLACE, suffix)
-    starts = [*_find_all(whole, opening), whole.rindex(_CLOSE[suffix])]
+    starts = [m.start() for m in re.finditer(re.escape(_OPEN[suffix]), whole)]
+    starts.append(whole.rindex(_CLOSE[suffix]))
+    line = _category(_PLACE, suffix)
     out = []
-    for paper, start, end in zip(papers, starts, starts[1:], strict=False):
+    for start, end in itertools.pairwise(starts):
         entry = whole[start:end]
         cut = entry.index(line)
-        out.append(((paper, link_template, suffix), (entry[:cut], entry[cut + len(line) :])))
-    assert len(out) == len(papers), "one entry per paper"
-    return out
-
-
-def _find_all(data: bytes, part: bytes) -> list[int]:
-    out, at = [], data.find(part)
-    while at >= 0:
-        out.append(at)
-        at = data.find(part, at + len(part))
+        out.append((entry[:cut], entry[cut + len(line) :]))
     return out
 
 
@@ -301,18 +289,19 @@ class Mirror:
         """Stage each rendered file of ``spec``; how many differ from the files there now."""
         target = self.directory / spec.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        changed = 0
-        for suffix, data in files.items():
-            path = target.with_name(target.name + suffix)
-            if path.exists() and path.read_bytes() == data:
-                continue  # unchanged: keep the file (and its mtime) as it was
-            fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-            self._staged.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            changed += 1
-        return changed
+        return sum(self.stage_file(target.with_name(target.name + s), data) for s, data in files.items())
+
+    def stage_file(self, path: Path, data: bytes) -> bool:
+        """Stage ``data`` for ``path``; False when the file there holds it already (it is
+        kept as it is, its mtime too)."""
+        if path.exists() and path.read_bytes() == data:
+            return False
+        fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+        self._staged.append((tmp, path))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        return True
 
     def commit(self) -> None:
         if self._staged:
@@ -353,17 +342,11 @@ def _libc() -> object:
 
 
 def atomic_write(path: Path, data: bytes) -> bool:
-    if path.exists() and path.read_bytes() == data:
-        return False  # unchanged: keep the file (and its mtime) as it was
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    """One file written as :class:`Mirror` writes a batch; whether it changed."""
+    mirror = Mirror(path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return True
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        changed = mirror.stage_file(path, data)
+        mirror.commit()
+        return changed
+    finally:
+        mirror.abort()
