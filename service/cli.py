@@ -16,12 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .commands import COMMANDS, FAILURE, USAGE, UsageError
-from .curate import NotFound
+from .commands import COMMANDS, FAILURE, USAGE
+from .errors import UsageError
 from .log import event, setup
-from .reader_commands import COMMANDS as READER_COMMANDS
 from .settings import DEFAULT_CONFIG, ConfigError, load_settings
-from .store import NewerDatabase
 
 log = logging.getLogger("paperboy")
 
@@ -145,11 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup(verbose=args.verbose, quiet=args.quiet)
     try:
         settings = load_settings(args.config)
-        return {**COMMANDS, **READER_COMMANDS}[args.command](args, settings)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args, settings)
+        from .reader_commands import COMMANDS as READER_COMMANDS
+
+        return READER_COMMANDS[args.command](args, settings)
     except ConfigError as exc:
         print(f"paperboy: configuration error:\n{exc}", file=sys.stderr)
         return USAGE
-    except (UsageError, NotFound, NewerDatabase) as exc:
+    except UsageError as exc:  # NotFound, NewerDatabase
         print(f"paperboy: {exc}", file=sys.stderr)
         return USAGE
     except KeyboardInterrupt:

@@ -4,7 +4,8 @@
 
 Each command imports what it uses: the scheduler (APScheduler) and the web server
 (Starlette, uvicorn) only for run and serve, the pipeline (templates, rules, feeds)
-only where an App is built. ``status`` starts with the store alone.
+only where an App is built. ``status`` and ``check`` read a SQLite store through
+:mod:`service.glance`, without SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import store
+from . import glance
+from .errors import UsageError
 from .log import event
 from .settings import ConfigError, Settings
+from .settings.base import sqlite_file
 
 if TYPE_CHECKING:
     from .cycle import App
@@ -26,10 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("paperboy")
 
 OK, FAILURE, USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    pass
 
 
 def _app(settings: Settings, **kwargs: object) -> App:
@@ -106,9 +106,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    app = _app(settings)
-    app.renderer.check()
-    index = app.index
+    """The configuration, its rules and templates, and what the store says of it; on a SQLite
+    store at the newest schema without importing the store package (:mod:`service.glance`)."""
+    from .render import Renderer
+    from .rulebook import build_index
+    from .rules import RuleError
+
+    renderer = Renderer.configured(settings)
+    renderer.check()
+    try:
+        index = build_index(settings)
+    except RuleError as exc:  # the settings validated every rule; this is a safety net
+        raise ConfigError(str(exc)) from exc
     email = settings.email
     where = (
         f"smtp {email.smtp.host}:{email.smtp.port or 'default port'}"
@@ -118,17 +127,18 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"{args.config}: OK: {len(settings.subscribers)} subscribers, {len(settings.topics)} topics, "
         f"{index.size} distinct terms, "
-        f"delivery by {where}, inbox {settings.inbox}, templates {app.renderer.templates}"
+        f"delivery by {where}, inbox {settings.inbox}, templates {renderer.templates}"
     )
     http = settings.http
     print(f"http: {f'{http.host}:{http.port}, public at {http.url}' if http.enabled else 'off'}")
-    for line in _store_lines(app, args.config):
+    for line in _store_lines(settings, args.config):
         print(line)
     if not args.connect:
         return OK
+    from . import store
     from .preflight import connect
 
-    checks = connect(settings, app.engine)
+    checks = connect(settings, store.make_engine(settings.database))
     for found in checks:
         print(found)
     return OK if all(c.ok for c in checks) else FAILURE
@@ -164,27 +174,38 @@ def cmd_send_test(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
-def _store_lines(app: App, config: Path) -> list[str]:
+def _store_lines(settings: Settings, config: Path) -> list[str]:
     """The one-click opt-outs the store holds (they win over the configuration), and the
-    configured likes it holds no paper for, if there is a store."""
-    url = app.engine.url
-    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
-        return []  # no store yet; check creates none
+    configured likes it holds no paper for, if there is a store (check creates none)."""
+    connection = glance.open_sqlite(settings.database)
+    if connection is not None:
+        with closing(connection):
+            return _store_notes(glance.Reader(connection), settings, config, glance.head_revision())
+    path = sqlite_file(settings.database)
+    if path is not None and not path.is_file():
+        return []  # no store yet
+    from . import store
+
+    engine = store.make_engine(settings.database)
     try:
-        revision = store.schema_revision(app.engine)
+        revision = store.schema_revision(engine)
     except Exception as exc:  # check validates the configuration; an unreachable store is only noted
         return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
     store.check_known(revision)  # a database of a newer paperboy: refused, as by every command
     if revision is None:
         return []
-    try:
-        with store.reading(app.engine) as session:
-            out = store.opted_out(session=session)
-            likes = []
-            if revision >= "0011" and any(s.like for s in app.settings.subscribers):
-                from .taste.learn import like_warnings
+    with store.reading(engine) as session:
+        return _store_notes(glance.on_session(session), settings, config, revision)
 
-                likes = like_warnings(session, app.settings, config)
+
+def _store_notes(db: glance.Reader, settings: Settings, config: Path, revision: str) -> list[str]:
+    try:
+        out = glance.opted_out(db)
+        likes = []
+        if revision >= "0011" and any(s.like for s in settings.subscribers):
+            from .taste.likes import like_warnings
+
+            likes = like_warnings(db, settings, config)
     except Exception as exc:  # check validates the configuration; an unreachable store is only noted
         return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
     return [
@@ -272,6 +293,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from . import store
+
     engine = store.make_engine(settings.database)
     head = store.head_revision()
     if args.action == "current":

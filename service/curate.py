@@ -18,31 +18,18 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from . import store
+from . import glance, store
+from .errors import NotFound
 from .ingest import file_hash
-from .text import paper_key
-
-
-class NotFound(Exception):
-    """No paper or file fits what the operator typed, or several do (listed)."""
 
 
 def find_paper(session: Session, text: str) -> store.Paper:
-    """The paper whose title is ``text``, or the one paper whose title holds it (folded)."""
-    key = paper_key(text)
-    if not key:
-        raise NotFound(f"{text!r} holds no word of a title")
-    paper = store.find_paper(session=session, key=key)
-    if paper is not None:
-        return paper
-    found = store.search_papers(session=session, words=key, limit=11)
-    if not found:
-        raise NotFound(f"no paper in the store has a title like {text!r}")
-    if len(found) > 1:
-        listed = "\n".join(f"  {p.title}" for p in found[:10])
-        more = "\n  ..." if len(found) > 10 else ""
-        raise NotFound(f"{len(found)} papers have titles like {text!r}; say which:\n{listed}{more}")
-    return found[0]
+    """The paper whose title is ``text``, or the one paper whose title holds it (folded):
+    :func:`service.glance.paper_named`."""
+    paper_id, _ = glance.paper_named(glance.on_session(session), text)
+    paper = session.get(store.Paper, paper_id)
+    assert paper is not None  # just read in this session
+    return paper
 
 
 def find_file(session: Session, name: str) -> store.IngestedFile:

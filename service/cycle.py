@@ -37,10 +37,10 @@ from .match import (
 from .preflight import make_folders
 from .publish import publish
 from .ratings import SECRET as RATINGS
-from .render import Renderer, templates_path
-from .rules import Index, RuleSet
-from .settings import Settings, SubscriberConfig
-from .signing import Signer
+from .render import Renderer
+from .rulebook import build_index
+from .rules import Index
+from .settings import Settings
 
 log = logging.getLogger("paperboy.cycle")
 
@@ -61,21 +61,6 @@ def cadences(settings: Settings) -> dict[str, tuple[str, str]]:
 
     default = settings.timezone or get_localzone_name()
     return {s.email.lower(): (s.schedule, s.timezone or default) for s in own if s.schedule}
-
-
-def subscriber_rules(sub: SubscriberConfig) -> RuleSet:
-    return RuleSet.build(sub.email.lower(), sub.keywords, sub.exclude, query=sub.query, topics=sub.topics)
-
-
-def topic_rules(settings: Settings) -> dict[str, RuleSet]:
-    return {
-        name: RuleSet.build(name, t.keywords, t.exclude, query=t.query) for name, t in settings.topics.items()
-    }
-
-
-def build_index(settings: Settings) -> Index:
-    """Every subscriber's and topic's rules in one index (the settings were validated already)."""
-    return Index([subscriber_rules(s) for s in settings.subscribers], list(topic_rules(settings).values()))
 
 
 @dataclass(slots=True)
@@ -120,7 +105,7 @@ class App:
         self.settings = settings
         self.engine = engine or store.make_engine(settings.database)
         self._sender = sender
-        self.renderer = Renderer(templates_path(settings.templates_dir), sign=Signer.of(settings.email.dkim))
+        self.renderer = Renderer.configured(settings)
         self._index: Index | None = None  # built when first needed: a quiet poll needs none
         self.clock = clock
         self.stop = stop or threading.Event()

@@ -135,7 +135,7 @@ def rematch(
     (``subscriber:<email>``, ``topic:<name>``; None: everyone) and queue what is not queued
     yet. The fingerprints of the owners rematched are recorded (``prints``: the
     configuration's, when the caller has them already)."""
-    from .cycle import subscriber_rules, topic_rules
+    from .rulebook import build_index
 
     prints = fingerprints(settings) if prints is None else prints
     chosen = set(prints) if owners is None else set(owners) & set(prints)
@@ -143,7 +143,7 @@ def rematch(
     topics = {name for name in settings.topics if topic_owner(name) in chosen}
     papers = queued = entries = 0
     if days > 0 and (subs or topics):
-        index = Index([subscriber_rules(s) for s in subs], list(topic_rules(settings).values()))
+        index = build_index(settings, subs)
         since, after = at - timedelta(days=days), 0
         with store.reading(engine) as session:
             receiving = store.receiving(session=session)  # read once, not per batch of papers

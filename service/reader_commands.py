@@ -56,7 +56,7 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
     from .curate import find_paper
-    from .cycle import subscriber_rules, topic_rules
+    from .rulebook import subscriber_rules, topic_rules
     from .rules import explain
 
     wanted = settings.subscriber(args.email)

@@ -29,6 +29,8 @@ import jinja2
 from jinja2.filters import do_wordwrap
 
 from .message import Mail, build
+from .settings import Settings
+from .signing import Signer
 from .views import PaperView
 
 TEMPLATE_RECHECK = 1.0  # seconds between looks at a template file for changes
@@ -74,15 +76,27 @@ class Renderer:
         self.templates = templates
         self.sign = sign
         self.html = jinja2.Environment(
-            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+            loader=loader,
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
         )
         self.text = jinja2.Environment(
-            loader=loader, autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+            loader=loader,
+            autoescape=False,
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
         )
         # A paper's abstract goes to many readers: wrap it once (the same filter, remembered).
         wordwrap = functools.partial(do_wordwrap, self.text)
         self.text.filters["wordwrap"] = functools.lru_cache(maxsize=4096)(wordwrap)
         self._loaded: dict[str, tuple[jinja2.Template, float]] = {}
+
+    @classmethod
+    def configured(cls, settings: Settings) -> Renderer:
+        """The configuration's templates (``templates_dir``, else the shipped ones), signing
+        with its DKIM key when it has one."""
+        return cls(templates_path(settings.templates_dir), sign=Signer.of(settings.email.dkim))
 
     def _template(self, env: jinja2.Environment, name: str) -> jinja2.Template:
         """``env.get_template(name)``, asked at most once a second: Jinja2 looks at the file's

@@ -1,6 +1,7 @@
 """``paperboy status``: what the store holds and whether the last run went well.
 
-Read from the store alone (no scheduler, no web server, no SMTP client): the
+Read from the store alone (no scheduler, no web server, no SMTP client; on a SQLite store,
+not even SQLAlchemy: :mod:`service.glance`): the
 counts, the last job run and its error, when the next delivery is due (the
 cron line read by :func:`service.settings.cron.next_fire`), the deliveries
 waiting for a retry and those that failed, the readers who unsubscribed, and
@@ -9,32 +10,50 @@ on request each subscriber with their private feed and page URLs.
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tzlocal import get_localzone
 
-from . import store
+from . import glance
 from .settings import Settings
 from .settings.cron import next_fire
 
 
 def report(settings: Settings, *, subscribers: bool = False) -> dict[str, Any]:
-    """Everything ``status`` shows, as ``status --json`` prints it."""
-    engine = store.make_engine(settings.database)
-    store.upgrade(engine)
-    with store.reading(engine) as session:
-        counts = store.counts(session=session)
-        counts["failures"] = store.failures(session=session)
-        counts["retrying"] = store.retrying(session=session)
-        counts["unsubscribed_emails"] = [
-            {"email": s.email, "at": s.unsubscribed_at.isoformat() if s.unsubscribed_at else None}
-            for s in store.opted_out(session=session)
-        ]
-        last = store.last_run(session=session)
-        people = store.subscriber_overview(session=session) if subscribers else []
-    engine.dispose()
+    """Everything ``status`` shows, as ``status --json`` prints it.
+
+    A SQLite store at the newest schema is read through ``sqlite3`` alone; any other
+    (PostgreSQL, a store to create or migrate) through the store package, which migrates
+    it first, as every command does."""
+    connection = glance.open_sqlite(settings.database)
+    if connection is not None:
+        with closing(connection):
+            counts = _read(glance.Reader(connection), subscribers)
+    else:
+        from . import store
+
+        engine = store.make_engine(settings.database)
+        store.upgrade(engine)
+        with store.reading(engine) as session:
+            counts = _read(glance.on_session(session), subscribers)
+        engine.dispose()
+    counts["next_delivery"] = next_delivery(settings)
+    if subscribers:
+        counts["subscriber_list"] = [_with_urls(p, settings) for p in counts.pop("subscriber_list")]
+    return counts
+
+
+def _read(db: glance.Reader, subscribers: bool) -> dict[str, Any]:
+    counts = glance.counts(db)
+    counts["failures"] = glance.failures(db)
+    counts["retrying"] = glance.retrying(db)
+    counts["unsubscribed_emails"] = [
+        {"email": out.email, "at": out.unsubscribed_at.isoformat()} for out in glance.opted_out(db)
+    ]
+    last = glance.last_run(db)
     counts["last_run"] = (
         None
         if last is None
@@ -45,9 +64,8 @@ def report(settings: Settings, *, subscribers: bool = False) -> dict[str, Any]:
             "error": last.error,
         }
     )
-    counts["next_delivery"] = next_delivery(settings)
     if subscribers:
-        counts["subscriber_list"] = [_with_urls(p, settings) for p in people]
+        counts["subscriber_list"] = glance.subscriber_overview(db)
     return counts
 
 

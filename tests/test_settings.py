@@ -38,6 +38,33 @@ def test_minimal_config_gets_sensible_defaults(tmp_path: Path) -> None:
     assert s.subscribers[0].keywords == ["mamba", "state space model"]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///var/p.db",
+        "sqlite+pysqlite:///var/my%20papers.db?timeout=5",
+        "sqlite:////srv/abs/p.db",
+        "sqlite:///~/p.db",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql+psycopg://paper:s%40cret@db.example.org:5433/papers?sslmode=require",
+        "postgresql://[::1]/papers",
+    ],
+)
+def test_database_urls_are_read_as_sqlalchemy_reads_them(tmp_path: Path, url: str) -> None:
+    """Loading reads the URL without SQLAlchemy; the engine then reads what loading wrote."""
+    from sqlalchemy.engine import make_url
+
+    s = parse_settings(f"database: '{url}'", source="c.yaml", base=tmp_path)
+    given, stored = make_url(url), make_url(s.database)
+    if given.get_backend_name() == "sqlite" and given.database not in (None, "", ":memory:"):
+        where = Path(given.database).expanduser()
+        assert stored.database == str(where if where.is_absolute() else tmp_path / where)
+        assert stored.set(database=given.database) == given
+    else:
+        assert s.database == url
+
+
 def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
     s = parse_settings("", source="c.yaml", base=tmp_path)
     assert s.email.transport == "maildir"
@@ -53,6 +80,10 @@ def test_empty_config_is_the_embedded_defaults(tmp_path: Path) -> None:
         ),
         ("feeds:\n  max_entrie: 3\n", "c.yaml:2: feeds.max_entrie: unknown key; did you mean 'max_entries'?"),
         ("databse: x\n", "c.yaml:1: databse: unknown key; did you mean 'database'?"),
+        (
+            "database: var/p.db\n",
+            "c.yaml:1: database: 'var/p.db' is not a database URL such as sqlite:///var/paperboy.db",
+        ),
         ("email:\n  transport: smtpp\n", "c.yaml:2: email.transport: Input should be 'smtp' or 'maildir'"),
         ("schedule:\n  deliver: '99 * * *'\n", "c.yaml:2: schedule.deliver: '99 * * *' is not a cron line"),
         ("schedule:\n  poll: soon\n", "c.yaml:2: schedule.poll: 'soon' is not a duration"),

@@ -70,3 +70,17 @@ def test_the_sending_process_imports_neither_templates_database_nor_rules() -> N
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["status", "--json", "--subscribers"], ["check"]], ids=" ".join
+)
+def test_status_and_check_read_a_sqlite_store_without_sqlalchemy(demo: Path, command: list[str]) -> None:
+    """Half a second of CPU saved: service.glance reads the store through sqlite3."""
+    liking = demo.read_text().replace(
+        "keywords: [model]", "keywords: [model]\n    like: [a paper nobody wrote]"
+    )
+    demo.write_text(liking)
+    code, modules = imported("--config", demo, *command)
+    assert code == 0
+    assert modules.isdisjoint({"sqlalchemy", "sqlmodel", "alembic"}), sorted(modules)

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from service import store
+from service import glance, store
 from service.compose import best_first
 from tests.helpers import FIXED_NOW, sync
 
@@ -216,7 +216,7 @@ def test_topic_papers_are_unique_per_topic_newest_then_best_first(engine: Engine
         assert [p.key for _, p in feed] == ["strong", "weak", "old"]
         assert feed[0][0].terms == ["x", "y"]
         assert [p.key for _, p in store.topic_papers(session=s, topic="other", limit=10)] == ["weak"]
-        assert [p.key for p in store.search_papers(session=s, words="tro", limit=5)] == ["strong"]
+        assert glance.paper_named(glance.on_session(s), "tro")[0] == ids["strong"]
 
 
 def test_subscribers_follow_the_configuration_and_keep_their_token(engine: Engine) -> None:

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from .addresses import check_address, check_name
-from .base import MODEL_CONFIG, At, Duration, resolve
+from .base import MODEL_CONFIG, At, Duration, database_url, resolve
 from .cron import check_cron
 from .mail import Email
 
@@ -286,20 +286,7 @@ class Settings(_Model):
     @field_validator("database")
     @classmethod
     def _database(cls, value: str, info: ValidationInfo) -> str:
-        # here, not at the top: the sending process (service.courier) reads Smtp settings
-        # and starts with every delivery run; SQLAlchemy would add a fifth of a second
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            url = make_url(value)
-        except ArgumentError as exc:
-            raise ValueError(f"{value!r} is not a database URL such as sqlite:///var/paperboy.db") from exc
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            path = resolve(Path(url.database), info)
-            url = url.set(database=str(path))
-            return url.render_as_string(hide_password=False)
-        return value
+        return database_url(value, info)
 
     @field_validator("timezone")
     @classmethod

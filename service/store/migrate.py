@@ -10,11 +10,13 @@ of CPU to import, is not imported at all.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, inspect, text
+
+from ..errors import NewerDatabase
+from ..glance import head_revision, known_revisions
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -46,15 +48,6 @@ def schema_revision(engine: Engine) -> str | None:
         return _revision(conn)
 
 
-class NewerDatabase(Exception):
-    """The database was migrated by a newer paperboy: this one does not know its revision."""
-
-
-@functools.cache
-def known_revisions() -> frozenset[str]:
-    return frozenset(p.name.partition("_")[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
-
-
 def check_known(revision: str | None) -> None:
     """:class:`NewerDatabase` unless ``revision`` is one of this paperboy's (or None: empty)."""
     if revision is not None and revision not in known_revisions():
@@ -62,13 +55,6 @@ def check_known(revision: str | None) -> None:
             f"the database was migrated by a newer paperboy (revision {revision}; this one knows up to "
             f"{head_revision()}); upgrade paperboy"
         )
-
-
-@functools.cache
-def head_revision() -> str:
-    """The newest revision this paperboy knows: the last migration file's revision
-    (a test holds this against Alembic's own answer)."""
-    return max(p.name.partition("_")[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:

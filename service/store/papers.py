@@ -306,18 +306,6 @@ def newest_digest_first(score: Any) -> tuple[Any, ...]:
     )
 
 
-def search_papers(*, session: Session, words: str, limit: int) -> list[Paper]:
-    """Papers whose key (folded title) holds ``words`` (already folded), newest first."""
-    pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    stmt = (
-        select(Paper)
-        .where(col(Paper.key).like(pattern, escape="\\"))
-        .order_by(col(Paper.first_seen_at).desc(), col(Paper.id))
-        .limit(limit)
-    )
-    return list(session.exec(stmt))
-
-
 def subscriber_papers(
     *, session: Session, subscriber_id: int, limit: int, offset: int = 0
 ) -> list[tuple[Delivery, Paper]]:

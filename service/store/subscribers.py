@@ -217,13 +217,6 @@ def resubscribe(*, session: Session, email: str) -> bool:
     return True
 
 
-def opted_out(*, session: Session) -> list[Subscriber]:
-    stmt = (
-        select(Subscriber).where(col(Subscriber.unsubscribed_at).is_not(None)).order_by(col(Subscriber.email))
-    )
-    return list(session.exec(stmt))
-
-
 def subscribers_by_id(*, session: Session, ids: Sequence[int]) -> dict[int, Subscriber]:
     return {s.id: s for s in session.exec(select(Subscriber).where(col(Subscriber.id).in_(ids))) if s.id}
 

@@ -17,15 +17,14 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from .. import store
-from ..curate import NotFound, find_paper
+from .. import glance, store
 from ..settings import Settings
+from .likes import resolve_likes
 
 if TYPE_CHECKING:
     from .space import Space
@@ -47,40 +46,6 @@ def likes_mark(likes: Sequence[str]) -> str:
 
 def examples_mark(ratings: str, liked: Iterable[int]) -> str:
     return f"{ratings}|{','.join(map(str, sorted(liked)))}"
-
-
-def resolve_likes(session: Session, likes: Sequence[str]) -> tuple[list[int], list[str]]:
-    """The papers ``likes`` name, and the ones that name no single paper (with why)."""
-    found: list[int] = []
-    unknown: list[str] = []
-    for text in likes:
-        try:
-            paper = find_paper(session, text)
-        except NotFound as exc:
-            unknown.append(str(exc).splitlines()[0])
-            continue
-        if paper.id is not None and paper.id not in found:
-            found.append(paper.id)
-    return found, unknown
-
-
-def like_warnings(session: Session, settings: Settings, config: Path) -> list[str]:
-    """``paperboy check``'s warning for each configured like that names no single paper in
-    the store, with its line in ``config`` (the like is skipped until it does)."""
-    from ..settings.loading import lines_of
-
-    unknown = []
-    for i, sub in enumerate(settings.subscribers):
-        for j, text in enumerate(sub.like):
-            _, why = resolve_likes(session, [text])
-            if why:
-                unknown.append(((i, j), why[0]))
-    lines = lines_of(config, [("subscribers", i, "like", j) for (i, j), _ in unknown])
-    return [
-        f"warning: {config}:{line or 1}: subscribers[{i}].like[{j}]: {why} "
-        "(skipped until the store holds exactly one such paper)"
-        for ((i, j), why), line in zip(unknown, lines, strict=True)
-    ]
 
 
 def load_space(session: Session, *, at: datetime) -> Space:
@@ -137,7 +102,7 @@ def learn(engine: Engine, settings: Settings, *, at: datetime) -> Learned:
             if state is not None and state.likes in (mark, f"{mark}@{newest}"):
                 liked[sid] = (state.likes, state.liked)
                 continue
-            found, unknown = resolve_likes(session, texts)
+            found, unknown = resolve_likes(glance.on_session(session), texts)
             if unknown:
                 out.unknown[email] = unknown
             liked[sid] = (f"{mark}@{newest}" if unknown else mark, found)
