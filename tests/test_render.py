@@ -5,13 +5,16 @@ Regenerate after an intended change: PAPERBOY_REGEN_GOLDEN=1 pytest tests/test_r
 """
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.render import Renderer, templates_path
 from service.views import markup, short_lines
-from tests.helpers import golden, rendered
+from tests.helpers import DIGEST, golden, rendered
 
 HTML_TEXT = st.characters(blacklist_categories=["Cs", "Zs", "Cc"], blacklist_characters="<>")
 
@@ -60,3 +63,18 @@ def test_short_lines_never_breaks_inside_a_tag() -> None:
     wrapped = short_lines(html, width=10)
     assert '<a href="https://github.com/org/repo">' in wrapped
     assert wrapped.replace("\n", " ") == html
+
+
+def test_compiled_templates_are_kept_between_processes_and_an_edit_is_compiled_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAPERBOY_CACHE", str(tmp_path / "cache"))
+    mine = tmp_path / "templates"
+    shutil.copytree(templates_path(), mine)
+    compiled_here = Renderer(mine).parts(DIGEST)
+    assert len(list((tmp_path / "cache" / "templates-email-text").iterdir())) == 2  # subject, text
+    assert len(list((tmp_path / "cache" / "templates-email-html").iterdir())) == 1
+    assert Renderer(mine).parts(DIGEST) == compiled_here  # read back from the cache
+
+    (mine / "subject.txt.j2").write_text("Edited: {{ papers | length }} papers")
+    assert Renderer(mine).parts(DIGEST)[0] == f"Edited: {len(DIGEST.papers)} papers"
