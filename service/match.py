@@ -37,11 +37,11 @@ MATCH_BATCH = 500  # papers per transaction
 def match_new(engine: Engine, index: Callable[[], Index], *, at: datetime) -> tuple[int, int]:
     """Match every paper not matched yet; returns (papers matched, deliveries queued). With
     none (a quiet poll), neither the index (``index()``) nor a subscriber row is needed."""
-    papers_done = queued = 0
+    papers_done = queued = after = 0
     receiving: dict[str, int] | None = None
     while True:
         with store.transaction(engine) as session:
-            batch = store.unmatched_papers(session=session, limit=MATCH_BATCH)
+            batch = store.unmatched_papers(session=session, limit=MATCH_BATCH, after=after)
             if not batch:
                 return papers_done, queued
             if receiving is None:
@@ -49,6 +49,7 @@ def match_new(engine: Engine, index: Callable[[], Index], *, at: datetime) -> tu
             queued += _queue(session, index(), batch, receiving, topics=None, at=at)[0]
             store.mark_matched(session=session, paper_ids=[p.id for p in batch], at=at)
             papers_done += len(batch)
+            after = batch[-1].id
 
 
 QUEUE_ROWS = 20_000  # matches held before they are stored: memory stays flat however many match

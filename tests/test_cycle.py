@@ -265,3 +265,33 @@ def test_a_quiet_cycle_builds_no_rule_index_and_reads_no_subscriber(tmp_path: Pa
     assert quiet.cycle(send=False).matched_papers > 0  # new papers: now it is built and read
     assert quiet._index is not None and reads == ["receiving"]
     quiet.engine.dispose()
+
+
+def test_matching_goes_through_the_papers_in_batches_each_once(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each batch starts after the last paper of the one before; none is skipped, a forgotten
+    one is not matched, and every other paper that holds the keyword is queued once."""
+    from sqlalchemy import text
+
+    from service import match, store
+    from service.cycle import App
+    from service.settings import parse_settings
+    from tests.helpers import local_yaml
+
+    settings = parse_settings(
+        local_yaml(tmp_path, "  - email: alice@example.org\n    keywords: [model]\n"),
+        source="t.yaml",
+        base=tmp_path,
+    )
+    app = App(settings, progress=False)
+    app.prepare_store()
+    [report] = app.ingest([copy_digest("digest-a.txt", tmp_path / "inbox")])
+    with app.engine.begin() as conn:
+        conn.execute(text("UPDATE papers SET forgotten_at = first_seen_at WHERE id = 10"))
+        papers = conn.execute(text("SELECT title, abstract FROM papers WHERE id <> 10")).all()
+    monkeypatch.setattr(match, "MATCH_BATCH", 7)
+    done, queued = match.match_new(app.engine, lambda: app.index, at=app.clock())
+    assert done == report.new_papers - 1 > 7 * 3
+    assert queued == sum(1 for t, a in papers if naive_match("model", t) or naive_match("model", a)) > 7
+    with store.reading(app.engine) as session:
+        assert store.counts(session=session)["unmatched_papers"] == 1  # the forgotten one
+    app.engine.dispose()

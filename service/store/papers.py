@@ -183,10 +183,13 @@ class PaperText(NamedTuple):
 _TEXT = (col(Paper.id), col(Paper.title), col(Paper.abstract))
 
 
-def unmatched_papers(*, session: Session, limit: int) -> list[PaperText]:
+def unmatched_papers(*, session: Session, limit: int, after: int = 0) -> list[PaperText]:
+    """Papers not matched yet (nor forgotten), by id after ``after``. A caller going through
+    them in batches passes the last id it saw: searching from the first paper each time
+    would step over every paper matched by the batches before, for each batch."""
     stmt = (
         sa_select(*_TEXT)
-        .where(col(Paper.matched_at).is_(None), col(Paper.forgotten_at).is_(None))
+        .where(col(Paper.id) > after, col(Paper.matched_at).is_(None), col(Paper.forgotten_at).is_(None))
         .order_by(col(Paper.id))
         .limit(limit)
     )
