@@ -11,8 +11,11 @@ a maildir:
 2. ``paperboy run --once``: deliver every digest email to the maildir, write the feeds;
 3. ``paperboy run --once`` again, with nothing new: the cost of every quiet poll;
 4. ``paperboy status``
+5. ``paperboy check``: the configuration of that many subscribers validated, its rules
+   indexed, the templates loaded, the store's opt-outs read;
+6. ``paperboy run`` (the service) polling with nothing new: the CPU of one quiet poll.
 
-(3 and 4 run five times each; the run of median CPU is printed).
+(3, 4 and 5 run five times each; the run of median CPU is printed).
 
 With ``--postgres URL`` the store is a fresh schema on that server (dropped
 afterwards) instead of a SQLite file. With ``--smtp`` every configuration sends to
@@ -198,6 +201,7 @@ def one_size(
         measure("run --once (deliver, feeds)", config, "run", "--once"),
         median_of(REPEAT, "run --once, nothing new", config, "run", "--once"),
         median_of(REPEAT, "status", config, "status"),
+        median_of(REPEAT, "check", config, "check"),
         quiet_polls(config, database or f"sqlite:///{folder}/paperboy.db"),
     ]
 
