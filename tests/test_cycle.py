@@ -10,19 +10,8 @@ from pathlib import Path
 import feedparser
 from sqlalchemy import event
 
-from tests.helpers import (
-    FIXTURES,
-    Sink,
-    copy_digest,
-    email_papers,
-    fold,
-    free_port,
-    local_config,
-    naive_match,
-    run_cli,
-    serving,
-    write_config,
-)
+from tests.helpers import FIXTURES, Sink, copy_digest, free_port, local_config, run_cli, serving, write_config
+from tests.oracle import email_papers, fold, naive_match
 
 SUBSCRIBERS = {
     "alice@example.org": (["instruction-following", "reward model"], ["survey"]),

@@ -19,7 +19,8 @@ from service.digest import parse_bytes
 from service.message import list_id
 from service.render import FULL, HTML_BUDGET, TOC, Renderer, templates_path
 from service.views import PaperView, paper_link
-from tests.helpers import DIGEST, FIXTURES, SENDER
+from tests.helpers import FIXTURES
+from tests.oracle import DIGEST, SENDER
 from tests.test_web import chromium
 
 PAGE = "https://papers.example.org/u/TOKEN"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import feedparser
 
-from tests.helpers import FIXTURES, Sink, copy_digest, email_papers, fold, naive_match, run_cli, write_config
+from tests.helpers import FIXTURES, Sink, copy_digest, run_cli, write_config
+from tests.oracle import email_papers, fold, naive_match
 
 CONFIG = """\
 database: "{database}"

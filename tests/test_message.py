@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.message import MAX_8BIT_LINE, MAX_LINE, Mail, alternative_body, message_id, one_line
-from tests.helpers import DIGEST, FIXED_NOW, SENDER, rendered, view
+from tests.helpers import FIXED_NOW
+from tests.oracle import DIGEST, SENDER, rendered, view
 
 
 @pytest.fixture

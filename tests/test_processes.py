@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.helpers import ROOT, Service, copy_digest, email_papers, serving, smtp_config
+from tests.helpers import ROOT, Service, copy_digest, serving, smtp_config
+from tests.oracle import email_papers
 
 
 class Recorder:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from service.render import Renderer, templates_path
 from service.views import markup, short_lines
-from tests.helpers import DIGEST, golden, rendered
+from tests.helpers import golden
+from tests.oracle import DIGEST, rendered
 
 HTML_TEXT = st.characters(blacklist_categories=["Cs", "Zs", "Cc"], blacklist_characters="<>")
 

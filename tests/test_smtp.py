@@ -19,7 +19,8 @@ from service.render import Digest, Renderer, templates_path
 from service.settings import Smtp
 from service.smtp import SmtpConnection, SmtpTransport
 from service.views import PaperView
-from tests.helpers import FIXED_NOW, SENDER, Sink, free_port, rendered, serving
+from tests.helpers import FIXED_NOW, Sink, free_port, serving
+from tests.oracle import SENDER, rendered
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,8 @@ from service.cycle import App
 from service.ratings import rating_url
 from service.settings import load_settings
 from service.store.migrate import _alembic
-from tests.helpers import (
-    copy_digest,
-    email_papers,
-    free_port,
-    local_config,
-    run_cli,
-    serving_app,
-    settings_for,
-)
+from tests.helpers import copy_digest, free_port, local_config, run_cli, serving_app, settings_for
+from tests.oracle import email_papers
 from tests.test_ratings import key_of
 from tests.test_web import token_of
 
