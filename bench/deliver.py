@@ -1,13 +1,16 @@
 """Delivery benchmark: paperboy's outbox against raw aiosmtplib, same messages, same sink.
 
     .venv/bin/python bench/deliver.py [--emails 10000] [--concurrency 4] [--postgres URL]
+                                      [--max-papers 10] [--keywords 2]
 
 (needs the test install: it uses aiosmtpd as the sink.)
 
 A sink SMTP server (aiosmtpd's ``Sink`` handler, which accepts and drops
 every message) runs in a separate process on 127.0.0.1. A SQLite store is
-filled with ``--emails`` subscribers, each with a few matched papers from the
-sample digests, so each gets one digest email. Then, in this one run:
+filled with ``--emails`` subscribers, each with ``--keywords`` keywords matching papers of
+the sample digests, so each gets one digest email of at most ``--max-papers`` papers
+(``--max-papers 24 --keywords 3``: about 66 KiB an email, the size of
+``bench/cycle.py``'s; the default makes 35 KiB). Then, in this one run:
 
 - raw: every subscriber's email is rendered to bytes in advance (untimed),
   and plain aiosmtplib (``sendmail``) pushes those ready messages over
@@ -100,11 +103,19 @@ def client_cpu() -> float:
 
 
 def build_app(
-    folder: Path, port: int, emails: int, concurrency: int, rng: random.Random, database: str | None = None
+    folder: Path,
+    port: int,
+    emails: int,
+    concurrency: int,
+    rng: random.Random,
+    database: str | None = None,
+    *,
+    max_papers: int = 10,
+    keywords: int = 2,
 ) -> App:
     people = "".join(
         f"  - email: reader{i:05d}@example.org\n"
-        f"    keywords: [{rng.choice(KEYWORDS)}, {rng.choice(KEYWORDS)}]\n"
+        f"    keywords: [{', '.join(rng.choice(KEYWORDS) for _ in range(keywords))}]\n"
         for i in range(emails)
     )
     settings = parse_settings(
@@ -116,7 +127,7 @@ email:
   from: "paperboy <papers@example.org>"
   transport: smtp
   smtp: {{host: 127.0.0.1, port: {port}, concurrency: {concurrency}, timeout: 30s}}
-  max_papers: 10
+  max_papers: {max_papers}
 feeds:
   dir: {folder}/feeds
 subscribers:
@@ -207,13 +218,22 @@ def main() -> int:
         help="use this PostgreSQL server (a fresh schema, dropped afterwards) instead of a SQLite file,"
         " e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test",
     )
+    p.add_argument("--max-papers", type=int, default=10, help="papers an email shows at most (default 10)")
+    p.add_argument("--keywords", type=int, default=2, help="keywords of each subscriber (default 2)")
     args = p.parse_args()
     port = free_port()
     sink = start_sink(port)
     try:
         with tempfile.TemporaryDirectory() as tmp, scratch_database(args.postgres) as database:
             app = build_app(
-                Path(tmp), port, args.emails, args.concurrency, random.Random(args.seed), database
+                Path(tmp),
+                port,
+                args.emails,
+                args.concurrency,
+                random.Random(args.seed),
+                database,
+                max_papers=args.max_papers,
+                keywords=args.keywords,
             )
             messages = prebuilt(app)
             size = sum(len(m.data) for m in messages) / len(messages)
