@@ -138,7 +138,11 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from . import store
     from .preflight import connect
 
-    checks = connect(settings, store.make_engine(settings.database))
+    engine = store.make_engine(settings.database)
+    try:
+        checks = connect(settings, engine)
+    finally:
+        engine.dispose()
     for found in checks:
         print(found)
     return OK if all(c.ok for c in checks) else FAILURE
@@ -188,14 +192,17 @@ def _store_lines(settings: Settings, config: Path) -> list[str]:
 
     engine = store.make_engine(settings.database)
     try:
-        revision = store.schema_revision(engine)
-    except Exception as exc:  # check validates the configuration; an unreachable store is only noted
-        return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
-    store.check_known(revision)  # a database of a newer paperboy: refused, as by every command
-    if revision is None:
-        return []
-    with store.reading(engine) as session:
-        return _store_notes(glance.on_session(session), settings, config, revision)
+        try:
+            revision = store.schema_revision(engine)
+        except Exception as exc:  # check validates the configuration; an unreachable store is only noted
+            return [f"store: not readable ({type(exc).__name__}); opt-outs not shown"]
+        store.check_known(revision)  # a database of a newer paperboy: refused, as by every command
+        if revision is None:
+            return []
+        with store.reading(engine) as session:
+            return _store_notes(glance.on_session(session), settings, config, revision)
+    finally:
+        engine.dispose()
 
 
 def _store_notes(db: glance.Reader, settings: Settings, config: Path, revision: str) -> list[str]:
