@@ -84,3 +84,20 @@ def test_status_and_check_read_a_sqlite_store_without_sqlalchemy(demo: Path, com
     code, modules = imported("--config", demo, *command)
     assert code == 0
     assert modules.isdisjoint({"sqlalchemy", "sqlmodel", "alembic"}), sorted(modules)
+
+
+def test_a_quiet_run_weighs_no_suggestion_and_imports_no_learning(tmp_path: Path) -> None:
+    """A reader with ``like`` and ``suggest``: the first run fits their taste and weighs the
+    new papers; a run with nothing new has nothing to weigh and loads none of numpy, SciPy
+    or scikit-learn (most of a second)."""
+    config = local_config(
+        tmp_path,
+        "  - email: alice@example.org\n    keywords: [model]\n"
+        "    like: [Novel Self-Training Framework for Semantic]\n    suggest: 3\n",
+    )
+    copy_digest("digest-a.txt", tmp_path / "inbox")
+    code, modules = imported("--config", config, "run", "--once")
+    assert code == 0 and {"sklearn", "numpy"} <= modules  # the taste was fitted, suggestions weighed
+    code, modules = imported("--config", config, "run", "--once")
+    assert code == 0
+    assert modules.isdisjoint({"sklearn", "scipy", "numpy"}), sorted(modules & {"sklearn", "scipy", "numpy"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -22,8 +23,10 @@ from ..compose import PaperCache
 from ..rules import Index, RuleSet
 from ..settings import Settings, SubscriberConfig
 from . import SUGGESTED
-from .model import Model
-from .rank import Ranker
+
+if TYPE_CHECKING:  # numpy, SciPy and scikit-learn: imported once there is something to weigh
+    from .model import Model
+    from .rank import Ranker
 
 BAR_PAPERS = 50  # a reader's latest papers, whose learned scores set the bar of a suggestion
 BAR = 0.75  # the quantile of those scores a suggestion must pass: the best quarter of the rules'
@@ -77,6 +80,9 @@ def suggest(engine: Engine, settings: Settings, *, at: datetime) -> int:
         papers = store.papers_since(session=session, since=since, after=start, limit=CANDIDATES)
         if not papers:
             return 0
+        from .model import Model
+        from .rank import Ranker
+
         ranker = Ranker(PaperCache().texts)
         ids = [p.id for p in papers]
         taken = store.delivered(session=session, subscriber_ids=list(readers), paper_ids=ids)
