@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .delivery_states import LEFT, DeliveryState
 from .errors import NotFound
 from .settings.base import sqlite_file
 from .text import paper_key
@@ -34,10 +35,7 @@ if TYPE_CHECKING:
 
 VERSIONS = Path(__file__).parent / "store" / "migrations" / "versions"
 
-# The states of a delivery (service.store.tables.DeliveryState), as the SQL below writes them.
-PENDING, SENDING, SENT, FAILED, CANCELLED = "pending", "sending", "sent", "failed", "cancelled"
-STATES = (PENDING, SENDING, SENT, FAILED, CANCELLED)
-LEFT = "left the configuration"  # the reason of rows cancelled when their subscriber left the YAML
+PENDING, FAILED, CANCELLED = DeliveryState.PENDING, DeliveryState.FAILED, DeliveryState.CANCELLED
 LIMIT = 100  # lines of failures and retries status lists
 
 
@@ -116,7 +114,7 @@ def iso(value: Any) -> str | None:
 
 def counts(db: Reader) -> dict[str, Any]:
     """Papers, files, subscribers and deliveries by state: ``status``, ``/healthz``, ``/metrics``."""
-    by_state = dict.fromkeys(STATES, 0)
+    by_state = dict.fromkeys(DeliveryState.ALL, 0)
     cancelled_left = 0
     left_rows = f"COUNT(CASE WHEN last_error = '{LEFT}' THEN 1 END)"  # one scan of the outbox, not two
     for state, n, left_here in db.rows(f"SELECT state, COUNT(*), {left_rows} FROM deliveries GROUP BY state"):
@@ -172,9 +170,9 @@ def retrying(db: Reader, limit: int = LIMIT) -> list[dict[str, Any]]:
             "reason": reason,
             "papers": int(n),
             "attempts": int(attempts),
-            "next_attempt": iso(at),
+            "next_attempt": iso(due),
         }
-        for email, reason, n, attempts, at in rows
+        for email, reason, n, attempts, due in rows
     ]
 
 
@@ -227,13 +225,13 @@ def subscriber_overview(db: Reader) -> list[dict[str, Any]]:
             "email": email,
             "name": name,
             "token": token,
-            "state": "left the configuration" if not active else "unsubscribed" if out else "receiving",
+            "state": LEFT if not active else "unsubscribed" if unsubscribed else "receiving",
             "pending": int(waiting.get(id_, 0)),
             "last_sent": iso(last_sent.get(id_)),
             "schedule": schedule,  # None: schedule.deliver
             "next_email": iso(next_at),  # their own schedule's next fire
         }
-        for id_, email, name, token, active, out, schedule, next_at in rows
+        for id_, email, name, token, active, unsubscribed, schedule, next_at in rows
     ]
 
 

@@ -3,7 +3,7 @@
 One package, a module per concern, every public name re-exported here so
 callers read ``store.claim_due(...)``:
 
-- :mod:`.tables`: every SQLModel table, and the states of a delivery;
+- :mod:`.tables`: every SQLModel table (the states of a delivery: :mod:`service.delivery_states`);
 - :mod:`.engine`: engines (SQLite in WAL mode, ``BEGIN IMMEDIATE``) and sessions;
 - :mod:`.migrate`: the schema's migrations (Alembic), run by every command;
 - :mod:`.papers`: ingested files, papers, topic papers;

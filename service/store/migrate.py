@@ -10,18 +10,17 @@ of CPU to import, is not imported at all.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, inspect, text
 
 from ..errors import NewerDatabase
-from ..glance import head_revision, known_revisions
+from ..glance import VERSIONS, head_revision, known_revisions
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = VERSIONS.parent
 FIRST_RELEASE = "0001"  # the schema the first release made with create_all
 MIGRATION_LOCK = 0x7061_7065_7262_6F79 & 0x7FFF_FFFF_FFFF_FFFF  # "paperboy", a PostgreSQL advisory lock key
 

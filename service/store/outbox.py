@@ -31,11 +31,11 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from ..delivery_states import LEFT
 from ..settings.cron import next_fire_utc
 from .engine import chunks, core, insert_new
 from .marks import fold_sent
 from .tables import (
-    LEFT,
     Delivery,
     DeliveryState,
     Subscriber,

@@ -20,11 +20,11 @@ from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from ..delivery_states import LEFT
 from ..settings.cron import next_fire_utc
 from .engine import chunks, core, insert_for
 from .outbox import cancel_pending, restore_left
 from .tables import (
-    LEFT,
     RuleFingerprint,
     Subscriber,
 )

@@ -1,4 +1,5 @@
-"""Every table of the store, in one place, and the states of a delivery.
+"""Every table of the store, in one place (the states of a delivery are in
+:mod:`service.delivery_states`).
 
 The database, not the code, refuses duplicates: one paper per key, one
 ingested file per content hash, one subscriber per address, one delivery per
@@ -26,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Column, Field, SQLModel, col
+
+from ..delivery_states import DeliveryState
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -107,24 +110,6 @@ class Subscriber(SQLModel, table=True):
     timezone: str | None = None  # IANA; None: the configuration's
     next_email_at: datetime | None = _ts(nullable=True)
 
-
-class DeliveryState:
-    """pending -> sending -> sent; a failed send goes back to pending, or to failed.
-
-    ``sending`` is a claim with a lease: the process that claimed the row
-    (``claimed_by``) sends it before ``lease_until``; a row still sending after
-    that (the process died) is due again.
-    """
-
-    PENDING = "pending"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # the subscriber unsubscribed (or left the configuration) before it went out
-    ALL = (PENDING, SENDING, SENT, FAILED, CANCELLED)
-
-
-LEFT = "left the configuration"  # the reason of rows cancelled when their subscriber left the YAML
 
 # The rows still on their way out. A partial index holds only these (migration 0006): it
 # stays as small as the backlog however long the history grows, and a row leaves it
