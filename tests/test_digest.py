@@ -1,9 +1,21 @@
+import io
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from service.digest import MAX_LINE, DigestError, NotADigest, not_a_paper, parse_bytes, year_for
+from service.digest import (
+    MAX_LINE,
+    DigestError,
+    DigestFile,
+    NotADigest,
+    _read_lines,
+    not_a_paper,
+    parse_bytes,
+    year_for,
+)
 from tests.helpers import FIXTURES
 
 MTIME = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -59,6 +71,21 @@ def test_harmless_variations_change_nothing(variant: str, transform) -> None:  #
     digest, found = parse_bytes(transform(text).encode(), name="x.txt", mtime=MTIME)
     assert digest.problems == []
     assert [(e.title, e.abstract) for e in found] == [(TITLE_A, ABS_A.strip()), (TITLE_B, ABS_B.strip())]
+
+
+LINE_CHARACTERS = st.sampled_from(list("ab. Z9-") + list("\t\r\x0b\x0c\x1c\x1f\x85\xa0\u2003é"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=LINE_CHARACTERS, max_size=12), min_size=1, max_size=6))
+@example(["Plain words here.", " lead", "trail ", "two  spaces", "tab\there", "nbsp\xa0here"])
+def test_every_line_reads_as_its_words_joined_by_single_spaces(lines: list[str]) -> None:
+    """The reader's quick path for plain lines gives what folding every line's spaces gives."""
+    data = "\n".join(lines).encode()
+    read = [(n, text) for n, text, _ in _read_lines(io.BytesIO(data), DigestFile("x.txt"))]
+    # (the file's lines end at "\n" only: \r, \x1c or \x85 inside one is a space to fold)
+    folded = [(n, " ".join(line.split())) for n, line in enumerate(data.decode().split("\n"), 1)]
+    assert read == [(n, text) for n, text in folded if text]
 
 
 def test_title_without_abstract_at_the_end_is_reported_not_stored() -> None:

@@ -1,5 +1,8 @@
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
+from service import text as text_module
 from service.text import folded_words, paper_key, plurals, tokens
 
 
@@ -26,6 +29,14 @@ def test_tokens_keep_their_place_in_the_original() -> None:
     text = 'Say T\\"ULU-3, please'
     assert [text[t.start : t.end] for t in tokens(text)] == ["Say", 'T\\"ULU', "3", "please"]
     assert folded_words(text) == ["say", "tulu", "3", "please"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+@example("Tulu 3 -- pushing_frontiers!\t\x1f\\'e x")
+@example("ÀB")  # not ASCII: the general path
+def test_the_ascii_fast_path_folds_as_the_general_path(text: str) -> None:
+    assert folded_words(text) == text_module._any_folded_words(text)
 
 
 @pytest.mark.parametrize(
