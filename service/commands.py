@@ -98,7 +98,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     app = _app(settings)
     app.prepare_store()
     reports = app.ingest(args.files)
-    app.match()
+    app.match(reports)
     for r in reports:
         detail = r.error or f"{r.entries} entries, {r.new_papers} new, {len(r.problems)} problems"
         print(f"{r.path}: {r.status}: {detail}")

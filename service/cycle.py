@@ -27,6 +27,7 @@ from .log import event
 from .mailer import Sender, build_sender
 from .match import (
     Backfill,
+    Matcher,
     changed_owners,
     fingerprints,
     match_new,
@@ -155,14 +156,18 @@ class App:
     # ------------------------------------------------------------ stages
 
     def ingest(self, paths: Sequence[Path]) -> list[FileReport]:
+        """Store and match each file (one transaction each), after following the rules."""
         reports: list[FileReport] = []
+        if paths:
+            self.follow_rules()
         bar = tqdm(paths, desc="ingest", unit="file", disable=not self.progress or len(paths) < 2)
         for path in bar:
             if self.stop.is_set():
                 event(log, "ingest.stopped", left=len(paths) - len(reports))
                 break
             bar.set_postfix_str(path.name, refresh=False)
-            reports.append(ingest_file(self.engine, path, at=self.clock()))
+            at = self.clock()
+            reports.append(ingest_file(self.engine, path, at=at, match=Matcher(lambda: self.index, at=at)))
         return reports
 
     def poll_inbox(self) -> tuple[list[FileReport], list[Path]]:
@@ -188,9 +193,10 @@ class App:
                 )
         return reports, waiting
 
-    def match(self) -> tuple[int, int]:
-        """Backfill the rule sets that are new or changed (once per configuration), then match
-        the new papers; returns (papers matched, deliveries queued) of the new papers."""
+    def follow_rules(self) -> None:
+        """Backfill the rule sets that are new or changed (once per configuration). Done before
+        new papers are stored: they are matched as they are stored, against the rules as they
+        are now, so the backfill need not read them again."""
         if not self._rules_seen:
             whole = self.settings.rules_digest
             if not rules_known(self.engine, whole):
@@ -198,7 +204,15 @@ class App:
                 self.backfill(changed_owners(self.engine, prints), days=self.settings.backfill, prints=prints)
                 rules_matched(self.engine, whole, self.clock())
             self._rules_seen = True
+
+    def match(self, ingested: Sequence[FileReport] = ()) -> tuple[int, int]:
+        """Follow the rules (:meth:`follow_rules`), then match the papers stored but not matched
+        yet (by an older paperboy, or a file ingested without matching); returns (papers matched,
+        deliveries queued), with those of the ``ingested`` files (matched as they were stored)."""
+        self.follow_rules()
         papers, queued = match_new(self.engine, lambda: self.index, at=self.clock())
+        papers += sum(f.new_papers for f in ingested)
+        queued += sum(f.queued for f in ingested)
         if papers:
             event(log, "match.done", papers=papers, deliveries=queued)
         return papers, queued
@@ -319,7 +333,7 @@ class App:
         report.files, report.waiting = self.poll_inbox()
         if self.stop.is_set():
             return report
-        report.matched_papers, report.queued = self.match()
+        report.matched_papers, report.queued = self.match(report.files)
         if send and not self.stop.is_set():
             self.learn()
             try:

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from . import store
 from .digest import DigestError, DigestFile, Problem, parse
@@ -45,6 +47,7 @@ class FileReport:
     status: str  # "ingested", "known", "rejected", "changed"
     entries: int = 0
     new_papers: int = 0
+    queued: int = 0  # deliveries queued by matching the new papers as they were stored
     problems: list[Problem] = field(default_factory=list)
     error: str | None = None
 
@@ -76,25 +79,22 @@ def file_hash(path: Path) -> str:
 
 
 class _HashingReader:
-    """Reads lines from a binary file and hashes every byte it hands out."""
+    """Reads a binary file and hashes every byte it hands out (a rewind starts over)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.sha = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
-        return self.raw.read(size)  # only for sniffing; followed by seek(0)
+        data = self.raw.read(size)
+        self.sha.update(data)
+        return data
 
     def seek(self, pos: int) -> int:
         if pos != 0:
             raise ValueError("only rewinding is supported")
         self.sha = hashlib.sha256()
         return self.raw.seek(0)
-
-    def readline(self, limit: int = -1) -> bytes:
-        line = self.raw.readline(limit)
-        self.sha.update(line)
-        return line
 
 
 def _batches(entries: Iterator[store.NewPaper]) -> Iterator[list[store.NewPaper]]:
@@ -143,8 +143,18 @@ def move_aside(path: Path, folder: Path) -> Path:
     return target
 
 
-def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
-    """Take one digest file into the store. Never raises for what the file holds."""
+Match = Callable[[Session, list[store.PaperText]], int]
+
+
+def ingest_file(engine: Engine, path: Path, *, at: datetime, match: Match | None = None) -> FileReport:
+    """Take one digest file into the store. Never raises for what the file holds.
+
+    With ``match``, the new papers are matched as they are stored, in the file's
+    transaction, and stored as matched: one pass, instead of reading every new paper
+    back and rewriting its row to mark it matched (:func:`service.match.match_new`).
+    ``match(session, papers)`` queues what they match and says how many deliveries.
+    """
+    started = time.monotonic()
     sha = file_hash(path)
     with store.reading(engine) as session:
         if store.file_known(session=session, sha256=sha):
@@ -166,7 +176,12 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
                 )
                 for batch in _batches(papers):
                     report.entries += len(batch)
-                    report.new_papers += store.add_papers(session=session, papers=batch, at=at, sha256=sha)
+                    new = store.add_papers(
+                        session=session, papers=batch, at=at, sha256=sha, matched=match is not None
+                    )
+                    report.new_papers += len(new)
+                    if match is not None and new:
+                        report.queued += match(session, new)
             except DigestError as exc:
                 raise _Rejected(str(exc)) from exc
             if reader.sha.hexdigest() != sha:
@@ -183,7 +198,7 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
         return FileReport(path, "changed")
     except _Rejected as exc:  # rolled back whole: nothing of it is stored
         report.status, report.error = "rejected", str(exc)
-        report.entries = report.new_papers = 0
+        report.entries = report.new_papers = report.queued = 0
         with store.transaction(engine) as session:
             store.record_file(session=session, record=_record(path, sha, st.st_size, at, report, digest))
     for problem in digest.problems:
@@ -205,7 +220,9 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime) -> FileReport:
             path=path,
             entries=report.entries,
             new=report.new_papers,
+            deliveries=report.queued,
             problems=len(digest.problems),
             date=digest.date or "-",
+            seconds=f"{time.monotonic() - started:.2f}",
         )
     return report

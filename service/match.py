@@ -34,19 +34,38 @@ from .settings import Settings
 MATCH_BATCH = 500  # papers per transaction
 
 
+class Matcher:
+    """Matches papers and queues what they match, in the caller's transaction: for
+    :func:`service.ingest.ingest_file`, which stores and matches a file's papers in one pass,
+    and for :func:`match_new`. The index (``index()``) and the subscribers who receive new
+    papers are read at the first paper, so a run with nothing new needs neither."""
+
+    def __init__(self, index: Callable[[], Index], *, at: datetime) -> None:
+        self._index = index
+        self._at = at
+        self._receiving: dict[str, int] | None = None
+
+    def __call__(self, session: Session, papers: list[store.PaperText]) -> int:
+        """Match ``papers``; how many deliveries were queued."""
+        if not papers:
+            return 0
+        if self._receiving is None:
+            self._receiving = store.receiving(session=session)
+        return _queue(session, self._index(), papers, self._receiving, topics=None, at=self._at)[0]
+
+
 def match_new(engine: Engine, index: Callable[[], Index], *, at: datetime) -> tuple[int, int]:
-    """Match every paper not matched yet; returns (papers matched, deliveries queued). With
-    none (a quiet poll), neither the index (``index()``) nor a subscriber row is needed."""
+    """Match every paper not matched yet (stored without a :class:`Matcher`, or by an older
+    paperboy); returns (papers matched, deliveries queued). With none (a quiet poll), neither
+    the index (``index()``) nor a subscriber row is needed."""
     papers_done = queued = after = 0
-    receiving: dict[str, int] | None = None
+    matcher = Matcher(index, at=at)
     while True:
         with store.transaction(engine) as session:
             batch = store.unmatched_papers(session=session, limit=MATCH_BATCH, after=after)
             if not batch:
                 return papers_done, queued
-            if receiving is None:
-                receiving = store.receiving(session=session)
-            queued += _queue(session, index(), batch, receiving, topics=None, at=at)[0]
+            queued += matcher(session, batch)
             store.mark_matched(session=session, paper_ids=[p.id for p in batch], at=at)
             papers_done += len(batch)
             after = batch[-1].id

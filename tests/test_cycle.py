@@ -263,6 +263,7 @@ def test_matching_goes_through_the_papers_in_batches_each_once(tmp_path: Path, m
 
     from service import match, store
     from service.cycle import App
+    from service.ingest import ingest_file
     from service.settings import parse_settings
     from tests.helpers import local_yaml
 
@@ -273,7 +274,8 @@ def test_matching_goes_through_the_papers_in_batches_each_once(tmp_path: Path, m
     )
     app = App(settings, progress=False)
     app.prepare_store()
-    [report] = app.ingest([copy_digest("digest-a.txt", tmp_path / "inbox")])
+    # stored without matching, as an older paperboy left them
+    report = ingest_file(app.engine, copy_digest("digest-a.txt", tmp_path / "inbox"), at=app.clock())
     with app.engine.begin() as conn:
         conn.execute(text("UPDATE papers SET forgotten_at = first_seen_at WHERE id = 10"))
         papers = conn.execute(text("SELECT title, abstract FROM papers WHERE id <> 10")).all()
@@ -284,3 +286,46 @@ def test_matching_goes_through_the_papers_in_batches_each_once(tmp_path: Path, m
     with store.reading(app.engine) as session:
         assert store.counts(session=session)["unmatched_papers"] == 1  # the forgotten one
     app.engine.dispose()
+
+
+def test_new_rules_are_followed_before_new_papers_are_stored(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A subscriber added to the configuration gets the papers already stored (the backfill)
+    and the new ones (matched as they are stored); each paper is read once per rule set: the
+    backfill runs first, so it does not read the papers that came with this cycle again."""
+    from sqlmodel import select
+
+    from service import store
+    from service.cycle import App
+    from service.rules import Index
+    from service.settings import parse_settings
+    from tests.helpers import local_yaml
+
+    def app(subscribers: str) -> App:
+        return App(
+            parse_settings(local_yaml(tmp_path, subscribers), source="t.yaml", base=tmp_path), progress=False
+        )
+
+    alice = "  - email: alice@example.org\n    keywords: [model]\n"
+    bob = "  - email: bob@example.org\n    keywords: [language]\n"
+    (tmp_path / "inbox").mkdir()
+    copy_digest("digest-a.txt", tmp_path / "inbox", mtime=time.time() - 3600)
+    app(alice).cycle(send=False)
+
+    reads: list[str] = []
+    real = Index.match
+    monkeypatch.setattr(
+        Index, "match", lambda index, title, text: reads.append(title) or real(index, title, text)
+    )
+    copy_digest("digest-c.txt", tmp_path / "inbox", mtime=time.time() - 3600)
+    second = app(alice + bob)
+    report = second.cycle(send=False)
+    assert len(reads) == len(set(reads)) == 39 + 52  # digest-a's for bob alone, then digest-c's new ones
+    with store.reading(second.engine) as session:
+        bob_id = store.active_subscribers(session=session)["bob@example.org"].id
+        bobs = {d.paper_id for d in session.exec(select(store.Delivery)) if d.subscriber_id == bob_id}
+        papers = session.exec(select(store.Paper)).all()
+    assert bobs == {
+        p.id for p in papers if naive_match("language", p.title) or naive_match("language", p.abstract)
+    }
+    assert report.matched_papers == 52 and report.queued > 0
+    second.engine.dispose()

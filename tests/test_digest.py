@@ -11,6 +11,7 @@ from service.digest import (
     DigestError,
     DigestFile,
     NotADigest,
+    _lines,
     _read_lines,
     not_a_paper,
     parse_bytes,
@@ -86,6 +87,29 @@ def test_every_line_reads_as_its_words_joined_by_single_spaces(lines: list[str])
     # (the file's lines end at "\n" only: \r, \x1c or \x85 inside one is a space to fold)
     folded = [(n, " ".join(line.split())) for n, line in enumerate(data.decode().split("\n"), 1)]
     assert read == [(n, text) for n, text in folded if text]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a", b"b", b" ", b"\n"]), max_size=60).map(b"".join),
+    st.integers(1, 9).flatmap(lambda longest: st.tuples(st.integers(1, longest), st.just(longest))),
+)
+@example(b"abcdefghij\nab\n\nabcdefghijklmnop", (4, 4))
+def test_lines_across_blocks_are_whole_and_overlong_ones_dropped(data: bytes, sizes: tuple[int, int]) -> None:
+    """Read a block at a time (a block no longer than the longest line, as in the module), every
+    line comes whole, whatever the blocks cut; a line longer than MAX_LINE comes as None,
+    however many blocks it spans."""
+    block, longest = sizes
+    from service import digest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(digest, "BLOCK", block)
+        patch.setattr(digest, "MAX_LINE", longest)
+        found = list(_lines(io.BytesIO(data)))
+    expected = data.split(b"\n")
+    if expected[-1] == b"":
+        expected.pop()  # a final newline ends the last line; it starts none
+    assert found == [None if len(line) > longest else line for line in expected]
 
 
 def test_title_without_abstract_at_the_end_is_reported_not_stored() -> None:

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import select
 
 from service import store
 from service.ingest import ingest_file, scan_inbox
-from tests.helpers import FIXED_NOW, FIXTURES, copy_digest
+from service.match import Matcher
+from service.rulebook import build_index
+from service.settings import parse_settings
+from tests.helpers import FIXED_NOW, FIXTURES, copy_digest, local_yaml, sync
+from tests.oracle import naive_match
 
 
 def counts(engine: Engine) -> dict:
@@ -152,3 +157,47 @@ def test_a_file_replaced_while_it_is_read_is_left_for_later(
     assert counts(engine)["papers"] == 0
     monkeypatch.undo()
     assert ingest_file(engine, path, at=FIXED_NOW).status == "ingested"
+
+
+def _alice_matcher(tmp_path: Path, engine: Engine) -> Matcher:
+    """A matcher for one subscriber who wants "model", synced into the store."""
+    settings = parse_settings(
+        local_yaml(tmp_path, "  - email: alice@example.org\n    keywords: [model]\n"),
+        source="t.yaml",
+        base=tmp_path,
+    )
+    with store.transaction(engine) as s:
+        sync(s, [("alice@example.org", None)])
+    index = build_index(settings)
+    return Matcher(lambda: index, at=FIXED_NOW)
+
+
+def test_papers_are_matched_as_they_are_stored(engine: Engine, tmp_path: Path) -> None:
+    """One pass: each new paper is matched in the file's transaction and stored as matched;
+    a paper already known is neither stored nor matched again."""
+    match = _alice_matcher(tmp_path, engine)
+    first = ingest_file(engine, copy_digest("digest-a.txt", tmp_path), at=FIXED_NOW, match=match)
+    second = ingest_file(engine, copy_digest("digest-c.txt", tmp_path), at=FIXED_NOW, match=match)
+    with store.reading(engine) as s:
+        papers = s.exec(select(store.Paper)).all()
+        queued = s.exec(select(store.Delivery)).all()
+    wanted = {p.id for p in papers if naive_match("model", p.title) or naive_match("model", p.abstract)}
+    assert {d.paper_id for d in queued} == wanted and len(queued) == len(wanted) > 10
+    assert first.queued + second.queued == len(wanted) and second.new_papers == 52
+    assert all(p.matched_at == FIXED_NOW for p in papers)
+    assert counts(engine)["unmatched_papers"] == 0
+
+
+def test_a_file_whose_matching_fails_is_stored_not_at_all(engine: Engine, tmp_path: Path) -> None:
+    """Storing and matching share the file's transaction: a failure leaves no paper that
+    would never be matched, and the file is taken whole at the next poll."""
+    path = copy_digest("digest-a.txt", tmp_path)
+
+    def broken(session: object, papers: object) -> int:
+        raise RuntimeError("the index is away")
+
+    with pytest.raises(RuntimeError, match="the index is away"):
+        ingest_file(engine, path, at=FIXED_NOW, match=broken)
+    assert (counts(engine)["papers"], counts(engine)["files"]) == (0, 0)
+    report = ingest_file(engine, path, at=FIXED_NOW, match=_alice_matcher(tmp_path, engine))
+    assert (report.status, report.new_papers) == ("ingested", 39) and report.queued > 0

@@ -18,15 +18,18 @@ def paper(key: str, title: str | None = None) -> store.NewPaper:
 
 def test_papers_are_stored_once_per_key(engine: Engine) -> None:
     with store.transaction(engine) as s:
-        assert (
-            store.add_papers(session=s, papers=[paper("a"), paper("b"), paper("a", "A again")], at=FIXED_NOW)
-            == 2
+        first = store.add_papers(
+            session=s, papers=[paper("a"), paper("b"), paper("a", "A again")], at=FIXED_NOW
         )
+        assert [p.title for p in first] == ["A", "B"]
     with store.transaction(engine) as s:
-        assert store.add_papers(session=s, papers=[paper("b"), paper("c")], at=FIXED_NOW) == 1
+        second = store.add_papers(session=s, papers=[paper("b"), paper("c")], at=FIXED_NOW)
+        assert [p.title for p in second] == ["C"]  # only the new ones come back
     with store.reading(engine) as s:
         assert store.counts(session=s)["papers"] == 3
         assert store.find_paper(session=s, key="a").title == "A"  # type: ignore[union-attr]
+        for new in (*first, *second):  # each with the id it was stored under
+            assert s.get(store.Paper, new.id).title == new.title  # type: ignore[union-attr]
 
 
 def test_the_database_refuses_a_duplicate_key(engine: Engine) -> None:
@@ -155,7 +158,7 @@ def test_inserts_larger_than_one_statement_allows(engine: Engine) -> None:
     """SQLite binds at most 32,766 values per statement, PostgreSQL 65,535: inserts go in chunks."""
     many = [paper(f"paper {i}") for i in range(5000)]  # 5,000 x 7 values
     with store.transaction(engine) as s:
-        assert store.add_papers(session=s, papers=many, at=FIXED_NOW) == 5000
+        assert len(store.add_papers(session=s, papers=many, at=FIXED_NOW)) == 5000
         subs = sync(s, [(f"r{i}@x.org", None) for i in range(3)])
         ids = [p.id for p in s.exec(select(store.Paper))]
         rows = [

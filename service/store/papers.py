@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from .engine import core, insert_for, insert_new, insert_new_ids, inserted
+from .engine import bulk_insert, chunks, core, driver_value, insert_for, insert_new, inserted
 from .tables import (
     Delivery,
     DeliveryState,
@@ -139,37 +139,63 @@ class NewPaper:
 
 
 def add_papers(
-    *, session: Session, papers: Sequence[NewPaper], at: datetime, sha256: str | None = None
-) -> int:
-    """Store the papers whose key is new; returns how many were new. With ``sha256``, every
-    paper of the batch (new or known) is linked to that file."""
+    *,
+    session: Session,
+    papers: Sequence[NewPaper],
+    at: datetime,
+    sha256: str | None = None,
+    matched: bool = False,
+) -> list[PaperText]:
+    """Store the papers whose key is new; returns them, with their ids. With ``sha256``, every
+    paper of the batch (new or known) is linked to that file. With ``matched``, they are
+    stored as matched at ``at``: the caller matches them in this same transaction.
+
+    A file's thousands of papers go in by the driver's executemany (:func:`bulk_insert`):
+    the keys already known are looked up first, so that only new papers are written.
+    """
     if not papers:
-        return 0
+        return []
     unique: dict[str, NewPaper] = {}
     for paper in papers:
         unique.setdefault(paper.key, paper)
-    rows = [
-        {
-            "key": p.key,
-            "title": p.title,
-            "abstract": p.abstract,
-            "digest_date": p.digest_date,
-            "source": p.source,
-            "line": p.line,
-            "first_seen_at": at,
-            "matched_at": None,
-        }
-        for p in unique.values()
-    ]
-    new = insert_new_ids(session, Paper, rows, ["key"])
+    connection = core(session)
+    known = _ids_by_key(connection, list(unique))
+    fresh = [p for p in unique.values() if p.key not in known]
+    when = driver_value(connection, col(Paper.first_seen_at), at)
+    matched_at = when if matched else None
+    days: dict[date | None, Any] = {}
+    for p in fresh:
+        if p.digest_date not in days:
+            days[p.digest_date] = driver_value(connection, col(Paper.digest_date), p.digest_date)
+    bulk_insert(
+        connection,
+        Paper,
+        ["key", "title", "abstract", "digest_date", "source", "line", "first_seen_at", "matched_at"],
+        [
+            (p.key, p.title, p.abstract, days[p.digest_date], p.source, p.line, when, matched_at)
+            for p in fresh
+        ],
+        skip_conflicts_on=["key"],  # another process storing the same paper at this moment
+    )
+    ids = _ids_by_key(connection, [p.key for p in fresh])
     if sha256 is not None:
-        ids = list(new)
-        if len(new) < len(unique):  # some were known: their ids too
-            known = core(session).execute(sa_select(col(Paper.id)).where(col(Paper.key).in_(list(unique))))
-            ids = [int(paper_id or 0) for (paper_id,) in known]
-        links = [{"paper_id": paper_id, "file_sha256": sha256} for paper_id in ids]
-        insert_new(session, PaperFile, links, ["file_sha256", "paper_id"])
-    return len(new)
+        links = [(paper_id, sha256) for paper_id in (*known.values(), *ids.values())]
+        bulk_insert(connection, PaperFile, ["paper_id", "file_sha256"], links, skip_conflicts_on=LINK)
+    return [PaperText(ids[p.key], p.title, p.abstract) for p in fresh if p.key in ids]
+
+
+LINK = ["file_sha256", "paper_id"]
+
+
+def _ids_by_key(connection: Any, keys: Sequence[str]) -> dict[str, int]:
+    """The ids of the papers stored under ``keys`` (those that are). In the driver's own SQL:
+    SQLAlchemy's expanding ``IN`` handles each of a file's keys in Python, twice."""
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    found: dict[str, int] = {}
+    for part in chunks(keys):
+        sql = f"SELECT key, id FROM papers WHERE key IN ({', '.join([mark] * len(part))})"
+        found.update((key, int(paper_id)) for key, paper_id in connection.exec_driver_sql(sql, tuple(part)))
+    return found
 
 
 class PaperText(NamedTuple):
