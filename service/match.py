@@ -93,7 +93,7 @@ def _queue(
         for m in result.subscribers:
             sub_id = receiving.get(m.owner)
             if sub_id is not None:
-                rows.append(store.NewDelivery(sub_id, paper.id, m.score, list(m.terms), list(m.via)))
+                rows.append(store.NewDelivery(sub_id, paper.id, m.score, m.terms, m.via))
         topic_rows.extend(
             store.NewTopicPaper(m.owner, paper.id, m.score, list(m.terms))
             for m in result.topics
@@ -163,15 +163,17 @@ def rematch(
     topics = {name for name in settings.topics if topic_owner(name) in chosen}
     papers = queued = entries = 0
     if days > 0 and (subs or topics):
-        index = build_index(settings, subs)
+        index: Index | None = None  # built at the first paper: a new store has none to rematch
+        receiving: dict[str, int] = {}
         since, after = at - timedelta(days=days), 0
-        with store.reading(engine) as session:
-            receiving = store.receiving(session=session)  # read once, not per batch of papers
         while True:
             with store.transaction(engine) as session:
                 batch = store.papers_since(session=session, since=since, after=after, limit=MATCH_BATCH)
                 if not batch:
                     break
+                if index is None:
+                    index = build_index(settings, subs)
+                    receiving = store.receiving(session=session)  # read once, not per batch
                 q, t = _queue(session, index, batch, receiving, topics=topics, at=at)
                 queued, entries, papers = queued + q, entries + t, papers + len(batch)
                 after = max(p.id for p in batch)

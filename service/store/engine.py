@@ -11,7 +11,7 @@ processes storing the same rows at once both succeed and store each once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -119,12 +119,28 @@ def insert_new_ids(
     return [row_id for (row_id,) in connection.execute(stmt, list(rows))]
 
 
-def driver_value(session: Session | Connection, column: Any, value: Any) -> Any:
-    """``value`` as the database driver takes it for ``column`` (a datetime as SQLAlchemy writes
-    it on SQLite, say): what :func:`bulk_insert` is given, converted once, not once per row."""
+def converter(
+    session: Session | Connection, column: Any, key: Callable[[Any], Hashable] | None = None
+) -> Callable[[Any], Any]:
+    """What turns a value of ``column`` into what the database driver takes (a datetime as
+    SQLAlchemy writes it on SQLite, a list as JSON...): the column's own type, run once per
+    distinct value (told apart by ``key(value)``, the value itself by default) and
+    remembered. For :func:`bulk_insert`'s rows, where thousands share a few values."""
     dialect = core(session).dialect
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return value if process is None or value is None else process(value)
+    if process is None:
+        return lambda value: value
+    seen: dict[Hashable, Any] = {}
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        known = value if key is None else key(value)
+        if known not in seen:
+            seen[known] = process(value)
+        return seen[known]
+
+    return convert
 
 
 def bulk_insert(
@@ -134,16 +150,18 @@ def bulk_insert(
     rows: Sequence[tuple[Any, ...]],
     *,
     skip_conflicts_on: Sequence[str] | None = None,
-) -> None:
-    """INSERT many rows (tuples in the order of ``columns``) with the driver's own executemany.
+) -> int:
+    """INSERT many rows (tuples in the order of ``columns``) with the driver's own
+    executemany; how many went in (the driver's count, summed over the rows).
 
-    For the hot path of ingest: no SQLAlchemy type processing per row (a third of a big
-    file's storing), so every value must already be what the driver takes: strings,
-    numbers, and what :func:`driver_value` made of the rest. With ``skip_conflicts_on``,
-    ``ON CONFLICT (..) DO NOTHING``, in the SQL both SQLite and PostgreSQL speak.
+    For the hot paths of ingest and matching: no SQLAlchemy type processing per row (a
+    third of a big file's storing, half of queueing a big match), so every value must
+    already be what the driver takes: strings, numbers, and what a :func:`converter`
+    made of the rest. With ``skip_conflicts_on``, ``ON CONFLICT (..) DO NOTHING``, in the
+    SQL both SQLite and PostgreSQL speak.
     """
     if not rows:
-        return
+        return 0
     connection = core(session)
     quote = connection.dialect.identifier_preparer.quote
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
@@ -153,7 +171,7 @@ def bulk_insert(
     )
     if skip_conflicts_on:
         sql += f" ON CONFLICT ({', '.join(map(quote, skip_conflicts_on))}) DO NOTHING"
-    connection.exec_driver_sql(sql, list(rows))
+    return int(connection.exec_driver_sql(sql, list(rows)).rowcount)
 
 
 def core(session: Session | Connection) -> Connection:

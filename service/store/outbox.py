@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -33,7 +32,7 @@ from sqlmodel import Session, col, select
 
 from ..delivery_states import LEFT
 from ..settings.cron import next_fire_utc
-from .engine import chunks, core, insert_new
+from .engine import bulk_insert, chunks, converter, core
 from .marks import fold_sent
 from .tables import (
     Delivery,
@@ -45,13 +44,14 @@ from .tables import (
 # ---------------------------------------------------------------- deliveries
 
 
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
+class NewDelivery(NamedTuple):
+    """A match to queue (a named tuple: a big match makes hundreds of thousands)."""
+
     subscriber_id: int
     paper_id: int
     score: int
-    terms: list[str]
-    via: list[str]
+    terms: Sequence[str]
+    via: Sequence[str]
 
 
 def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: datetime) -> int:
@@ -65,20 +65,21 @@ def add_deliveries(*, session: Session, deliveries: Sequence[NewDelivery], at: d
     """
     if not deliveries:
         return 0
-    rows = [
-        {
-            "subscriber_id": d.subscriber_id,
-            "paper_id": d.paper_id,
-            "score": d.score,
-            "terms": d.terms,
-            "via": d.via,
-            "state": DeliveryState.PENDING,
-            "created_at": at,
-            "attempts": 0,
-        }
-        for d in sorted(deliveries, key=attrgetter("subscriber_id", "paper_id"))
-    ]
-    return insert_new(session, Delivery, rows, ["subscriber_id", "paper_id"])
+    connection = core(session)
+    words = converter(connection, col(Delivery.terms), key=tuple)  # a digest's rows share a few lists
+    via = converter(connection, col(Delivery.via), key=tuple)
+    created = converter(connection, col(Delivery.created_at))(at)
+    pending = DeliveryState.PENDING
+    return bulk_insert(
+        connection,
+        Delivery,
+        ["subscriber_id", "paper_id", "score", "terms", "via", "state", "created_at", "attempts"],
+        [
+            (d.subscriber_id, d.paper_id, d.score, words(d.terms), via(d.via), pending, created, 0)
+            for d in sorted(deliveries, key=attrgetter("subscriber_id", "paper_id"))
+        ],
+        skip_conflicts_on=["subscriber_id", "paper_id"],
+    )
 
 
 class OutboxRow(NamedTuple):

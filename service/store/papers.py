@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from .engine import bulk_insert, chunks, core, driver_value, insert_for, insert_new, inserted
+from .engine import bulk_insert, chunks, converter, core, insert_for, insert_new, inserted
 from .tables import (
     Delivery,
     DeliveryState,
@@ -161,20 +161,14 @@ def add_papers(
     connection = core(session)
     known = _ids_by_key(connection, list(unique))
     fresh = [p for p in unique.values() if p.key not in known]
-    when = driver_value(connection, col(Paper.first_seen_at), at)
+    when = converter(connection, col(Paper.first_seen_at))(at)
     matched_at = when if matched else None
-    days: dict[date | None, Any] = {}
-    for p in fresh:
-        if p.digest_date not in days:
-            days[p.digest_date] = driver_value(connection, col(Paper.digest_date), p.digest_date)
+    day = converter(connection, col(Paper.digest_date))
     bulk_insert(
         connection,
         Paper,
         ["key", "title", "abstract", "digest_date", "source", "line", "first_seen_at", "matched_at"],
-        [
-            (p.key, p.title, p.abstract, days[p.digest_date], p.source, p.line, when, matched_at)
-            for p in fresh
-        ],
+        [(p.key, p.title, p.abstract, day(p.digest_date), p.source, p.line, when, matched_at) for p in fresh],
         skip_conflicts_on=["key"],  # another process storing the same paper at this moment
     )
     ids = _ids_by_key(connection, [p.key for p in fresh])
