@@ -294,7 +294,11 @@ class Mirror:
     def stage_file(self, path: Path, data: bytes) -> bool:
         """Stage ``data`` for ``path``; False when the file there holds it already (it is
         kept as it is, its mtime too)."""
-        if path.exists() and path.read_bytes() == data:
+        try:
+            same_size = path.stat().st_size == len(data)
+        except FileNotFoundError:
+            same_size = False
+        if same_size and path.read_bytes() == data:  # a changed feed is read only if its size is the same
             return False
         fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
         self._staged.append((tmp, path))
