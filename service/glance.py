@@ -60,9 +60,10 @@ class Reader:
 
 def on_session(session: Session) -> Reader:
     """The connection of a session of the store package, inside its transaction."""
+    from .store.engine import driver_mark  # only with a session: the store is loaded already
+
     connection = session.connection()
-    marker = "?" if connection.dialect.paramstyle in ("qmark", "numeric") else "%s"
-    return Reader(connection.connection, marker=marker)
+    return Reader(connection.connection, marker=driver_mark(connection))
 
 
 def open_sqlite(database: str) -> sqlite3.Connection | None:

@@ -143,6 +143,12 @@ def converter(
     return convert
 
 
+def driver_mark(session: Session | Connection) -> str:
+    """The driver's mark for a positional parameter in SQL it is given as text: ``?`` for
+    sqlite3, ``%s`` for psycopg."""
+    return "?" if core(session).dialect.paramstyle == "qmark" else "%s"
+
+
 def bulk_insert(
     session: Session | Connection,
     table: Any,
@@ -164,7 +170,7 @@ def bulk_insert(
         return 0
     connection = core(session)
     quote = connection.dialect.identifier_preparer.quote
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    mark = driver_mark(connection)
     sql = (
         f"INSERT INTO {quote(table.__tablename__)} ({', '.join(map(quote, columns))}) "
         f"VALUES ({', '.join([mark] * len(columns))})"

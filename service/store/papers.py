@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from .engine import bulk_insert, chunks, converter, core, insert_for, insert_new, inserted
+from .engine import bulk_insert, chunks, converter, core, driver_mark, insert_for, insert_new, inserted
 from .tables import (
     Delivery,
     DeliveryState,
@@ -184,7 +184,7 @@ LINK = ["file_sha256", "paper_id"]
 def _ids_by_key(connection: Any, keys: Sequence[str]) -> dict[str, int]:
     """The ids of the papers stored under ``keys`` (those that are). In the driver's own SQL:
     SQLAlchemy's expanding ``IN`` handles each of a file's keys in Python, twice."""
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    mark = driver_mark(connection)
     found: dict[str, int] = {}
     for part in chunks(keys):
         sql = f"SELECT key, id FROM papers WHERE key IN ({', '.join([mark] * len(part))})"
