@@ -5,9 +5,11 @@
 Builds digest files of the given sizes in MB from the sample digests (every
 real entry repeated with a numbered title, so each is a new paper), then
 ingests each with ``paperboy ingest`` in a fresh process and a fresh SQLite
-store (parse, store, match: no subscribers), and prints the time, the papers
-stored and the process's peak resident memory. Two times: the whole process
-(start-up, the new store's migrations, the file), and the file alone, as its
+store (parse, store, match: no subscribers; a file over 4 MB is parsed by a
+second process while the first stores, see ``service/reading.py``), and
+prints the time, the papers stored and the peak resident memory of the
+process and of its parsing process. Two times: the whole process (start-up,
+the new store's migrations, the file), and the file alone, as its
 ``ingest.file`` log line gives it (``seconds=``: hash, parse, store and match
 in its one transaction): what each file costs a running service. The parser
 streams the file and the store takes papers in batches, so peak memory should
@@ -15,7 +17,9 @@ not grow with the file.
 
 In the same run, the floors: the bare bulk insert of the same rows (Python's
 sqlite3, one ``executemany`` in one transaction, into the same migrated
-schema, WAL and ``synchronous=NORMAL`` as paperboy sets them), and the parse
+schema, WAL and ``synchronous=NORMAL`` as paperboy sets them), the same with
+the papers' links to their file (``paper_files``, one ``INSERT .. SELECT``:
+ingest stores those rows too), and the parse
 alone (``service.digest.parse`` over the file, keys made, nothing stored).
 """
 
@@ -93,16 +97,38 @@ def main() -> int:
             print(
                 f"{size:>4} MB digest, {entries:,} entries: paperboy ingest {took:.2f} s as a process"
                 f" ({entries / took:,.0f} papers/s), the file alone {alone:.2f} s ({entries / alone:,.0f}"
-                f" papers/s); peak RSS {peak / 1024:.0f} MB  [{result.stdout.strip()}]"
+                f" papers/s); peak RSS {peak / 1024:.0f} MB, the parsing process's {parser_peak(digest)} MB"
+                f"  [{result.stdout.strip()}]"
             )
             parsed, rows = parse_only(digest)
             bare = bare_insert(folder / "db.sqlite", rows)
+            linked = bare_insert(folder / "db.sqlite", rows, links=True)
             print(
                 f"      floors: parse alone {parsed:.2f} s ({entries / parsed:,.0f} papers/s), "
-                f"bare bulk insert {bare:.2f} s ({entries / bare:,.0f} rows/s); the file alone is "
-                f"{alone / bare:.1f}x the insert, {alone / (parsed + bare):.1f}x parse + insert"
+                f"bare bulk insert {bare:.2f} s ({entries / bare:,.0f} rows/s), with the file links"
+                f" {linked:.2f} s; the file alone is {alone / bare:.1f}x the insert ({alone / linked:.1f}x"
+                f" with the links), {alone / (parsed + bare):.1f}x parse + insert"
             )
     return 0
+
+
+def parser_peak(path: Path) -> str:
+    """The peak memory of ``paperboy ingest``'s parsing process (its child) on ``path``, in MB,
+    run alone from a small launcher (a child's peak counts the memory of the process it was
+    forked from, so it cannot be read from paperboy's own process); "-" below its size limit."""
+    from service import reading
+
+    if path.stat().st_size < reading.PARALLEL_BYTES:
+        return "-"
+    launcher = (
+        "import resource, subprocess, sys; subprocess.run([sys.executable, '-m', 'service.reading',"
+        " sys.argv[1], 'x', '2026-03-15T00:00:00+00:00'], stdout=subprocess.DEVNULL, check=True);"
+        " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", launcher, str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    return f"{int(out.stdout) / 1024:.0f}"
 
 
 def parse_only(path: Path) -> tuple[float, list[tuple[object, ...]]]:
@@ -119,8 +145,10 @@ def parse_only(path: Path) -> tuple[float, list[tuple[object, ...]]]:
     return took, [(*row, at) for row in rows]
 
 
-def bare_insert(database: Path, rows: list[tuple[object, ...]]) -> float:
-    """Seconds to insert ``rows`` into an empty copy of the store's papers table, in bulk."""
+def bare_insert(database: Path, rows: list[tuple[object, ...]], *, links: bool = False) -> float:
+    """Seconds to insert ``rows`` into an empty copy of the store's papers table, in bulk; with
+    ``links``, also each paper's link to its file (``paper_files``, as ingest stores it), by
+    one INSERT .. SELECT."""
     con = sqlite3.connect(database, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=WAL")
@@ -136,6 +164,10 @@ def bare_insert(database: Path, rows: list[tuple[object, ...]]) -> float:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(k, t, a, d.isoformat() if d else None, s, n, at) for k, t, a, d, s, n, at in rows],  # type: ignore[union-attr]
         )
+        if links:
+            con.execute(
+                "INSERT INTO paper_files (paper_id, file_sha256) SELECT id, ? FROM papers", ("0" * 64,)
+            )
         con.execute("COMMIT")
         return time.perf_counter() - t0
     finally:

@@ -20,23 +20,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from . import store
-from .digest import DigestError, DigestFile, Problem, parse
+from . import reading, store
+from .digest import DigestError, DigestFile, Problem
 from .log import event
-from .text import paper_key
 
 log = logging.getLogger("paperboy.ingest")
 
-BATCH = 1000  # papers per INSERT
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp")
 REJECTED = "rejected"  # the inbox's folder for files that are not digests
 
@@ -76,36 +73,6 @@ def file_hash(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class _HashingReader:
-    """Reads a binary file and hashes every byte it hands out (a rewind starts over)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.sha = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.sha.update(data)
-        return data
-
-    def seek(self, pos: int) -> int:
-        if pos != 0:
-            raise ValueError("only rewinding is supported")
-        self.sha = hashlib.sha256()
-        return self.raw.seek(0)
-
-
-def _batches(entries: Iterator[store.NewPaper]) -> Iterator[list[store.NewPaper]]:
-    batch: list[store.NewPaper] = []
-    for entry in entries:
-        batch.append(entry)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class _FileChanged(Exception):
@@ -155,38 +122,34 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime, match: Match | None
     ``match(session, papers)`` queues what they match and says how many deliveries.
     """
     started = time.monotonic()
-    sha = file_hash(path)
-    with store.reading(engine) as session:
-        if store.file_known(session=session, sha256=sha):
-            event(log, "ingest.known", level=logging.DEBUG, path=path)
-            return FileReport(path, "known")
     st = path.stat()
     mtime = datetime.fromtimestamp(st.st_mtime, tz=UTC)
-    day = mtime.date()  # a digest without a date line is of the day of its file
     digest = DigestFile(str(path))
     report = FileReport(path, "ingested", problems=digest.problems)
     try:
-        with store.transaction(engine) as session, path.open("rb") as raw:
-            reader = _HashingReader(raw)
-            try:
-                entries = parse(reader, digest, mtime=mtime)  # type: ignore[arg-type]
-                papers = (
-                    store.NewPaper(paper_key(e.title), e.title, e.abstract, e.date or day, path.name, e.line)
-                    for e in entries
-                )
-                for batch in _batches(papers):
-                    report.entries += len(batch)
-                    new = store.add_papers(
-                        session=session, papers=batch, at=at, sha256=sha, matched=match is not None
-                    )
-                    report.new_papers += len(new)
-                    if match is not None and new:
-                        report.queued += match(session, new)
-            except DigestError as exc:
-                raise _Rejected(str(exc)) from exc
-            if reader.sha.hexdigest() != sha:
-                raise _FileChanged
-            store.record_file(session=session, record=_record(path, sha, st.st_size, at, report, digest))
+        # A big file's parsing process starts first, and parses while the hash is taken.
+        with reading.read(path, digest, mtime=mtime) as read:
+            sha = file_hash(path)
+            with store.reading(engine) as session:
+                if store.file_known(session=session, sha256=sha):
+                    event(log, "ingest.known", level=logging.DEBUG, path=path)
+                    return FileReport(path, "known")
+            with store.transaction(engine) as session:
+                try:
+                    for rows in read.batches:
+                        batch = list(map(store.NewPaper._make, rows))
+                        report.entries += len(batch)
+                        new = store.add_papers(
+                            session=session, papers=batch, at=at, sha256=sha, matched=match is not None
+                        )
+                        report.new_papers += len(new)
+                        if match is not None and new:
+                            report.queued += match(session, new)
+                except DigestError as exc:
+                    raise _Rejected(str(exc)) from exc
+                if read.sha256 != sha:
+                    raise _FileChanged
+                store.record_file(session=session, record=_record(path, sha, st.st_size, at, report, digest))
     except _FileChanged:
         event(
             log,

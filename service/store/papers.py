@@ -128,8 +128,9 @@ def record_file(*, session: Session, record: IngestedFile) -> bool:
 # ---------------------------------------------------------------- papers
 
 
-@dataclass(frozen=True, slots=True)
-class NewPaper:
+class NewPaper(NamedTuple):
+    """A paper as a file brings it (a plain tuple: a big file brings tens of thousands)."""
+
     key: str
     title: str
     abstract: str
@@ -164,11 +165,15 @@ def add_papers(
     when = converter(connection, col(Paper.first_seen_at))(at)
     matched_at = when if matched else None
     day = converter(connection, col(Paper.digest_date))
+    days = {p.digest_date: day(p.digest_date) for p in fresh}  # a file has a date or two
     bulk_insert(
         connection,
         Paper,
         ["key", "title", "abstract", "digest_date", "source", "line", "first_seen_at", "matched_at"],
-        [(p.key, p.title, p.abstract, day(p.digest_date), p.source, p.line, when, matched_at) for p in fresh],
+        [
+            (p.key, p.title, p.abstract, days[p.digest_date], p.source, p.line, when, matched_at)
+            for p in fresh
+        ],
         skip_conflicts_on=["key"],  # another process storing the same paper at this moment
     )
     ids = _ids_by_key(connection, [p.key for p in fresh])
@@ -182,13 +187,18 @@ LINK = ["file_sha256", "paper_id"]
 
 
 def _ids_by_key(connection: Any, keys: Sequence[str]) -> dict[str, int]:
-    """The ids of the papers stored under ``keys`` (those that are). In the driver's own SQL:
-    SQLAlchemy's expanding ``IN`` handles each of a file's keys in Python, twice."""
+    """The ids of the papers stored under ``keys`` (those that are). In the driver's own SQL, on
+    its own cursor, in the session's transaction: SQLAlchemy's expanding ``IN`` handles each of
+    a file's keys in Python, twice, and its result rows cost more than the query."""
     mark = driver_mark(connection)
     found: dict[str, int] = {}
-    for part in chunks(keys):
-        sql = f"SELECT key, id FROM papers WHERE key IN ({', '.join([mark] * len(part))})"
-        found.update((key, int(paper_id)) for key, paper_id in connection.exec_driver_sql(sql, tuple(part)))
+    cursor = connection.connection.cursor()
+    try:
+        for part in chunks(keys):
+            cursor.execute(f"SELECT key, id FROM papers WHERE key IN ({', '.join([mark] * len(part))})", part)
+            found.update(cursor.fetchall())
+    finally:
+        cursor.close()
     return found
 
 

@@ -1,0 +1,185 @@
+"""Reading a digest file for ingest: in this process, or a big one in a second process.
+
+Parsing a big digest costs as much CPU as storing its papers, and in one
+process the two add up. So a file of ``PARALLEL_BYTES`` or more is read by a
+child process (``python -m service.reading PATH MTIME``): it hashes and parses
+the file (:mod:`service.digest`, pure) and makes each paper's key, and writes
+the papers back over a pipe a batch at a time, while this process stores the
+batch before. The pipe holds one batch, so the child never runs further ahead
+than that: memory stays flat. Smaller files (every real digest is a few
+hundred KB) are parsed here: starting an interpreter costs more than parsing
+them.
+
+Either way :func:`read` yields the same batches of rows, ``(key, title,
+abstract, date, source, line)``, fills the same :class:`~service.digest.DigestFile` (date line,
+problems), raises :class:`~service.digest.DigestError` for a file that is not
+a digest, and gives the SHA-256 of the bytes it read, which the caller holds
+against the hash it took first to tell a file that changed while it was read.
+The child imports neither the store nor SQLAlchemy: it starts in about 40 ms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from .digest import DigestError, DigestFile, Entry, Problem, parse
+from .text import paper_key
+
+PARALLEL_BYTES = 4 << 20  # a file this big is parsed by a second process
+BATCH = 1000  # papers per batch (per INSERT, per message from the child)
+
+Row = tuple[str, str, str, date, str, int]  # key, title, abstract, digest date, file name, line
+
+
+class ReadingFailed(Exception):
+    """The parsing process died (not a problem of the file: the file is left for a later poll)."""
+
+
+class _HashingReader:
+    """Reads a binary file and hashes every byte it hands out (a rewind starts over)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha.update(data)
+        return data
+
+    def seek(self, pos: int) -> int:
+        if pos != 0:
+            raise ValueError("only rewinding is supported")
+        self.sha = hashlib.sha256()
+        return self.raw.seek(0)
+
+
+class Reading:
+    """A digest file being read (see :func:`read`): ``batches`` yields its papers, and
+    ``sha256`` is the hash of the bytes read, set once the last batch has been taken."""
+
+    def __init__(self, batches: Iterator[list[Row]], child: subprocess.Popen[bytes] | None = None) -> None:
+        self.batches = batches
+        self.sha256: str | None = None
+        self.child = child  # the parsing process, for a big file
+
+
+@contextmanager
+def read(path: Path, digest: DigestFile, *, mtime: datetime) -> Iterator[Reading]:
+    """Read the digest at ``path`` here or, for a big file, in a second process started at
+    once (see the module's text); leaving the block stops that process if it still runs."""
+    if path.stat().st_size < PARALLEL_BYTES:
+        reading = Reading(iter(()))
+        reading.batches = batches = _here(path, digest, reading, mtime=mtime)
+        try:
+            yield reading
+        finally:
+            batches.close()  # the file, at once when the caller stopped early
+        return
+    here = str(Path(__file__).resolve().parent.parent)  # the child imports this same code
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "service.reading", str(path), digest.name, mtime.isoformat()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+        )
+        try:
+            reading = Reading(iter(()), child)
+            reading.batches = _from_child(child, errors, path, digest, reading)
+            yield reading
+        finally:
+            assert child.stdout is not None
+            child.stdout.close()
+            if child.poll() is None:
+                child.kill()  # the caller stopped early: a known file, a failed match
+            child.wait()
+
+
+def _here(path: Path, digest: DigestFile, reading: Reading, *, mtime: datetime) -> Generator[list[Row]]:
+    with path.open("rb") as raw:
+        reader = _HashingReader(raw)
+        yield from _batches(parse(reader, digest, mtime=mtime), path.name, mtime.date())  # type: ignore[arg-type]
+        reading.sha256 = reader.sha.hexdigest()
+
+
+def _batches(entries: Iterator[Entry], source: str, day: date) -> Iterator[list[Row]]:
+    """The entries as rows, ``BATCH`` at a time; an entry without a date (a digest without a
+    date line) is of the day of its file."""
+    batch: list[Row] = []
+    for e in entries:
+        batch.append((paper_key(e.title), e.title, e.abstract, e.date or day, source, e.line))
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ------------------------------------------------------------------ the second process
+#
+# The child writes pickles to its stdout: ("papers", [row, ...]) for each batch, then one of
+# ("end", sha256, date, problems) or ("rejected", message, problems); problems as tuples.
+
+
+def _from_child(
+    child: subprocess.Popen[bytes], errors: IO[bytes], path: Path, digest: DigestFile, reading: Reading
+) -> Iterator[list[Row]]:
+    assert child.stdout is not None
+    while True:
+        try:
+            kind, *body = pickle.load(child.stdout)
+        except EOFError:
+            child.wait()
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip().splitlines()
+            raise ReadingFailed(
+                f"{path}: the process parsing it stopped (exit status {child.returncode})"
+                + (f": {said[-1]}" if said else "")
+            ) from None
+        if kind == "papers":
+            yield body[0]
+            continue
+        digest.problems.extend(Problem(*p) for p in body[-1])
+        if kind == "rejected":
+            raise DigestError(body[0])
+        reading.sha256, digest.date = body[0], body[1]
+        return
+
+
+def _child(argv: list[str]) -> int:
+    path, name, mtime = Path(argv[0]), argv[1], datetime.fromisoformat(argv[2])
+    out = sys.stdout.buffer
+    digest = DigestFile(name)
+
+    def send(*message: object) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+
+    with path.open("rb") as raw:
+        reader = _HashingReader(raw)
+        try:
+            for batch in _batches(parse(reader, digest, mtime=mtime), path.name, mtime.date()):  # type: ignore[arg-type]
+                send("papers", batch)
+        except DigestError as exc:
+            send("rejected", str(exc), [(p.file, p.line, p.message) for p in digest.problems])
+        else:
+            problems = [(p.file, p.line, p.message) for p in digest.problems]
+            send("end", reader.sha.hexdigest(), digest.date, problems)
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child(sys.argv[1:]))
