@@ -5,8 +5,8 @@
 Builds digest files of the given sizes in MB from the sample digests (every
 real entry repeated with a numbered title, so each is a new paper), then
 ingests each with ``paperboy ingest`` in a fresh process and a fresh SQLite
-store (parse, store, match: no subscribers; a file over 4 MB is parsed by a
-second process while the first stores, see ``service/reading.py``), and
+store (parse, store, match: no subscribers; a file of 16 MB or more is parsed
+by a second process while the first stores, see ``service/reading.py``), and
 prints the time, the papers stored and the peak resident memory of the
 process and of its parsing process. Two times: the whole process (start-up,
 the new store's migrations, the file), and the file alone, as its
