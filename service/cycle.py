@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from . import store
+from . import publish_beside, store
 from .delivery import DeliveryReport, DeliveryRun
 from .ingest import REJECTED, FileReport, ingest_file, move_aside, scan_inbox
 from .log import event
@@ -334,12 +334,17 @@ class App:
         if self.stop.is_set():
             return report
         report.matched_papers, report.queued = self.match(report.files)
+        beside = 0  # feed files written by a second process during the delivery run
         if send and not self.stop.is_set():
             self.learn()
+            writing = publish_beside.start(self.engine, self.settings, at=self.clock())
             try:
                 report.delivery = self.deliver()
             except Exception:
+                if writing is not None:
+                    writing.finish()
                 self.write_feeds()  # what came in is in the feeds, whatever happened to the mail
                 raise
-        report.feeds_changed = self.write_feeds()
+            beside = writing.finish() if writing is not None else 0
+        report.feeds_changed = beside + self.write_feeds()
         return report

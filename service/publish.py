@@ -182,6 +182,22 @@ SAVE_EVERY = 500  # marks per transaction that records them
 READ_EVERY = 200  # feeds whose entries are read in one query, and written with one flush to disk
 
 
+def _folder(engine: Engine, settings: Settings) -> tuple[str, bool, bool]:
+    """The stamp of the feeds now; whether ``feeds.dir`` holds the feeds ``feeds.mirror`` asks
+    for; whether they are current (the stamp written beside them is the same)."""
+    now = stamp(engine, settings)
+    marker = settings.feeds.dir / STAMP
+    before = marker.read_text() if marker.is_file() else ""
+    mirrored = _mirror_of(before) == settings.feeds.mirror and (settings.feeds.dir / f"{ALL}.atom").is_file()
+    return now, mirrored, mirrored and before == now
+
+
+def current(engine: Engine, settings: Settings) -> bool:
+    """Nothing for :func:`publish` to do: the feeds in ``feeds.dir`` are what the store would
+    render now (a few aggregate queries)."""
+    return _folder(engine, settings)[2]
+
+
 def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -> int:
     """After a cycle: record the marks of the feeds that changed, render those feeds into
     ``feeds.dir``, and drop the feeds no one calls for any more; how many files changed.
@@ -189,11 +205,8 @@ def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -
     or rendered: a quiet poll costs a few aggregate queries, whatever the number of
     subscribers. A new ``feeds.dir`` (or host) gets every feed rendered into it."""
     cfg = settings.feeds
-    now = stamp(engine, settings)
-    marker = cfg.dir / STAMP
-    before = marker.read_text() if marker.is_file() else ""
-    mirrored = _mirror_of(before) == cfg.mirror and (cfg.dir / f"{ALL}.atom").is_file()
-    if mirrored and before == now:
+    now, mirrored, up_to_date = _folder(engine, settings)
+    if up_to_date:
         return 0
     at = at or datetime.now(UTC)
     assert cfg.base_url is not None  # Settings fills it in
@@ -239,7 +252,7 @@ def publish(engine: Engine, settings: Settings, *, at: datetime | None = None) -
                 (cfg.dir / f"{name}.{kind}").unlink(missing_ok=True)
     if stale or gone:
         event(log, "feeds.written", rendered=len(stale), dropped=len(gone), changed=changed, dir=cfg.dir)
-    feedfiles.atomic_write(marker, now.encode())
+    feedfiles.atomic_write(cfg.dir / STAMP, now.encode())
     return changed
 
 

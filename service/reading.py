@@ -12,9 +12,10 @@ passing the rows cost what the overlap saves (timed on 5, 10 and 20 MB files).
 
 Either way :func:`read` yields the same batches of rows, ``(key, title,
 abstract, date, source, line)``, fills the same
-:class:`~service.digest.DigestFile` (date line, problems), raises :class:`~service.digest.DigestError` for a file that is not
-a digest, and gives the SHA-256 of the bytes it read, which the caller holds
-against the hash it took first to tell a file that changed while it was read.
+:class:`~service.digest.DigestFile` (date line, problems), raises
+:class:`~service.digest.DigestError` for a file that is not a digest, and
+gives the SHA-256 of the bytes it read, which the caller holds against the
+hash it took first to tell a file that changed while it was read.
 The child imports neither the store nor SQLAlchemy: it starts in about 40 ms.
 """
 
