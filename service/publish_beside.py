@@ -37,7 +37,9 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from .log import event
+from . import store
+from .log import event, setup
+from .publish import current, publish
 from .settings import Settings
 
 log = logging.getLogger("paperboy.feeds")
@@ -57,8 +59,15 @@ class Beside:
         )
         assert self.process.stdin is not None
         url = engine.url.render_as_string(hide_password=False)
-        with self.process.stdin as pipe:
-            pickle.dump((url, settings, at, logging.getLogger().level), pipe)
+        try:
+            with self.process.stdin as pipe:
+                pickle.dump((url, settings, at, logging.getLogger().level), pipe)
+        except BaseException:
+            self.process.kill()
+            self.process.wait()
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+            raise
 
     def finish(self) -> int:
         """Wait for the second process; how many feed files it changed (0 when it failed: the
@@ -82,12 +91,20 @@ class Beside:
 def start(engine: Engine, settings: Settings, *, at: datetime) -> Beside | None:
     """The feeds written beside the delivery run, when there are many to write; None when the
     cycle writes them itself after the run (few readers, a shared mirror, nothing changed)."""
-    from .publish import current
-
     cfg = settings.feeds
     if cfg.mirror != "all" or len(settings.subscribers) < BESIDE_READERS or current(engine, settings):
         return None
-    return Beside(engine, settings, at=at)
+    try:
+        return Beside(engine, settings, at=at)
+    except Exception as exc:
+        event(
+            log,
+            "feeds.beside_failed",
+            level=logging.WARNING,
+            reason=f"{type(exc).__name__}: {exc}",
+            hint="the feeds are written after the delivery run instead",
+        )
+        return None
 
 
 def _child() -> int:
@@ -95,10 +112,6 @@ def _child() -> int:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     os.nice(NICE)  # the emails first: the feeds take the CPU the delivery run leaves
     url, settings, at, level = pickle.load(sys.stdin.buffer)
-    from . import store
-    from .log import setup
-    from .publish import publish
-
     setup()
     logging.getLogger().setLevel(level)
     engine = store.make_engine(url)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -89,6 +90,30 @@ def test_when_the_second_process_fails_the_cycle_writes_the_feeds(
     assert [r.fields["rendered"] for r in caplog.records if r.msg == "feeds.written"] == [4]  # type: ignore[attr-defined]
     assert report.feeds_changed == 8 and len(feed_files(app)) == 8
     assert report.delivery.emails == 3
+
+
+def test_a_second_process_that_cannot_start_leaves_the_feeds_to_the_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    started: list[publish_beside.Beside] = []
+    real = publish_beside.Beside.__init__
+
+    def keep(self: publish_beside.Beside, *args: object, **kwargs: object) -> None:
+        started.append(self)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def unpicklable(*_: object) -> None:
+        raise TypeError("cannot pickle '_thread.lock' object")
+
+    monkeypatch.setattr(publish_beside, "BESIDE_READERS", 1)
+    monkeypatch.setattr(publish_beside.Beside, "__init__", keep)
+    monkeypatch.setattr(publish_beside, "pickle", SimpleNamespace(dump=unpicklable))
+    app = app_in(tmp_path / "store")
+    report = app.cycle()
+    failed = [r.fields for r in caplog.records if r.msg == "feeds.beside_failed"]  # type: ignore[attr-defined]
+    assert failed and failed[0]["reason"] == "TypeError: cannot pickle '_thread.lock' object"
+    assert len(started) == 1 and started[0].process.returncode is not None  # not left running
+    assert report.feeds_changed == 8 and report.delivery.emails == 3
 
 
 def test_the_second_process_starts_only_when_many_feeds_changed(
