@@ -47,6 +47,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from . import children
 from .mailer import Outcomes, SendError, TokenBucket, send_from_queue
 from .message import Mail
 from .settings import Smtp
@@ -90,11 +91,10 @@ class CourierSender:
 
     async def run(self, queue: asyncio.Queue[Mail | None], outcomes: Outcomes) -> None:
         child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service.courier",
+            *children.command("service.courier"),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=children.environment(),
         )
         assert child.stdin is not None and child.stdout is not None
         self.process, writer = child, child.stdin

@@ -37,7 +37,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from . import store
+from . import children, store
 from .log import event, setup
 from .publish import current, publish
 from .settings import Settings
@@ -53,9 +53,10 @@ class Beside:
 
     def __init__(self, engine: Engine, settings: Settings, *, at: datetime) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.publish_beside"],
+            children.command("service.publish_beside"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=children.environment(),
         )
         assert self.process.stdin is not None
         url = engine.url.render_as_string(hide_password=False)

@@ -22,7 +22,6 @@ The child imports neither the store nor SQLAlchemy: it starts in about 40 ms.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from . import children
 from .digest import DigestError, DigestFile, Entry, Problem, parse
 from .text import paper_key
 
@@ -87,15 +87,13 @@ def read(path: Path, digest: DigestFile, *, mtime: datetime) -> Iterator[Reading
         finally:
             batches.close()  # the file, at once when the caller stopped early
         return
-    here = str(Path(__file__).resolve().parent.parent)  # the child imports this same code
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
-            [sys.executable, "-m", "service.reading", str(path), digest.name, mtime.isoformat()],
+            [*children.command("service.reading"), str(path), digest.name, mtime.isoformat()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
-            env=env,
+            env=children.environment(),
         )
         try:
             reading = Reading(iter(()), child)
