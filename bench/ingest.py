@@ -6,7 +6,7 @@ Builds digest files of the given sizes in MB from the sample digests (every
 real entry repeated with a numbered title, so each is a new paper), then
 ingests each with ``paperboy ingest`` in a fresh process and a fresh SQLite
 store (parse, store, match: no subscribers; a file of 16 MB or more is parsed
-by a second process while the first stores, see ``service/reading.py``), and
+by a second process while the first stores, see ``service/digest_reader.py``), and
 prints the time, the papers stored and the peak resident memory of the
 process and of its parsing process. Two times: the whole process (start-up,
 the new store's migrations, the file), and the file alone, as its
@@ -116,12 +116,12 @@ def parser_peak(path: Path) -> str:
     """The peak memory of ``paperboy ingest``'s parsing process (its child) on ``path``, in MB,
     run alone from a small launcher (a child's peak counts the memory of the process it was
     forked from, so it cannot be read from paperboy's own process); "-" below its size limit."""
-    from service import reading
+    from service import digest_reader
 
-    if path.stat().st_size < reading.PARALLEL_BYTES:
+    if path.stat().st_size < digest_reader.PARALLEL_BYTES:
         return "-"
     launcher = (
-        "import resource, subprocess, sys; subprocess.run([sys.executable, '-m', 'service.reading',"
+        "import resource, subprocess, sys; subprocess.run([sys.executable, '-m', 'service.digest_reader',"
         " sys.argv[1], 'x', '2026-03-15T00:00:00+00:00'], stdout=subprocess.DEVNULL, check=True);"
         " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )

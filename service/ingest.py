@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from . import reading, store
+from . import digest_reader, store
 from .digest import DigestError, DigestFile, Problem
 from .log import event
 
@@ -128,7 +128,7 @@ def ingest_file(engine: Engine, path: Path, *, at: datetime, match: Match | None
     report = FileReport(path, "ingested", problems=digest.problems)
     try:
         # A big file's parsing process starts first, and parses while the hash is taken.
-        with reading.read(path, digest, mtime=mtime) as read:
+        with digest_reader.read(path, digest, mtime=mtime) as read:
             sha = file_hash(path)
             with store.reading(engine) as session:
                 if store.file_known(session=session, sha256=sha):

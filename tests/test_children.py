@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from service import publish_beside, reading
+from service import digest_reader, publish_beside
 from service.courier import CourierSender
 from service.ingest import ingest_file
 from service.mailer import Outcomes, SendError
@@ -59,7 +59,7 @@ def test_the_courier_sends_from_any_directory(smtp_server: tuple[Sink, int]) -> 
 def test_the_parser_of_a_big_digest_reads_from_any_directory(
     decoy: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reading, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(digest_reader, "PARALLEL_BYTES", 0)
     path = copy_digest("digest-a.txt", decoy.parent / "inbox")
     report = ingest_file(engine, path, at=FIXED_NOW)
     assert (report.status, report.new_papers) == ("ingested", 39)

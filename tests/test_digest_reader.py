@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from service import reading
+from service import digest_reader
 from service.digest import DigestError, DigestFile
+from service.digest_reader import ReadingFailed, read
 from service.ingest import ingest_file
-from service.reading import ReadingFailed, read
 from tests.helpers import FIXED_NOW, copy_digest
 from tests.test_ingest import _alice_matcher, counts
 
@@ -22,7 +22,7 @@ MTIME = datetime(2026, 3, 15, 6, 0, tzinfo=UTC)
 @pytest.fixture
 def in_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every file, however small, is read by a second process."""
-    monkeypatch.setattr(reading, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(digest_reader, "PARALLEL_BYTES", 0)
 
 
 def big_digest(path: Path, entries: int, *, dated: bool = True) -> Path:
@@ -44,7 +44,7 @@ def read_all(path: Path, **kw: object) -> tuple[list[list[tuple[object, ...]]], 
     digest = DigestFile(str(path))
     with read(path, digest, mtime=MTIME) as r:
         batches = list(r.batches)
-        assert (r.child is not None) == (reading.PARALLEL_BYTES == 0)
+        assert (r.child is not None) == (digest_reader.PARALLEL_BYTES == 0)
     return batches, digest, r.sha256
 
 
@@ -54,7 +54,7 @@ def test_the_second_process_reads_what_this_one_reads(
 ) -> None:
     path = big_digest(tmp_path / "big.txt", 2500, dated=dated)
     here, digest_here, sha_here = read_all(path)
-    monkeypatch.setattr(reading, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(digest_reader, "PARALLEL_BYTES", 0)
     there, digest_there, sha_there = read_all(path)
     assert [len(b) for b in there] == [1000, 1000, 500]
     assert there == here and sha_there == sha_here and sha_here is not None
@@ -103,14 +103,14 @@ def test_leaving_early_stops_the_second_process(tmp_path: Path) -> None:
 def test_a_failed_match_stops_the_second_process_and_stores_nothing(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    children: list[reading.Reading] = []
-    real = reading.Reading.__init__
+    children: list[digest_reader.Reading] = []
+    real = digest_reader.Reading.__init__
 
-    def keep(self: reading.Reading, *args: object) -> None:
+    def keep(self: digest_reader.Reading, *args: object) -> None:
         real(self, *args)  # type: ignore[arg-type]
         children.append(self)
 
-    monkeypatch.setattr(reading.Reading, "__init__", keep)
+    monkeypatch.setattr(digest_reader.Reading, "__init__", keep)
     path = big_digest(tmp_path / "big.txt", 3000)
 
     def broken(session: object, papers: object) -> int:
@@ -145,7 +145,7 @@ def test_a_second_process_that_dies_loses_nothing(
     dying.write_text("#!/bin/sh\necho 'MemoryError: out of memory' >&2\nexit 3\n")
     dying.chmod(0o755)
     path = copy_digest("digest-a.txt", tmp_path / "inbox")
-    monkeypatch.setattr(reading.sys, "executable", str(dying))
+    monkeypatch.setattr(digest_reader.sys, "executable", str(dying))
     with pytest.raises(ReadingFailed) as failed:
         ingest_file(engine, path, at=FIXED_NOW)
     assert str(failed.value) == (
@@ -162,7 +162,7 @@ def test_the_second_process_imports_no_store() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, service.reading; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "import sys, service.digest_reader; print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('sqlalchemy', 'sqlmodel', 'pydantic', 'jinja2', 'service.store')))",
         ],
         capture_output=True,

@@ -2,10 +2,10 @@
 
 Parsing a big digest costs as much CPU as storing its papers, and in one
 process the two add up. So a file of ``PARALLEL_BYTES`` or more is read by a
-child process (``python -m service.reading PATH NAME MTIME``): it hashes and parses
-the file (:mod:`service.digest`, pure) and makes each paper's key, and writes
-the papers back over a pipe a batch at a time, while this process stores the
-batch before. The pipe holds one batch, so the child never runs further ahead
+child process (``python -m service.digest_reader PATH NAME MTIME``): it
+hashes and parses the file (:mod:`service.digest`, pure) and makes each
+paper's key, and writes the papers back over a pipe a batch at a time, while
+this process stores the batch before. The pipe holds one batch, so the child never runs further ahead
 than that: memory stays flat. Smaller files (every real digest is a few
 hundred KB) are parsed here: below about 10 MB, starting an interpreter and
 passing the rows cost what the overlap saves (timed on 5, 10 and 20 MB files).
@@ -15,8 +15,8 @@ abstract, date, source, line)``, fills the same
 :class:`~service.digest.DigestFile` (date line, problems), raises
 :class:`~service.digest.DigestError` for a file that is not a digest, and
 gives the SHA-256 of the bytes it read, which the caller holds against the
-hash it took first to tell a file that changed while it was read.
-The child imports neither the store nor SQLAlchemy: it starts in about 40 ms.
+hash it took first to tell a file that changed while it was read. The child
+imports neither the store nor SQLAlchemy: it starts in about 40 ms.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def read(path: Path, digest: DigestFile, *, mtime: datetime) -> Iterator[Reading
         return
     with tempfile.TemporaryFile() as errors:
         child = subprocess.Popen(
-            [*children.command("service.reading"), str(path), digest.name, mtime.isoformat()],
+            [*children.command("service.digest_reader"), str(path), digest.name, mtime.isoformat()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
