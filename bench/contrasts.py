@@ -1,9 +1,11 @@
-"""``bench/cycle.py``'s two contrasts, each on fresh stores of the same workload:
+"""``bench/cycle.py``'s contrasts, each on fresh stores of the same workload:
 
 - ``--workers N``: delivery by one ``paperboy worker --once`` against two at once;
 - ``--tastes N``: the delivering ``run --once`` without ratings against the same with
   ``RATINGS`` answers from every reader (their tastes fitted by ``paperboy learn`` first,
-  timed apart).
+  timed apart);
+- ``--deliver``: the largest size's delivering ``run --once`` against ``bench/deliver.py``
+  sending as many emails of the same size (``DELIVER_SIZE``), run before the sizes and after.
 
 Run through ``bench/cycle.py``; the steps, the configuration and the sink are its own.
 """
@@ -11,7 +13,10 @@ Run through ``bench/cycle.py``; the steps, the configuration and the sink are it
 from __future__ import annotations
 
 import random
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +25,8 @@ from deliver import scratch_database
 from match import corpus, vocabulary
 
 RATINGS = 10  # answers per reader in --tastes
+# bench/deliver.py's emails of the size of the cycle's at 1,000 new papers (about 67 KiB)
+DELIVER_SIZE = ["--max-papers", "24", "--keywords", "3"]
 
 
 def rate_everyone(database: str, seed: int) -> int:
@@ -116,3 +123,29 @@ def compare_workers(subscribers: int, papers: list[tuple[str, str]], seed: int, 
     (one, _), (two, _) = steps
     print(f"  two against one: {one.wall / two.wall:.2f}x the speed, {two.cpu / one.cpu:.2f}x the CPU")
     return all(step.code == 0 for step, _ in steps) and steps[0][1] == steps[1][1]
+
+
+def deliver_alone(emails: int, server: str | None) -> float | None:
+    """Seconds ``bench/deliver.py`` takes paperboy to send ``emails`` emails of ``DELIVER_SIZE``
+    (its own sink and store); None when it failed."""
+    here = Path(__file__).resolve().parent
+    command = [sys.executable, str(here / "deliver.py"), "--emails", str(emails), *DELIVER_SIZE]
+    command += ["--postgres", server] if server else []
+    done = subprocess.run(command, capture_output=True, text=True)
+    found = re.search(r"^paperboy: ([0-9.]+) s", done.stdout, re.MULTILINE)
+    if not found:
+        print(done.stdout + done.stderr, file=sys.stderr)
+        return None
+    return float(found.group(1))
+
+
+def compare_deliver(emails: int, run_wall: float, before: float | None, after: float | None) -> bool:
+    """The delivering run's wall time against bench/deliver.py's, before and after it."""
+    print(f"\nthe delivering run against bench/deliver.py ({emails:,} emails, {' '.join(DELIVER_SIZE)}):")
+    if before is None or after is None:
+        print("  bench/deliver.py failed")
+        return False
+    low, high = sorted((run_wall / before, run_wall / after))
+    print(f"  bench/deliver.py {before:.1f} s before the sizes, {after:.1f} s after")
+    print(f"  run --once (deliver, feeds) {run_wall:.1f} s: {low:.2f} to {high:.2f}x the delivery alone")
+    return True

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/cycle.py [--sizes 1000,10000] [--papers 1000] [--seed 7] [--keep DIR]
                                     [--postgres URL] [--smtp] [--mirror all|shared]
-                                    [--workers SUBSCRIBERS] [--tastes SUBSCRIBERS]
+                                    [--workers SUBSCRIBERS] [--tastes SUBSCRIBERS] [--deliver]
 
 For each size (number of subscribers), in one run, on a fresh SQLite store and
 a maildir:
@@ -21,7 +21,9 @@ With ``--postgres URL`` the store is a fresh schema on that server (dropped
 afterwards) instead of a SQLite file. With ``--smtp`` every configuration sends to
 an aiosmtpd sink in another process (``bench/deliver.py``'s, 4 connections)
 instead of writing a maildir: the delivering run then compares with
-``bench/deliver.py`` for the same number of emails. ``--mirror shared`` sets
+``bench/deliver.py`` for the same number of emails; ``--deliver`` runs it, before
+the sizes and after, with as many emails as the largest size, of the size of the
+cycle's (``--max-papers 24 --keywords 3``), and prints the ratio. ``--mirror shared`` sets
 ``feeds.mirror: shared``: no reader's feed file is written (they are served from
 the store). With ``--workers N`` it then compares
 delivery by one ``paperboy worker --once`` against two at once, each on its
@@ -178,6 +180,7 @@ def delivered(folder: Path, database: str | None) -> int:
         engine.dispose()
 
 
+DELIVERING = "run --once (deliver, feeds)"
 REPEAT = 5  # runs of each short step: its median is printed (one run of a second is noise here)
 
 
@@ -198,7 +201,7 @@ def one_size(
     (folder / "inbox").mkdir()
     return [
         measure("ingest + match", config, "ingest", str(digest)),
-        measure("run --once (deliver, feeds)", config, "run", "--once"),
+        measure(DELIVERING, config, "run", "--once"),
         median_of(REPEAT, "run --once, nothing new", config, "run", "--once"),
         median_of(REPEAT, "status", config, "status"),
         median_of(REPEAT, "check", config, "check"),
@@ -276,7 +279,14 @@ def main() -> int:
     parser.add_argument(
         "--mirror", choices=("all", "shared"), default="all", help="feeds.mirror (shared: no reader's file)"
     )
+    parser.add_argument(
+        "--deliver",
+        action="store_true",
+        help="also bench/deliver.py with as many emails as the largest size, before the sizes and after",
+    )
     args = parser.parse_args()
+    if args.deliver and not args.smtp:
+        parser.error("--deliver compares with bench/deliver.py's SMTP sink: add --smtp")
     global MIRROR
     MIRROR = args.mirror
     if args.smtp:
@@ -303,6 +313,10 @@ def measured(args: argparse.Namespace) -> int:
     print(f"store:    {'PostgreSQL' if args.postgres else 'SQLite'}")
     print(f"sink:     {f'aiosmtpd Sink on 127.0.0.1:{SINK}, 4 connections' if SINK else 'a maildir'}")
     print(f"feeds:    feeds.mirror: {MIRROR}")
+    if args.deliver:
+        from contrasts import deliver_alone
+
+        alone_before = deliver_alone(sizes[-1], args.postgres)
     results: dict[int, list[Step]] = {}
     for size in sizes:
         folder = Path(tempfile.mkdtemp(prefix=f"paperboy-cycle-{size}-"))
@@ -337,6 +351,11 @@ def measured(args: argparse.Namespace) -> int:
                 f"peak {b.peak_mb / a.peak_mb:6.2f}x"
             )
     ok = all(s.code == 0 for steps in results.values() for s in steps)
+    if args.deliver:
+        from contrasts import compare_deliver, deliver_alone
+
+        run = next(s for s in results[large] if s.name == DELIVERING)
+        ok = compare_deliver(large, run.wall, alone_before, deliver_alone(large, args.postgres)) and ok
     if args.workers or args.tastes:
         from contrasts import compare_tastes, compare_workers  # they use this module's steps
 
