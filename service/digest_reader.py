@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,7 @@ class Reading:
         self.batches = batches
         self.sha256: str | None = None
         self.child = child  # the parsing process, for a big file
+        self.said_all = False  # the child sent its last message (the end, or why it refused the file)
 
 
 @contextmanager
@@ -95,14 +97,14 @@ def read(path: Path, digest: DigestFile, *, mtime: datetime) -> Iterator[Reading
             stderr=errors,
             env=children.environment(),
         )
+        reading = Reading(iter(()), child)
         try:
-            reading = Reading(iter(()), child)
             reading.batches = _from_child(child, errors, path, digest, reading)
             yield reading
         finally:
             assert child.stdout is not None
             child.stdout.close()
-            if child.poll() is None:
+            if not reading.said_all and child.poll() is None:
                 child.kill()  # the caller stopped early: a known file, a failed match
             child.wait()
 
@@ -151,6 +153,7 @@ def _from_child(
         if kind == "papers":
             yield body[0]
             continue
+        reading.said_all = True
         digest.problems.extend(Problem(*p) for p in body[-1])
         if kind == "rejected":
             raise DigestError(body[0])
@@ -159,6 +162,10 @@ def _from_child(
 
 
 def _child(argv: list[str]) -> int:
+    # Ctrl-C reaches the whole process group, systemd signals every process of a service: the
+    # parent decides (a stopping service finishes the file it is storing), as for the courier.
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     path, name, mtime = Path(argv[0]), argv[1], datetime.fromisoformat(argv[2])
     out = sys.stdout.buffer
     digest = DigestFile(name)

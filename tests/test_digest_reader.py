@@ -1,6 +1,7 @@
 """A big digest is parsed by a second process: the same papers, problems and refusals as in
 this process, a stopped reading stops the process, and a process that dies loses nothing."""
 
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -97,6 +98,22 @@ def test_leaving_early_stops_the_second_process(tmp_path: Path) -> None:
         next(r.batches)
         assert r.child is not None and r.child.poll() is None  # still parsing (or blocked on the pipe)
     assert r.child.returncode is not None
+
+
+@pytest.mark.usefixtures("in_a_child")
+def test_ctrl_c_and_sigterm_are_for_the_parent_to_handle(tmp_path: Path) -> None:
+    """A stopping service finishes the file it is storing: the signals that reach the whole
+    process group do not kill the parsing process under it."""
+    path = big_digest(tmp_path / "big.txt", 3000)
+    digest = DigestFile(str(path))
+    with read(path, digest, mtime=MTIME) as r:
+        first = next(r.batches)  # the child is past its start: its handlers are set
+        assert r.child is not None
+        r.child.send_signal(signal.SIGINT)
+        r.child.send_signal(signal.SIGTERM)
+        rest = list(r.batches)
+    assert len(first) + sum(map(len, rest)) == 3000 and r.sha256 is not None
+    assert r.child.returncode == 0
 
 
 @pytest.mark.usefixtures("in_a_child")
