@@ -12,6 +12,7 @@ with ``-P`` (Python 3.11+: no such directory first), and the folder that holds t
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +22,14 @@ CODE = str(Path(__file__).resolve().parent.parent)  # the folder that holds this
 def command(module: str) -> list[str]:
     """The command line of a child running ``module`` (``service.courier``...)."""
     return [sys.executable, "-P", "-m", module]
+
+
+def leave_signals_to_parent() -> None:
+    """In a child: ignore SIGINT and SIGTERM. Ctrl-C reaches the whole process group and
+    systemd signals every process of a service; the parent handles those (a stopping service
+    finishes its step, then tells its children or closes their pipes)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def environment() -> dict[str, str]:

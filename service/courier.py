@@ -41,7 +41,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import struct
 import sys
 from dataclasses import dataclass
@@ -301,11 +300,9 @@ async def _serve() -> None:
 
 
 def main() -> None:
-    # Ctrl-C reaches the whole process group, and systemd stops every process of a
-    # service: the parent handles those (it says stop, or dies and closes the pipe).
-    # Left to their default, they would kill the sessions before the answers are in.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Left to their default, Ctrl-C and SIGTERM would kill the sessions before the answers
+    # are in: the parent says stop, or dies and closes the pipe.
+    children.leave_signals_to_parent()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(_serve())
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
@@ -162,10 +161,7 @@ def _from_child(
 
 
 def _child(argv: list[str]) -> int:
-    # Ctrl-C reaches the whole process group, systemd signals every process of a service: the
-    # parent decides (a stopping service finishes the file it is storing), as for the courier.
-    for name in ("SIGINT", "SIGTERM"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    children.leave_signals_to_parent()  # a stopping service finishes the file it is storing
     path, name, mtime = Path(argv[0]), argv[1], datetime.fromisoformat(argv[2])
     out = sys.stdout.buffer
     digest = DigestFile(name)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import signal
 import subprocess
 import sys
 from datetime import datetime
@@ -79,13 +78,7 @@ class Beside:
         code = self.process.wait()
         if code == 0 and said.isdigit():
             return int(said)
-        event(
-            log,
-            "feeds.beside_failed",
-            level=logging.WARNING,
-            exit=code,
-            hint="the feeds are written after the delivery run instead",
-        )
+        _fell_back(exit=code)
         return 0
 
 
@@ -98,19 +91,22 @@ def start(engine: Engine, settings: Settings, *, at: datetime) -> Beside | None:
     try:
         return Beside(engine, settings, at=at)
     except Exception as exc:
-        event(
-            log,
-            "feeds.beside_failed",
-            level=logging.WARNING,
-            reason=f"{type(exc).__name__}: {exc}",
-            hint="the feeds are written after the delivery run instead",
-        )
+        _fell_back(reason=f"{type(exc).__name__}: {exc}")
         return None
 
 
+def _fell_back(**why: object) -> None:
+    event(
+        log,
+        "feeds.beside_failed",
+        level=logging.WARNING,
+        **why,
+        hint="the feeds are written after the delivery run instead",
+    )
+
+
 def _child() -> int:
-    for name in ("SIGINT", "SIGTERM"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    children.leave_signals_to_parent()
     os.nice(NICE)  # the emails first: the feeds take the CPU the delivery run leaves
     url, settings, at, level = pickle.load(sys.stdin.buffer)
     setup()

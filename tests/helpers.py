@@ -340,3 +340,12 @@ def serving_app(tmp_path: Path, text: str, port: int) -> Iterator[tuple[Any, str
     finally:
         server.stop()
         app.engine.dispose()
+
+
+def children_die(monkeypatch: Any, folder: Path, said: str, code: int = 3) -> None:
+    """Every child process paperboy starts (:mod:`service.children`) reads its stdin, says
+    ``said`` on stderr and exits with ``code``: a parser or a feeds process that dies."""
+    dying = folder / "python"
+    dying.write_text(f"#!/bin/sh\ncat >/dev/null\necho '{said}' >&2\nexit {code}\n")
+    dying.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(dying))

@@ -14,7 +14,7 @@ from service import digest_reader
 from service.digest import DigestError, DigestFile
 from service.digest_reader import ReadingFailed, read
 from service.ingest import ingest_file
-from tests.helpers import FIXED_NOW, copy_digest
+from tests.helpers import FIXED_NOW, children_die, copy_digest
 from tests.test_ingest import _alice_matcher, counts
 
 MTIME = datetime(2026, 3, 15, 6, 0, tzinfo=UTC)
@@ -158,11 +158,8 @@ def test_a_second_process_that_dies_loses_nothing(
 ) -> None:
     """Not a problem of the file: an error naming the file and what the process said, nothing
     stored, and the file taken whole once the process can run."""
-    dying = tmp_path / "python"
-    dying.write_text("#!/bin/sh\necho 'MemoryError: out of memory' >&2\nexit 3\n")
-    dying.chmod(0o755)
     path = copy_digest("digest-a.txt", tmp_path / "inbox")
-    monkeypatch.setattr(digest_reader.sys, "executable", str(dying))
+    children_die(monkeypatch, tmp_path, "MemoryError: out of memory")
     with pytest.raises(ReadingFailed) as failed:
         ingest_file(engine, path, at=FIXED_NOW)
     assert str(failed.value) == (

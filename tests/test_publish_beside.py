@@ -14,7 +14,7 @@ import pytest
 from service import feeds, publish_beside, store
 from service.cycle import App
 from service.settings import parse_settings
-from tests.helpers import FIXED_NOW, FIXTURES, local_yaml
+from tests.helpers import FIXED_NOW, FIXTURES, children_die, local_yaml
 
 PEOPLE = (
     "  - email: alice@example.org\n    keywords: [model]\n"
@@ -77,11 +77,8 @@ def test_the_feeds_written_beside_the_run_are_those_written_after_it(
 def test_when_the_second_process_fails_the_cycle_writes_the_feeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dying = tmp_path / "python"
-    dying.write_text("#!/bin/sh\ncat >/dev/null\necho 'MemoryError' >&2\nexit 3\n")
-    dying.chmod(0o755)
     monkeypatch.setattr(publish_beside, "BESIDE_READERS", 1)
-    monkeypatch.setattr(publish_beside.sys, "executable", str(dying))
+    children_die(monkeypatch, tmp_path, "MemoryError")
     app = app_in(tmp_path / "store")
     caplog.set_level(logging.INFO)
     report = app.cycle()
