@@ -49,9 +49,12 @@ class Matcher:
         """Match ``papers``; how many deliveries were queued."""
         if not papers:
             return 0
+        index = self._index()
+        if not index.owners:  # nobody to match for (a store filled before anyone subscribes)
+            return 0
         if self._receiving is None:
             self._receiving = store.receiving(session=session)
-        return _queue(session, self._index(), papers, self._receiving, topics=None, at=self._at)[0]
+        return _queue(session, index, papers, self._receiving, topics=None, at=self._at)[0]
 
 
 def match_new(engine: Engine, index: Callable[[], Index], *, at: datetime) -> tuple[int, int]:

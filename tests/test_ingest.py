@@ -188,6 +188,29 @@ def test_papers_are_matched_as_they_are_stored(engine: Engine, tmp_path: Path) -
     assert counts(engine)["unmatched_papers"] == 0
 
 
+def test_with_nobody_to_match_for_papers_are_stored_as_matched_unread(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store filled before anyone subscribes: no paper is read by the index, no subscriber
+    row is read, and the papers are stored as matched (a later subscriber is backfilled)."""
+    index = build_index(parse_settings(local_yaml(tmp_path), source="t.yaml", base=tmp_path))
+    assert index.owners == 0
+
+    def unexpected(*args: object) -> None:
+        raise AssertionError("read with nobody to match for")
+
+    monkeypatch.setattr(type(index), "match", unexpected)
+    monkeypatch.setattr(store, "receiving", unexpected)
+    report = ingest_file(
+        engine,
+        copy_digest("digest-a.txt", tmp_path),
+        at=FIXED_NOW,
+        match=Matcher(lambda: index, at=FIXED_NOW),
+    )
+    assert (report.status, report.new_papers, report.queued) == ("ingested", 39, 0)
+    assert counts(engine)["unmatched_papers"] == 0
+
+
 def test_a_file_whose_matching_fails_is_stored_not_at_all(engine: Engine, tmp_path: Path) -> None:
     """Storing and matching share the file's transaction: a failure leaves no paper that
     would never be matched, and the file is taken whole at the next poll."""

@@ -127,6 +127,11 @@ class Index:
             self._automaton.make_automaton()
 
     @property
+    def owners(self) -> int:
+        """How many subscribers and topics it holds: with none, no paper matches anything."""
+        return len(self.subscribers) + len(self.topics)
+
+    @property
     def size(self) -> int:
         """How many distinct terms the automaton holds."""
         return len(self._term_ids)
