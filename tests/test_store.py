@@ -1,6 +1,8 @@
 """The store on SQLite and on PostgreSQL: the database refuses duplicates."""
 
+import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, event
@@ -30,6 +32,40 @@ def test_papers_are_stored_once_per_key(engine: Engine) -> None:
         assert store.find_paper(session=s, key="a").title == "A"  # type: ignore[union-attr]
         for new in (*first, *second):  # each with the id it was stored under
             assert s.get(store.Paper, new.id).title == new.title  # type: ignore[union-attr]
+
+
+def test_new_papers_get_their_ids_when_sqlite_picks_them_at_random(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """On SQLite a new paper takes the id after the largest, so a batch's ids are known
+    without a query; past the largest possible id SQLite picks them at random, and they
+    are looked up."""
+    target = tmp_path / "paperboy.db"
+    shutil.copyfile(sqlite_template, target)
+    engine = store.make_engine(f"sqlite:///{target}")
+    try:
+        with store.transaction(engine) as s:
+            counted = store.add_papers(session=s, papers=[paper("a"), paper("b")], at=FIXED_NOW)
+            s.add(
+                store.Paper(
+                    id=2**63 - 1,
+                    key="last",
+                    title="Last",
+                    abstract="",
+                    source="f",
+                    line=1,
+                    first_seen_at=FIXED_NOW,
+                )
+            )
+        with store.transaction(engine) as s:
+            drawn = store.add_papers(session=s, papers=[paper(f"r{i}") for i in range(20)], at=FIXED_NOW)
+        with store.reading(engine) as s:
+            stored = {p.id: p.title for p in s.exec(select(store.Paper))}
+    finally:
+        engine.dispose()
+    assert [p.id for p in counted] == [1, 2]
+    assert len(drawn) == 20 and all(stored[p.id] == p.title for p in drawn)
+    assert all(3 <= p.id < 2**63 - 1 for p in drawn)  # at random, not after the largest
 
 
 def test_the_database_refuses_a_duplicate_key(engine: Engine) -> None:

@@ -11,6 +11,7 @@ processes storing the same rows at once both succeed and store each once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +148,16 @@ def driver_mark(session: Session | Connection) -> str:
     """The driver's mark for a positional parameter in SQL it is given as text: ``?`` for
     sqlite3, ``%s`` for psycopg."""
     return "?" if core(session).dialect.paramstyle == "qmark" else "%s"
+
+
+def values_table(session: Session | Connection, values: Sequence[Any]) -> tuple[str, Any]:
+    """``values`` as a table of one column, ``value``, for a statement over thousands of them in
+    one bound parameter (no bound value, no Python tuple per value): the SQL of the table, and
+    its parameter. SQLite's ``json_each`` over a JSON array, PostgreSQL's ``unnest`` over an
+    array of integers (the only kind asked for so far)."""
+    if core(session).dialect.name == "postgresql":
+        return "SELECT unnest(%s::bigint[]) AS value", list(values)
+    return "SELECT value FROM json_each(?)", json.dumps(list(values))
 
 
 def bulk_insert(
