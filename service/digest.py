@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from itertools import islice
@@ -134,76 +134,87 @@ def _looks_like_abstract(text: str) -> bool:
 
 
 _ASCII_SPACES_BUT_SPACE = b"\t\x0b\x0c\r\x1c\x1d\x1e\x1f"  # what str.split() splits on, in ASCII, but " "
+_SPACE_BYTES = [bytes([b]) for b in _ASCII_SPACES_BUT_SPACE]
 
 
-def _plain(line: bytes) -> bool:
-    """Whether ``line`` is ASCII whose only spaces are single spaces between words: what
-    folding its spaces would leave as it is. (C-speed scans: a line costs a third of decoding
-    it and splitting it into words.)"""
-    return (
-        line.isascii()
-        and len(line.translate(None, _ASCII_SPACES_BUT_SPACE)) == len(line)
-        and b"  " not in line
-        and not line.startswith(b" ")
-        and not line.endswith(b" ")
-    )
+def _no_odd_spaces(text: bytes) -> bool:
+    """Whether ``text`` holds no ASCII space but " " (tabs, CR...): a byte search for each
+    (memchr, at C speed) over a whole block costs less than one pass over each line."""
+    return not any(space in text for space in _SPACE_BYTES)
+
+
+def _single_spaced(line: bytes) -> bool:
+    """Whether the spaces of ``line`` are single spaces between words."""
+    return b"  " not in line and not line.startswith(b" ") and not line.endswith(b" ")
 
 
 BLOCK = MAX_LINE  # bytes read at a time: a line within one block is never too long
 
 
-def _lines(stream: BinaryIO) -> Iterator[bytes | None]:
+def _lines(stream: BinaryIO) -> Iterator[tuple[Sequence[bytes | None], bool]]:
     """Every line of ``stream``, without its newline, read a block at a time (a call per line
-    cost more); None stands for a line longer than ``MAX_LINE``, never held whole: memory
-    stays bounded by the block."""
+    cost more), in runs: the lines of a block, with whether the block has
+    :func:`_no_odd_spaces` (told once for them all), or the one line that spans two blocks
+    (not told: False).
+    None stands for a line longer than ``MAX_LINE``, never held whole: memory stays
+    bounded by the block."""
     rest: bytes | None = b""  # the start of a line that goes on in the next block (None: too long)
     while block := stream.read(BLOCK):
         cut = block.find(b"\n")
         if cut < 0:  # the block holds no newline: the line goes on
             rest = None if rest is None or len(rest) + len(block) > MAX_LINE else rest + block
             continue
-        yield None if rest is None or len(rest) + cut > MAX_LINE else rest + block[:cut]
+        yield [None if rest is None or len(rest) + cut > MAX_LINE else rest + block[:cut]], False
         end = block.rfind(b"\n")
         if cut < end:
-            yield from block[cut + 1 : end].split(b"\n")
+            whole = block[cut + 1 : end]
+            yield whole.split(b"\n"), _no_odd_spaces(whole)
         rest = block[end + 1 :]
     if rest is None or rest:
-        yield rest
+        yield [rest], False
 
 
 def _read_lines(stream: BinaryIO, digest: DigestFile) -> Iterator[tuple[int, str, bool]]:
     """Yield (line number, cleaned text, blank line before it) for non-blank lines."""
     blank_before = True
-    for number, raw in enumerate(_lines(stream), 1):
-        if raw is None:
-            digest.problems.append(
-                Problem(digest.name, number, f"line longer than {MAX_LINE} bytes; skipped")
-            )
-            continue
-        if _plain(raw):  # nearly every line: nothing to decode with care, nothing to fold
-            text = raw.decode("ascii")
-        else:
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                text = raw.decode("cp1252", errors="replace")
+    number = 0
+    for run, no_odd_spaces in _lines(stream):
+        for raw in run:
+            number += 1
+            if raw is None:
                 digest.problems.append(
-                    Problem(
-                        digest.name,
-                        number,
-                        f"bytes that are not UTF-8 at column {exc.start + 1}; "
-                        "read as Windows-1252, check the text",
-                    )
+                    Problem(digest.name, number, f"line longer than {MAX_LINE} bytes; skipped")
                 )
-            # CR, tabs, NBSP, leading, trailing and repeated spaces: each run becomes one space
-            text = " ".join(text.split())
-        if not text:
-            blank_before = True
-            continue
-        yield number, text, blank_before
-        blank_before = False
+                continue
+            # Nearly every line: ASCII, single-spaced; nothing to decode with care, nothing to fold.
+            if raw.isascii() and (no_odd_spaces or _no_odd_spaces(raw)) and _single_spaced(raw):
+                text = raw.decode("ascii")
+            else:
+                text = _folded(raw, number, digest)
+            if not text:
+                blank_before = True
+                continue
+            yield number, text, blank_before
+            blank_before = False
+
+
+def _folded(raw: bytes, number: int, digest: DigestFile) -> str:
+    """Line ``number`` decoded (UTF-8, else Windows-1252 with a problem noted), each run of
+    CR, tabs, NBSP and other spaces one space, none at either end."""
+    if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = raw.decode("cp1252", errors="replace")
+        digest.problems.append(
+            Problem(
+                digest.name,
+                number,
+                f"bytes that are not UTF-8 at column {exc.start + 1}; read as Windows-1252, check the text",
+            )
+        )
+    return " ".join(text.split())
 
 
 def _paragraphs(lines: Iterator[tuple[int, str, bool]], digest: DigestFile) -> Iterator[tuple[int, str]]:
