@@ -1,6 +1,8 @@
 """A big digest is parsed by a second process: the same papers, problems and refusals as in
 this process, a stopped reading stops the process, and a process that dies loses nothing."""
 
+import fcntl
+import pickle
 import signal
 import subprocess
 import sys
@@ -53,17 +55,30 @@ def read_all(path: Path, **kw: object) -> tuple[list[list[tuple[object, ...]]], 
 def test_the_second_process_reads_what_this_one_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dated: bool
 ) -> None:
-    path = big_digest(tmp_path / "big.txt", 2500, dated=dated)
+    path = big_digest(tmp_path / "big.txt", 2400, dated=dated)
     here, digest_here, sha_here = read_all(path)
     monkeypatch.setattr(digest_reader, "PARALLEL_BYTES", 0)
     there, digest_there, sha_there = read_all(path)
-    assert [len(b) for b in there] == [1000, 1000, 500]
+    assert [len(b) for b in there] == [500, 500, 500, 500, 400]  # BATCH papers at a time
     assert there == here and sha_there == sha_here and sha_here is not None
     assert digest_there == digest_here
     assert [p.line for p in digest_there.problems] == ([27, 6009] if dated else [25, 6007])
     assert {row[3] for batch in there for row in batch} == {
         MTIME.date().replace(month=3, day=14) if dated else MTIME.date()
     }
+
+
+@pytest.mark.usefixtures("in_a_child")
+def test_the_pipe_from_the_second_process_holds_a_whole_batch(tmp_path: Path) -> None:
+    """So the child writes the next batch while this process stores one (on Linux, whose
+    default pipe holds 64 KB)."""
+    path = big_digest(tmp_path / "big.txt", 600)
+    with read(path, DigestFile(str(path)), mtime=MTIME) as r:
+        first = next(iter(r.batches))
+        assert r.child is not None and r.child.stdout is not None
+        holds = fcntl.fcntl(r.child.stdout.fileno(), fcntl.F_GETPIPE_SZ)
+    assert len(first) == digest_reader.BATCH
+    assert holds >= len(pickle.dumps(("papers", first), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 @pytest.mark.usefixtures("in_a_child")
