@@ -1,5 +1,6 @@
 import io
 from datetime import UTC, date, datetime
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -7,10 +8,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from service.digest import (
+    _SENTENCE,
     MAX_LINE,
+    PAPER_ABSTRACT_SENTENCES,
     DigestError,
     DigestFile,
     NotADigest,
+    _enough_sentences,
     _lines,
     _read_lines,
     not_a_paper,
@@ -274,3 +278,14 @@ def test_a_digest_with_a_few_odd_entries_is_still_a_digest() -> None:
 def test_what_a_paper_looks_like(title: str, abstract: str, why: str | None) -> None:
     found = not_a_paper(title, abstract)
     assert (found is None) if why is None else (found is not None and why in found)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=list(". !?\"')]\nab"), max_size=30))
+@example("A. B. ")
+@example("A.) B.")
+@example("e.g.  x")
+def test_enough_sentences_is_what_the_pattern_counts(text: str) -> None:
+    """The quick count of ". " agrees with the sentence pattern, whatever the text."""
+    ends = len(list(islice(_SENTENCE.finditer(text), PAPER_ABSTRACT_SENTENCES)))
+    assert _enough_sentences(text) == (ends == PAPER_ABSTRACT_SENTENCES)
