@@ -1,6 +1,8 @@
 """``bench/cycle.py``'s contrasts, each on fresh stores of the same workload:
 
-- ``--workers N``: delivery by one ``paperboy worker --once`` against two at once;
+- ``--workers N``: delivery by one ``paperboy worker --once`` against two at once, with how
+  many of the machine's cores were busy meanwhile (its own processes, the database
+  server's and everything else's: two workers held back by a lock leave cores idle);
 - ``--tastes N``: the delivering ``run --once`` without ratings against the same with
   ``RATINGS`` answers from every reader (their tastes fitted by ``paperboy learn`` first,
   timed apart);
@@ -12,6 +14,7 @@ Run through ``bench/cycle.py``; the steps, the configuration and the sink are it
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -109,20 +112,41 @@ def compare_workers(subscribers: int, papers: list[tuple[str, str]], seed: int, 
                 (folder / "inbox").mkdir()
                 if measure("ingest", config, "ingest", str(digest)).code != 0:
                     return False
+                before = machine_cpu()
                 step = measure(f"{processes} worker(s)", config, "worker", "--once", processes=processes)
+                after = machine_cpu()
                 emails = delivered(folder, database)
-                steps.append((step, emails))
+                steps.append((step, emails, _cores(before, after, step.wall)))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     print(f"\ndelivery by workers, {subscribers:,} subscribers (worker --once, started together):")
-    for step, emails in steps:
+    for step, emails, cores in steps:
         print(
             f"  {step.name:<12} {emails:,} emails   wall {step.wall:7.2f} s   cpu {step.cpu:7.2f} s   "
-            f"{emails / step.wall:7.0f} emails/s   peak {step.peak_mb:6.1f} MB"
+            f"{emails / step.wall:7.0f} emails/s   peak {step.peak_mb:6.1f} MB   {cores}"
         )
-    (one, _), (two, _) = steps
+    (one, _, _), (two, _, _) = steps
     print(f"  two against one: {one.wall / two.wall:.2f}x the speed, {two.cpu / one.cpu:.2f}x the CPU")
-    return all(step.code == 0 for step, _ in steps) and steps[0][1] == steps[1][1]
+    return all(step.code == 0 for step, _, _ in steps) and steps[0][1] == steps[1][1]
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """Seconds all the machine's processors have spent busy, and stolen by the hypervisor, so
+    far (Linux's ``/proc/stat``); None elsewhere."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def _cores(before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float) -> str:
+    if before is None or after is None:
+        return ""
+    busy, stolen = ((a - b) / wall for a, b in zip(after, before, strict=True))
+    return f"machine: {busy:.2f} of {os.cpu_count()} cores busy, {stolen:.2f} stolen"
 
 
 def deliver_alone(emails: int, server: str | None) -> float | None:
