@@ -166,11 +166,10 @@ BLOCK = MAX_LINE  # bytes read at a time: a line within one block is never too l
 
 def _lines(stream: BinaryIO) -> Iterator[tuple[Sequence[bytes | None], bool]]:
     """Every line of ``stream``, without its newline, read a block at a time (a call per line
-    cost more), in runs: the lines of a block, with whether the block has
-    :func:`_no_odd_spaces` (told once for them all), or the one line that spans two blocks
-    (not told: False).
-    None stands for a line longer than ``MAX_LINE``, never held whole: memory stays
-    bounded by the block."""
+    cost more), in runs: the lines within a block, told once for them all whether the block
+    has :func:`_no_odd_spaces`; or the one line that spans two blocks, not told (False).
+    None stands for a line longer than ``MAX_LINE``, never held whole: memory stays bounded
+    by the block."""
     rest: bytes | None = b""  # the start of a line that goes on in the next block (None: too long)
     while block := stream.read(BLOCK):
         cut = block.find(b"\n")
