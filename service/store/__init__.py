@@ -31,6 +31,14 @@ from .feed_states import (
     save_states,
     subscriber_feed_rows,
 )
+from .listings import (
+    NewTopicPaper,
+    add_topic_papers,
+    subscriber_paper_count,
+    subscriber_papers,
+    topic_paper_count,
+    topic_papers,
+)
 from .marks import FoldReport, NewSentMark, fold_sent, record_sent
 from .migrate import FIRST_RELEASE, NewerDatabase, check_known, head_revision, schema_revision, upgrade
 from .outbox import (
@@ -49,10 +57,8 @@ from .outbox import (
 from .papers import (
     Forgotten,
     NewPaper,
-    NewTopicPaper,
     PaperText,
     add_papers,
-    add_topic_papers,
     file_by_hash,
     file_known,
     files_named,
@@ -65,10 +71,6 @@ from .papers import (
     papers_only_from,
     papers_since,
     record_file,
-    subscriber_paper_count,
-    subscriber_papers,
-    topic_paper_count,
-    topic_papers,
     unmatched_papers,
 )
 from .ratings import rate, ratings_of, secret

@@ -21,7 +21,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
 from .engine import chunks, core
-from .papers import newest_digest_first
+from .listings import newest_digest_first
 from .tables import Delivery, FeedState, Paper, Subscriber, TopicPaper
 
 

@@ -1,11 +1,12 @@
-"""Papers, the files that brought them, and the papers each topic matched.
+"""Papers and the files that brought them.
 
 A paper is stored once per key (:func:`service.text.paper_key`), whichever
 file brings it first; a file once per content hash; and which files brought
 each paper (``paper_files``), so that forgetting a file takes only what no
 other file also brought. A forgotten paper (``forgotten_at``) keeps its row
 (sent deliveries point at it, and a later file does not bring it back) and is
-left out of every feed, page and match.
+left out of every feed, page and match. What feeds and pages list of them is in
+:mod:`.listings`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from sqlalchemy import (
     String,
     delete,
     exists,
-    func,
     type_coerce,
     update,
 )
@@ -33,7 +33,6 @@ from .engine import (
     core,
     driver_mark,
     insert_for,
-    insert_new,
     inserted,
     values_table,
 )
@@ -319,85 +318,3 @@ def paper_texts(*, session: Session, paper_ids: Iterable[int]) -> dict[int, tupl
     )
     rows: Any = core(session).execute(stmt).all()
     return {i: (title, abstract, key) for i, title, abstract, key in rows}
-
-
-# ---------------------------------------------------------------- topics
-
-
-@dataclass(frozen=True, slots=True)
-class NewTopicPaper:
-    topic: str
-    paper_id: int
-    score: int
-    terms: list[str]
-
-
-def add_topic_papers(*, session: Session, rows: Sequence[NewTopicPaper], at: datetime) -> int:
-    if not rows:
-        return 0
-    values = [
-        {"topic": r.topic, "paper_id": r.paper_id, "score": r.score, "terms": r.terms, "created_at": at}
-        for r in rows
-    ]
-    return insert_new(session, TopicPaper, values, ["topic", "paper_id"])
-
-
-def topic_papers(
-    *, session: Session, topic: str, limit: int, offset: int = 0
-) -> list[tuple[TopicPaper, Paper]]:
-    """The papers that matched ``topic`` (its feed, its page), newest digest first."""
-    stmt = (
-        select(TopicPaper, Paper)
-        .join(Paper, col(Paper.id) == col(TopicPaper.paper_id))
-        .where(TopicPaper.topic == topic, col(Paper.forgotten_at).is_(None))
-        .order_by(*newest_digest_first(col(TopicPaper.score)))
-        .limit(limit)
-        .offset(offset)
-    )
-    return [(t, p) for t, p in session.exec(stmt)]
-
-
-def topic_paper_count(*, session: Session, topic: str) -> int:
-    stmt = (
-        sa_select(func.count())
-        .select_from(TopicPaper)
-        .join(Paper, col(Paper.id) == col(TopicPaper.paper_id))
-        .where(col(TopicPaper.topic) == topic, col(Paper.forgotten_at).is_(None))
-    )
-    return int(core(session).execute(stmt).scalar_one())
-
-
-def newest_digest_first(score: Any) -> tuple[Any, ...]:
-    """A feed's and a page's order: the newest digest first (by its date line, else its file's
-    day), then the papers first seen last, the best first within them."""
-    return (
-        col(Paper.digest_date).desc().nulls_last(),
-        col(Paper.first_seen_at).desc(),
-        score.desc(),
-        col(Paper.id),
-    )
-
-
-def subscriber_papers(
-    *, session: Session, subscriber_id: int, limit: int, offset: int = 0
-) -> list[tuple[Delivery, Paper]]:
-    """Every paper that matched the subscriber (their feed, their page), newest digest first."""
-    stmt = (
-        select(Delivery, Paper)
-        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(Delivery.subscriber_id == subscriber_id, col(Paper.forgotten_at).is_(None))
-        .order_by(*newest_digest_first(col(Delivery.score)))
-        .limit(limit)
-        .offset(offset)
-    )
-    return [(d, p) for d, p in session.exec(stmt)]
-
-
-def subscriber_paper_count(*, session: Session, subscriber_id: int) -> int:
-    stmt = (
-        sa_select(func.count())
-        .select_from(Delivery)
-        .join(Paper, col(Paper.id) == col(Delivery.paper_id))
-        .where(col(Delivery.subscriber_id) == subscriber_id, col(Paper.forgotten_at).is_(None))
-    )
-    return int(core(session).execute(stmt).scalar_one())
